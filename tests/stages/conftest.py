@@ -25,7 +25,7 @@ def work(tmp_path_factory) -> pathlib.Path:
 def sample_csv(repo, taxi_config, work) -> str:
     """The first rows of the bundled CSV."""
     path = work / "sample.csv"
-    pd.read_csv(repo / taxi_config["data"], nrows=SAMPLE_ROWS).to_csv(path, index=False)
+    pd.read_csv(repo / "pipelines/configs" / taxi_config["data"], nrows=SAMPLE_ROWS).to_csv(path, index=False)
     return str(path)
 
 

@@ -1,0 +1,201 @@
+"""kfx: compile, run, trace and submit the lifecycle pipeline.
+
+    kfx compile [--config FILE] [--profile cpu|gpu|tpu] [-o pipeline.yaml]
+    kfx run     [--config FILE] --data CSV --label COL|EXPR --task binary --root DIR
+    kfx lineage URI --root DIR
+    kfx submit  --host URL --ir pipeline.yaml ...
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+# Config keys that are not pipeline parameters under the same name.
+_CONFIG_ALIASES = {"data": "data_uri", "schema": "schema_uri"}
+
+
+class UsageError(ValueError):
+    pass
+
+
+def load_config(path: Optional[str]) -> dict:
+    """A data set's configuration as pipeline parameters; paths resolved against the file."""
+    if not path:
+        return {}
+    config_path = Path(path)
+    try:
+        raw = yaml.safe_load(config_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"--config {path}: {err}") from err
+    params = {_CONFIG_ALIASES.get(k, k): v for k, v in raw.items()}
+    for key in ("data_uri", "schema_uri"):
+        if key in params and "://" not in str(params[key]):
+            params[key] = str((config_path.parent / params[key]).resolve())
+    return params
+
+
+def parse_params(pairs: list[str]) -> dict:
+    """--param NAME=VALUE; VALUE is read as YAML (numbers, booleans, [lists])."""
+    params = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
+        params[name] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def pipeline_parameters(args) -> dict:
+    params = load_config(args.config)
+    for flag, name in (("data", "data_uri"), ("label", "label"), ("task", "problem_type")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            params[name] = str(Path(value).resolve()) if flag == "data" and "://" not in value else value
+    params.update(parse_params(args.param))
+    return params
+
+
+def compile_ir(output: str, profile: str, params: dict) -> str:
+    from kfx_pipelines.tabular import compile_pipeline   # the one place the platform sees pipelines
+    return compile_pipeline(output, profile=profile, curated_schema=bool(params.get("schema_uri")))
+
+
+# ---------------------------------------------------------------- commands
+def cmd_compile(args) -> int:
+    params = pipeline_parameters(args)
+    compile_ir(args.output, args.profile, params)
+    print(args.output)
+    return 0
+
+
+def cmd_run(args) -> int:
+    from kfx import report
+    from kfx.runner import Runner, Workspace
+
+    params = pipeline_parameters(args)
+    missing = [f"--{f}" for f, k in (("data", "data_uri"), ("label", "label")) if k not in params]
+    if missing and not args.ir:
+        raise UsageError(f"kfx run needs {' and '.join(missing)} (or a --config that sets them)")
+    ws = Workspace(args.root)
+    params.setdefault("registry_uri", str(ws.registry))
+    with tempfile.TemporaryDirectory() as tmp:
+        ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
+        runner = Runner(ws, cache=not args.no_cache, parallelism=args.parallelism, verbose=args.verbose)
+        from kfx import ir
+        known = ir.load(ir_path).parameters
+        result = runner.run(ir_path, {k: v for k, v in params.items() if k in known})
+    page = report.write(result, result.run_dir / "report.html")
+    print(f"report: {page}")
+    if result.state != "COMPLETE":
+        print(f"run {result.run_id} FAILED: {result.error}", file=sys.stderr)
+        return EXIT_FAILED
+    pushed = [a for s in result.steps.values() for a in s.outputs.values()
+              if a.type == "system.Model" and a.metadata.get("pushed")]
+    cached = sum(s.state == "CACHED" for s in result.steps.values())
+    print(f"run {result.run_id} COMPLETE in {result.seconds:.1f}s ({cached} of {len(result.steps)} steps cached)")
+    if pushed:
+        print(f"pushed model: {pushed[0].uri}")
+    else:
+        print("no model pushed (not blessed): see the evaluation in the report")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    from kfx import lineage
+    from kfx.metadata import MetadataStore
+    from kfx.runner import Workspace
+
+    ws = Workspace(args.root)
+    if not ws.metadata_path.exists():
+        raise UsageError(f"--root {args.root}: no metadata store at {ws.metadata_path}")
+    tree = lineage.trace(MetadataStore(str(ws.metadata_path)), args.uri)
+    if args.json:
+        import dataclasses
+        print(json.dumps(dataclasses.asdict(tree), indent=2))
+    else:
+        print(lineage.render(tree))
+    return 0
+
+
+def cmd_submit(args) -> int:
+    from kfx.submit import submit
+    params = pipeline_parameters(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
+        from kfx import ir
+        known = ir.load(ir_path).parameters
+        ids = submit(ir_path, host=args.host, pipeline_name=args.pipeline_name,
+                     version_name=args.version, experiment=args.experiment, run_name=args.run_name,
+                     params={k: v for k, v in params.items() if k in known},
+                     namespace=args.namespace, recurring_cron=args.cron)
+    print(json.dumps(ids, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kfx", description="The ML lifecycle as a KFP pipeline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def pipeline_args(p, profile_default="cpu"):
+        p.add_argument("--config", help="data set configuration YAML (e.g. pipelines/configs/chicago_taxi.yaml)")
+        p.add_argument("--data", help="CSV or Parquet file")
+        p.add_argument("--label", help="label column, or an expression such as 'tips > 0.2 * fare'")
+        p.add_argument("--task", choices=["binary", "multiclass", "regression"], help="problem type")
+        p.add_argument("--param", action="append", metavar="NAME=VALUE", help="any pipeline parameter")
+        p.add_argument("--profile", default=profile_default, help="placement profile: cpu, gpu, tpu")
+
+    p = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
+    pipeline_args(p)
+    p.add_argument("-o", "--output", default="pipeline.yaml")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("run", help="run the compiled pipeline on this machine")
+    pipeline_args(p)
+    p.add_argument("--root", required=True, help="where artifacts, metadata and run reports go")
+    p.add_argument("--ir", help="run this compiled IR instead of compiling the bundled pipeline")
+    p.add_argument("--no-cache", action="store_true")
+    p.add_argument("--parallelism", type=int, default=1, help="steps run at once")
+    p.add_argument("-v", "--verbose", action="store_true", help="stream every step's log")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("lineage", help="trace an artifact back to the ingested data")
+    p.add_argument("uri")
+    p.add_argument("--root", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lineage)
+
+    p = sub.add_parser("submit", help="upload a pipeline version and start a run on a KFP cluster")
+    pipeline_args(p, profile_default="gpu")
+    p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8888")
+    p.add_argument("--ir")
+    p.add_argument("--pipeline-name", default="kfx-tabular")
+    p.add_argument("--version", required=True)
+    p.add_argument("--experiment", default="kfx")
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--namespace", default=None)
+    p.add_argument("--cron", default=None, help="also create/update a recurring run with this cron")
+    p.set_defaults(func=cmd_submit)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    from kfx.ir import IRError
+    from kfx.lineage import LineageError
+    try:
+        return args.func(args)
+    except (UsageError, IRError, LineageError) as err:
+        print(f"kfx: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Reading compiled KFP IR (PipelineSpec YAML) into what the runner needs.
+
+Only the root DAG is executed; it may hold container tasks and importers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Optional
+
+import yaml
+
+_PARAM_TYPES = {
+    "STRING": str, "NUMBER_INTEGER": int, "NUMBER_DOUBLE": (int, float),
+    "BOOLEAN": bool, "LIST": list, "STRUCT": dict,
+}
+
+
+class IRError(ValueError):
+    """The IR, or a value given for it, cannot be run."""
+
+
+@dataclasses.dataclass
+class Task:
+    name: str
+    spec: dict                       # the task entry in root.dag.tasks
+    component: dict                  # components[<ref>]
+    executor: dict                   # deploymentSpec.executors[<label>]
+    platform: dict                   # kubernetes platform config for the task, if any
+
+    @property
+    def is_importer(self) -> bool:
+        return "importer" in self.executor
+
+    @property
+    def container(self) -> dict:
+        return self.executor.get("container", {})
+
+    @property
+    def upstream(self) -> set[str]:
+        deps = set(self.spec.get("dependentTasks", []))
+        for kind in ("parameters", "artifacts"):
+            for binding in self.spec.get("inputs", {}).get(kind, {}).values():
+                for key in ("taskOutputParameter", "taskOutputArtifact"):
+                    if key in binding:
+                        deps.add(binding[key]["producerTask"])
+        return deps
+
+    @property
+    def caching(self) -> bool:
+        return self.spec.get("cachingOptions", {}).get("enableCache", True)
+
+    def output_artifacts(self) -> dict[str, str]:
+        """Output name -> schema title."""
+        outs = self.component.get("outputDefinitions", {}).get("artifacts", {})
+        return {k: v["artifactType"]["schemaTitle"] for k, v in outs.items()}
+
+    def output_parameters(self) -> list[str]:
+        return list(self.component.get("outputDefinitions", {}).get("parameters", {}))
+
+    def input_artifact_types(self) -> dict[str, str]:
+        ins = self.component.get("inputDefinitions", {}).get("artifacts", {})
+        return {k: v["artifactType"]["schemaTitle"] for k, v in ins.items()}
+
+    def definition_digest(self) -> str:
+        """What the step *is*: interface and container (image, command, args), for the cache key."""
+        body = {"component": self.component, "executor": self.executor}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclasses.dataclass
+class Pipeline:
+    name: str
+    spec: dict
+    tasks: dict[str, Task]
+    order: list[str]
+    parameters: dict                 # root.inputDefinitions.parameters
+
+    def resolve_parameters(self, given: dict) -> dict:
+        """Pipeline parameter values: defaults, overridden by `given`, type-checked."""
+        unknown = sorted(set(given) - set(self.parameters))
+        if unknown:
+            raise IRError(f"unknown pipeline parameter(s) {unknown}; this pipeline takes {sorted(self.parameters)}")
+        values = {}
+        for name, definition in self.parameters.items():
+            if name in given:
+                value = given[name]
+            elif "defaultValue" in definition:
+                value = definition["defaultValue"]
+            elif definition.get("isOptional"):
+                continue
+            else:
+                raise IRError(f"pipeline parameter '{name}' is required and has no default")
+            expected = _PARAM_TYPES.get(definition["parameterType"], object)
+            kind = definition["parameterType"]
+            # The IR stores every number as a float; JSON/YAML may give ints for doubles.
+            if kind == "NUMBER_INTEGER" and isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if kind == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise IRError(f"pipeline parameter '{name}' must be {kind}, got {value!r}")
+            values[name] = value
+        return values
+
+
+def load(path: str | Path) -> Pipeline:
+    path = Path(path)
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    except (OSError, yaml.YAMLError) as err:
+        raise IRError(f"{path}: cannot read pipeline IR: {err}") from err
+    if not docs or "root" not in docs[0]:
+        raise IRError(f"{path}: not a compiled KFP pipeline (no 'root' DAG)")
+    spec = docs[0]
+    platform = docs[1].get("platforms", {}).get("kubernetes", {}) if len(docs) > 1 else {}
+    platform_executors = platform.get("deploymentSpec", {}).get("executors", {})
+    executors = spec.get("deploymentSpec", {}).get("executors", {})
+    tasks = {}
+    for name, task_spec in spec["root"]["dag"]["tasks"].items():
+        component = spec["components"][task_spec["componentRef"]["name"]]
+        if "dag" in component:
+            raise IRError(f"{path}: task '{name}' is a sub-DAG; the local runner runs flat pipelines")
+        label = component["executorLabel"]
+        tasks[name] = Task(name, task_spec, component, executors[label], platform_executors.get(label, {}))
+    try:
+        order = list(TopologicalSorter({n: t.upstream for n, t in tasks.items()}).static_order())
+    except CycleError as err:
+        raise IRError(f"{path}: the task graph has a cycle: {err.args[1]}") from err
+    return Pipeline(spec["pipelineInfo"]["name"], spec, tasks, order,
+                    spec["root"].get("inputDefinitions", {}).get("parameters", {}))
+
+
+def artifact_type(schema_title: str) -> dict:
+    return {"schemaTitle": schema_title, "schemaVersion": "0.0.1"}
+
+
+def resources(task: Task) -> tuple[Optional[float], Optional[str]]:
+    """(cpu limit in cores, memory limit as given) from the task's container resources."""
+    res = task.container.get("resources", {})
+    cpu = res.get("resourceCpuLimit") or res.get("cpuLimit")
+    if isinstance(cpu, str):
+        cpu = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    mem = res.get("resourceMemoryLimit") or (f"{res['memoryLimit']}G" if "memoryLimit" in res else None)
+    return cpu, mem

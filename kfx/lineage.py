@@ -1,0 +1,57 @@
+"""`kfx lineage URI`: the chain from an artifact back to the data it came from."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from kfx.metadata import MetadataStore, prop
+
+
+@dataclasses.dataclass
+class Node:
+    """An artifact, the execution that produced it, and that execution's inputs."""
+    artifact_id: int
+    name: str
+    type: str
+    uri: str
+    task: Optional[str] = None
+    execution_id: Optional[int] = None
+    inputs: list["Node"] = dataclasses.field(default_factory=list)
+
+    def walk(self):
+        yield self
+        for child in self.inputs:
+            yield from child.walk()
+
+
+class LineageError(LookupError):
+    pass
+
+
+def trace(md: MetadataStore, uri: str) -> Node:
+    """The provenance tree of the newest artifact stored at `uri`."""
+    candidates = md.artifacts_by_uri(uri) or md.artifacts_by_uri(str(Path(uri).resolve()))
+    if not candidates:
+        raise LineageError(f"no artifact with URI {uri} in this metadata store")
+    newest = max(candidates, key=lambda a: a.id)
+    return _node(md, newest, prop(newest, "display_name"), set())
+
+
+def _node(md: MetadataStore, artifact, name: str, seen: set) -> Node:
+    node = Node(artifact.id, name or "artifact", md.type_name(artifact), artifact.uri)
+    execution = md.producer(artifact.id)
+    if execution is None or artifact.id in seen:
+        return node
+    seen.add(artifact.id)
+    node.task, node.execution_id = prop(execution, "task_name"), execution.id
+    node.inputs = [_node(md, art, input_name, seen) for input_name, art in md.inputs_of(execution.id)]
+    return node
+
+
+def render(node: Node, depth: int = 0) -> str:
+    pad = "    " * depth
+    made_by = f"  <- {node.task} (execution {node.execution_id})" if node.task else ""
+    lines = [f"{pad}{node.name} [{node.type}, artifact {node.artifact_id}] {node.uri}{made_by}"]
+    lines += [render(child, depth + 1) for child in node.inputs]
+    return "\n".join(lines)

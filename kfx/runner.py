@@ -1,0 +1,389 @@
+"""The local runner: executes compiled KFP IR on this machine.
+
+Like the KFP backend's driver and launcher, for every task it resolves the
+inputs, looks the step up in the cache, builds KFP's executor input, runs the
+component's own command (through a Launcher), and records executions,
+artifacts and events in ml-metadata. Outputs are staged and committed only
+when the step succeeds.
+"""
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import hashlib
+import json
+import re
+import threading
+import time
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Optional
+
+from kfx import ir
+from kfx.launchers import Launcher, ProcessLauncher, Step
+from kfx.metadata import (CONTAINER_EXECUTION, IMPORTER_EXECUTION, PIPELINE_CONTEXT, RUN_CONTEXT,
+                          MetadataStore, State, StoredArtifact)
+from kfx.store import ArtifactStore, LocalStore, fingerprint_path, remove_tree
+
+LOG_TAIL_LINES = 40
+HEARTBEAT_SECONDS = 30
+
+
+class StepFailed(RuntimeError):
+    def __init__(self, task: str, detail: str, log_path: Optional[Path] = None):
+        self.task, self.log_path = task, log_path
+        super().__init__(f"step '{task}' failed: {detail}")
+
+
+@dataclasses.dataclass
+class StepRecord:
+    task: str
+    state: str                      # COMPLETE | CACHED | FAILED | IMPORTED
+    seconds: float
+    execution_id: Optional[int] = None
+    log: Optional[str] = None
+    outputs: dict = dataclasses.field(default_factory=dict)      # name -> StoredArtifact
+    parameters: dict = dataclasses.field(default_factory=dict)   # output parameters
+
+
+@dataclasses.dataclass
+class RunResult:
+    run_id: str
+    pipeline: str
+    root: Path
+    parameters: dict
+    steps: dict[str, StepRecord]
+    seconds: float
+    state: str = "COMPLETE"
+    error: str = ""
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / self.run_id
+
+
+class Workspace:
+    """The layout under --root: artifacts, metadata, per-run logs and reports."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.metadata_path = self.root / "metadata.sqlite"
+        self.artifacts = self.root / "artifacts"
+        self.registry = self.root / "registry"
+        self.staging = self.root / ".staging"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.root / "runs" / run_id
+
+
+class Progress:
+    """One line per event, with the run's elapsed time: which step, how long."""
+
+    def __init__(self, total: int, echo: Callable[[str], None] = print, verbose: bool = False):
+        self.total, self.echo, self.verbose = total, echo, verbose
+        self.start = time.monotonic()
+        self.done = 0
+        self.lock = threading.Lock()
+
+    def say(self, message: str) -> None:
+        with self.lock:
+            self.echo(f"[{time.monotonic() - self.start:7.1f}s] {message}")
+
+    def step_line(self, task: str, line: str) -> None:
+        if self.verbose:
+            self.say(f"  {task} | {line}")
+
+    def finished(self, task: str, state: str, seconds: float) -> None:
+        with self.lock:
+            self.done += 1
+        self.say(f"({self.done}/{self.total}) {task:<18} {state:<9} {seconds:6.1f}s")
+
+
+_PLACEHOLDER = re.compile(r"\{\{\$(?:\.(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\](?:\.(path|uri|output_file))?)?\}\}")
+
+
+class Runner:
+    def __init__(self, workspace: Workspace, store: Optional[ArtifactStore] = None,
+                 launcher: Optional[Launcher] = None, cache: bool = True, parallelism: int = 1,
+                 echo: Callable[[str], None] = print, verbose: bool = False,
+                 step_env: Optional[dict] = None):
+        self.ws = workspace
+        self.store = store or LocalStore(workspace.artifacts)
+        self.launcher = launcher or ProcessLauncher()
+        self.cache = cache
+        self.parallelism = max(1, parallelism)
+        self.echo, self.verbose = echo, verbose
+        self.step_env = dict(step_env or {})
+        self.md = MetadataStore(str(workspace.metadata_path))
+        self.md_lock = threading.Lock()   # MLMD's store object is not thread-safe
+
+    # ------------------------------------------------------------------ run
+    def run(self, ir_path: str | Path, parameters: Optional[dict] = None,
+            run_id: Optional[str] = None) -> RunResult:
+        pipeline = ir.load(ir_path)
+        values = pipeline.resolve_parameters(parameters or {})
+        run_id = run_id or f"{pipeline.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        run_dir = self.ws.run_dir(run_id)
+        (run_dir / "logs").mkdir(parents=True)
+        (run_dir / "pipeline.yaml").write_text(Path(ir_path).read_text())
+        with self.md_lock:
+            contexts = [self.md.context(PIPELINE_CONTEXT, pipeline.name),
+                        self.md.context(RUN_CONTEXT, run_id, {"parameters": values})]
+        progress = Progress(len(pipeline.tasks), self.echo, self.verbose)
+        progress.say(f"run {run_id}: {len(pipeline.tasks)} steps, launcher={self.launcher.name}, "
+                     f"store={self.store.root_uri}")
+        result = RunResult(run_id, pipeline.name, self.ws.root, values, {}, 0.0)
+        started = time.monotonic()
+        try:
+            self._schedule(pipeline, values, run_id, contexts, progress, result)
+        except (StepFailed, ir.IRError) as err:
+            result.state, result.error = "FAILED", str(err)
+        finally:
+            result.seconds = time.monotonic() - started
+            remove_tree(self.ws.staging / run_id)
+            (run_dir / "run.json").write_text(json.dumps(_run_summary(result), indent=2, default=str))
+        return result
+
+    def _schedule(self, pipeline, values, run_id, contexts, progress, result) -> None:
+        pending = list(pipeline.order)
+        running: dict[futures.Future, str] = {}
+        failure: Optional[BaseException] = None
+        with futures.ThreadPoolExecutor(self.parallelism) as pool:
+            while pending or running:
+                if failure is None:
+                    for name in [n for n in pending if pipeline.tasks[n].upstream <= result.steps.keys()]:
+                        if len(running) >= self.parallelism:
+                            break
+                        pending.remove(name)
+                        running[pool.submit(self._run_task, pipeline, pipeline.tasks[name], values,
+                                            run_id, contexts, progress, result)] = name
+                elif not running:
+                    break
+                if not running:
+                    raise ir.IRError(f"tasks {pending} can never run: their inputs are never produced")
+                done, _ = futures.wait(running, timeout=HEARTBEAT_SECONDS,
+                                       return_when=futures.FIRST_COMPLETED)
+                if not done:
+                    progress.say("running: " + ", ".join(sorted(running.values())))
+                for fut in done:
+                    name = running.pop(fut)
+                    try:
+                        result.steps[name] = fut.result()
+                    except BaseException as err:  # noqa: BLE001 - reported after running steps end
+                        log = getattr(err, "log_path", None)
+                        result.steps[name] = StepRecord(name, "FAILED", 0.0, log=str(log) if log else None)
+                        failure = failure or err
+        if failure is not None:
+            raise failure
+
+    # ----------------------------------------------------------------- task
+    def _run_task(self, pipeline, task: ir.Task, values, run_id, contexts, progress, result) -> StepRecord:
+        params = self._input_parameters(task, values, result)
+        inputs = self._input_artifacts(task, result)
+        started = time.monotonic()
+        if task.is_importer:
+            record = self._import(task, params, contexts)
+        else:
+            progress.say(f"{task.name}: started")
+            record = self._execute(pipeline, task, params, inputs, run_id, contexts, progress)
+        record.seconds = time.monotonic() - started
+        progress.finished(task.name, record.state, record.seconds)
+        return record
+
+    def _input_parameters(self, task: ir.Task, values: dict, result: RunResult) -> dict:
+        params = {}
+        for name, binding in task.spec.get("inputs", {}).get("parameters", {}).items():
+            if "componentInputParameter" in binding:
+                key = binding["componentInputParameter"]
+                if key in values:
+                    params[name] = values[key]
+            elif "runtimeValue" in binding:
+                params[name] = binding["runtimeValue"]["constant"]
+            elif "taskOutputParameter" in binding:
+                ref = binding["taskOutputParameter"]
+                params[name] = result.steps[ref["producerTask"]].parameters[ref["outputParameterKey"]]
+            else:
+                raise ir.IRError(f"task '{task.name}': unsupported parameter binding {binding}")
+        return params
+
+    def _input_artifacts(self, task: ir.Task, result: RunResult) -> dict[str, StoredArtifact]:
+        arts = {}
+        for name, binding in task.spec.get("inputs", {}).get("artifacts", {}).items():
+            if "taskOutputArtifact" not in binding:
+                raise ir.IRError(f"task '{task.name}': unsupported artifact binding {binding}")
+            ref = binding["taskOutputArtifact"]
+            arts[name] = result.steps[ref["producerTask"]].outputs[ref["outputArtifactKey"]]
+        return arts
+
+    def _import(self, task: ir.Task, params: dict, contexts) -> StepRecord:
+        spec = task.executor["importer"]
+        uri_spec = spec["artifactUri"]
+        uri = params[uri_spec["runtimeParameter"]] if "runtimeParameter" in uri_spec else uri_spec["constant"]
+        path = Path(uri.removeprefix("file://")).expanduser()
+        if not path.exists():
+            raise StepFailed(task.name, f"imported artifact not found: {uri}")
+        path = path.resolve()
+        fingerprint = fingerprint_path(path)
+        type_name = spec["typeSchema"]["schemaTitle"]
+        with self.md_lock:
+            exec_id = self.md.start_execution(IMPORTER_EXECUTION, {"task_name": task.name}, contexts)
+            art = self.md.put_artifact(type_name, str(path), "artifact", spec.get("metadata", {}),
+                                       fingerprint, True)
+            self.md.finish_execution(exec_id, State.COMPLETE, {}, {}, {"artifact": art}, contexts)
+        return StepRecord(task.name, "IMPORTED", 0.0, exec_id, outputs={"artifact": art})
+
+    def _cache_key(self, task: ir.Task, params: dict, inputs: dict[str, StoredArtifact]) -> str:
+        body = {"definition": task.definition_digest(), "parameters": params,
+                "inputs": {k: a.fingerprint for k, a in inputs.items()}}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _from_cache(self, task, cache_key, params, inputs, contexts) -> Optional[StepRecord]:
+        with self.md_lock:
+            hit = self.md.cached_outputs(cache_key)
+            if hit is None:
+                return None
+            artifacts, extra = hit
+            if set(artifacts) != set(task.output_artifacts()):
+                return None
+            stored = {n: self.md.stored_artifact(a) for n, a in artifacts.items()}
+            if not all(self.store.exists(a.uri) for n, a in artifacts.items()
+                       if a.custom_properties["has_content"].bool_value):
+                return None  # something deleted the outputs: run again
+            exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
+                "task_name": task.name, "cache_key": cache_key,
+                "cached_from_execution": extra["execution_id"], "input_parameters": params}, contexts)
+            self.md.finish_execution(exec_id, State.CACHED, {"output_parameters": extra["params"]},
+                                     inputs, stored, contexts)
+        return StepRecord(task.name, "CACHED", 0.0, exec_id, outputs=stored, parameters=extra["params"])
+
+    def _execute(self, pipeline, task: ir.Task, params, inputs, run_id, contexts, progress) -> StepRecord:
+        cache_key = self._cache_key(task, params, inputs)
+        if self.cache and task.caching:
+            cached = self._from_cache(task, cache_key, params, inputs, contexts)
+            if cached:
+                return cached
+        staging = self.ws.staging / run_id / task.name
+        remove_tree(staging)
+        (staging / "outputs").mkdir(parents=True)
+        scratch = staging / "inputs"
+        executor_input = self._executor_input(task, params, inputs, staging, scratch)
+        argv = [_substitute(a, executor_input) for a in task.container["command"] + task.container.get("args", [])]
+        cpu, mem = ir.resources(task)
+        log_path = self.ws.run_dir(run_id) / "logs" / f"{task.name}.log"
+        step = Step(task.name, task.container.get("image", ""), argv,
+                    {**self.step_env, "KFX_RUN_ID": run_id, "KFX_TASK": task.name},
+                    staging, [str(self.store.root_uri), str(staging)] if isinstance(self.store, LocalStore) else [str(staging)],
+                    cpu, mem)
+        with self.md_lock:
+            exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
+                "task_name": task.name, "cache_key": cache_key, "image": step.image,
+                "input_parameters": params, "log": str(log_path), "run_id": run_id}, contexts)
+        started = time.time()
+        code = self.launcher.launch(step, log_path, lambda line: progress.step_line(task.name, line))
+        if code != 0:
+            with self.md_lock:
+                self.md.finish_execution(exec_id, State.FAILED, {"exit_code": code,
+                                         "seconds": time.time() - started}, inputs, {}, contexts)
+            raise StepFailed(task.name, f"exit code {code}\n--- last lines of {log_path} ---\n"
+                             + _tail(log_path), log_path)
+        outputs, out_params = self._commit(pipeline, task, run_id, executor_input, staging, cache_key)
+        with self.md_lock:
+            stored = {name: self.md.put_artifact(type_, uri, name, meta, fp, has_content)
+                      for name, (type_, uri, meta, fp, has_content) in outputs.items()}
+            self.md.finish_execution(exec_id, State.COMPLETE, {
+                "output_parameters": out_params, "seconds": time.time() - started},
+                inputs, stored, contexts)
+        return StepRecord(task.name, "COMPLETE", 0.0, exec_id, str(log_path), stored, out_params)
+
+    def _executor_input(self, task, params, inputs, staging: Path, scratch: Path) -> dict:
+        in_types = task.input_artifact_types()
+        return {
+            "inputs": {
+                "parameterValues": params,
+                "artifacts": {name: {"artifacts": [{
+                    "name": str(art.id), "type": ir.artifact_type(in_types.get(name, art.type)),
+                    "uri": self.store.local_path(art.uri, scratch / name), "metadata": art.metadata}]}
+                    for name, art in inputs.items()},
+            },
+            "outputs": {
+                "parameters": {name: {"outputFile": str(staging / "parameters" / name)}
+                               for name in task.output_parameters()},
+                "artifacts": {name: {"artifacts": [{
+                    "name": name, "type": ir.artifact_type(type_),
+                    "uri": str(staging / "outputs" / name), "metadata": {}}]}
+                    for name, type_ in task.output_artifacts().items()},
+                "outputFile": str(staging / "executor_output.json"),
+            },
+        }
+
+    def _commit(self, pipeline, task, run_id, executor_input, staging: Path, cache_key):
+        """Moves each output from staging to its final URI; reads metadata and parameters."""
+        executor_output = {}
+        output_file = staging / "executor_output.json"
+        if output_file.exists():
+            executor_output = json.loads(output_file.read_text())
+        reported = {name: a["artifacts"][0] for name, a in executor_output.get("artifacts", {}).items()}
+        outputs = {}
+        for name, type_ in task.output_artifacts().items():
+            staged_uri = executor_input["outputs"]["artifacts"][name]["artifacts"][0]["uri"]
+            runtime = reported.get(name, {})
+            metadata = runtime.get("metadata", {})
+            fingerprint = hashlib.sha256(f"{cache_key}:{name}".encode()).hexdigest()
+            if runtime.get("uri", staged_uri) != staged_uri:
+                # The component placed the artifact itself (push: the registry version).
+                outputs[name] = (type_, runtime["uri"], metadata, fingerprint, False)
+                continue
+            uri = self.store.output_uri(pipeline.name, run_id, task.name, name)
+            has_content = self.store.commit(Path(staged_uri), uri)
+            outputs[name] = (type_, uri, metadata, fingerprint, has_content)
+        params = dict(executor_output.get("parameterValues", {}))
+        for name in task.output_parameters():
+            path = staging / "parameters" / name
+            if name not in params and path.exists():
+                params[name] = _parse_parameter(path.read_text())
+            if name not in params:
+                raise StepFailed(task.name, f"output parameter '{name}' was not written")
+        return outputs, params
+
+
+def _substitute(arg: str, executor_input: dict) -> str:
+    def replace(match: re.Match) -> str:
+        side, kind, name, attr = match.groups()
+        if side is None:
+            return json.dumps(executor_input)
+        if kind == "parameters":
+            if side == "inputs":
+                value = executor_input["inputs"]["parameterValues"][name]
+                return value if isinstance(value, str) else json.dumps(value)
+            return executor_input["outputs"]["parameters"][name]["outputFile"]
+        artifact = executor_input[side]["artifacts"][name]["artifacts"][0]
+        return artifact["uri"]
+    return _PLACEHOLDER.sub(replace, arg)
+
+
+def _parse_parameter(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _run_summary(result: RunResult) -> dict:
+    return {
+        "run_id": result.run_id, "pipeline": result.pipeline, "state": result.state,
+        "error": result.error, "seconds": round(result.seconds, 2), "parameters": result.parameters,
+        "steps": {name: {"state": s.state, "seconds": round(s.seconds, 2), "execution_id": s.execution_id,
+                         "log": s.log, "parameters": s.parameters,
+                         "outputs": {k: {"id": a.id, "type": a.type, "uri": a.uri, "metadata": a.metadata}
+                                     for k, a in s.outputs.items()}}
+                  for name, s in result.steps.items()},
+    }

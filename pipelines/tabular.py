@@ -1,0 +1,118 @@
+"""The kfx lifecycle for any tabular data set with a label, as a KFP pipeline.
+
+ingest -> validate -> transform -> tune -> distributed-train -> distill ->
+quantize -> evaluate -> push. What the data set is (file, label, problem
+type, slicing feature, column roles) arrives as pipeline parameters; where
+each step runs (CPU/GPU/TPU pools, resources) comes from a compile profile.
+"""
+from typing import List, Optional
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset
+
+from kfx_components.distill.component import distill
+from kfx_components.distributed_train.component import distributed_train
+from kfx_components.evaluate.component import evaluate
+from kfx_components.ingest.component import ingest
+from kfx_components.push.component import push
+from kfx_components.quantize.component import quantize
+from kfx_components.transform.component import transform
+from kfx_components.tune.component import tune
+from kfx_components.validate.component import validate
+from kfx_pipelines.profiles import pipeline_root, place
+
+PIPELINE_NAME = "kfx-tabular"
+
+
+def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
+    """The pipeline function for a compile profile.
+
+    curated_schema: the pipeline imports a curated schema (pipeline parameter
+    `schema_uri`) instead of inferring one.
+    """
+
+    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0],
+                  pipeline_root=pipeline_root(profile))
+    def tabular(
+        data_uri: str,
+        label: str,
+        problem_type: str = "binary",
+        model_name: str = "model",
+        registry_uri: str = "",
+        schema_uri: str = "",
+        eval_ratio: float = 0.2,
+        split_key: str = "",
+        drop_columns: List[str] = [],
+        categorical_features: List[str] = [],
+        bucketize_features: List[str] = [],
+        num_buckets: int = 10,
+        stop_on_anomalies: bool = True,
+        beam_pipeline_args: List[str] = ["--runner=DirectRunner"],
+        tuner: str = "hyperband",
+        max_trials: int = 6,
+        tune_epochs: int = 4,
+        train_epochs: int = 8,
+        temperature: float = 4.0,
+        alpha: float = 0.3,
+        student_width: int = 16,
+        distill_epochs: int = 8,
+        slice_feature: str = "",
+        metric_threshold: float = 0.0,
+        baseline_tolerance: float = 0.01,
+    ):
+        data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+        data.set_display_name("import-data")
+
+        examples = place(ingest(
+            data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
+            drop_columns=drop_columns, split_key=split_key), "ingest", profile)
+
+        curated = None
+        if curated_schema:
+            curated = dsl.importer(artifact_uri=schema_uri, artifact_class=Artifact, reimport=False).output
+        validated = place(validate(
+            examples=examples.outputs["examples"], stop_on_anomalies=stop_on_anomalies,
+            beam_pipeline_args=beam_pipeline_args, curated_schema=curated), "validate", profile)
+
+        transformed = place(transform(
+            examples=examples.outputs["examples"], schema=validated.outputs["schema"],
+            categorical_features=categorical_features, bucketize_features=bucketize_features,
+            num_buckets=num_buckets, beam_pipeline_args=beam_pipeline_args), "transform", profile)
+        features = dict(transformed_examples=transformed.outputs["transformed_examples"],
+                        transform_graph=transformed.outputs["transform_graph"])
+
+        tuned = place(tune(algorithm=tuner, max_trials=max_trials, epochs=tune_epochs, **features),
+                      "tune", profile)
+
+        teacher = place(distributed_train(
+            hyperparameters=tuned.outputs["hyperparameters"], epochs=train_epochs, **features),
+            "distributed_train", profile)
+
+        student = place(distill(
+            teacher=teacher.outputs["model"], temperature=temperature, alpha=alpha,
+            student_width=student_width, epochs=distill_epochs, **features), "distill", profile)
+
+        quantized = place(quantize(model=student.outputs["student"], **features), "quantize", profile)
+
+        evaluated = place(evaluate(
+            model=student.outputs["student"], examples=examples.outputs["examples"],
+            slice_feature=slice_feature, metric_threshold=metric_threshold,
+            baseline_tolerance=baseline_tolerance, registry_uri=registry_uri,
+            model_name=model_name), "evaluate", profile)
+
+        place(push(
+            model=student.outputs["student"], quantized=quantized.outputs["quantized"],
+            blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
+            examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
+            registry_uri=registry_uri, model_name=model_name), "push", profile)
+
+    return tabular
+
+
+def compile_pipeline(output_path: str, profile: str = "cpu", curated_schema: bool = False,
+                     defaults: Optional[dict] = None) -> str:
+    """Compiles the pipeline to KFP IR YAML; `defaults` become parameter defaults in the IR."""
+    from kfp import compiler
+    compiler.Compiler().compile(build_pipeline(profile, curated_schema), output_path,
+                                pipeline_parameters=defaults or None)
+    return output_path

@@ -1,0 +1,138 @@
+"""The local runner on small pipelines of its own (no TensorFlow): ordering,
+artifact passing, MLMD records, caching, failure handling, lineage."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from kfp import compiler, dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from kfx import ir, lineage
+from kfx.metadata import MetadataStore
+from kfx.runner import Runner, Workspace
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def count_rows(data: Input[Dataset], skip: int, rows: Output[Dataset]) -> int:
+    import os
+    lines = open(data.path).read().splitlines()[skip:]
+    os.makedirs(rows.path)
+    with open(os.path.join(rows.path, "rows.txt"), "w") as f:
+        f.write("\n".join(lines))
+    rows.metadata["rows"] = len(lines)
+    return len(lines)
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def fit(rows: Input[Dataset], n: int, fail: bool, model: Output[Model], metrics: Output[Metrics]):
+    import os
+    if fail:
+        print("about to fail: bad input")
+        raise ValueError("fit: parameter 'fail' is set")
+    total = sum(float(x.split(",")[1]) for x in open(os.path.join(rows.path, "rows.txt")).read().splitlines())
+    with open(model.path, "w") as f:
+        f.write(str(total / n))
+    metrics.log_metric("mean", total / n)
+    model.metadata["input_rows_artifact"] = rows.name
+
+
+@dsl.pipeline(name="toy")
+def toy(data_uri: str, skip: int = 1, fail: bool = False):
+    data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+    counted = count_rows(data=data.output, skip=skip)
+    fit(rows=counted.outputs["rows"], n=counted.outputs["Output"], fail=fail)
+
+
+@pytest.fixture()
+def setup(tmp_path):
+    ir_path = tmp_path / "toy.yaml"
+    compiler.Compiler().compile(toy, str(ir_path))
+    data = tmp_path / "data.csv"
+    data.write_text("name,value\na,1\nb,2\nc,6\n")
+    lines = []
+    runner = Runner(Workspace(tmp_path / "root"), echo=lines.append)
+    return runner, ir_path, data, lines
+
+
+def test_runs_in_order_passes_artifacts_and_records_lineage(setup):
+    runner, ir_path, data, lines = setup
+    result = runner.run(ir_path, {"data_uri": str(data)})
+    assert result.state == "COMPLETE", result.error
+    assert [s.state for s in result.steps.values()] == ["IMPORTED", "COMPLETE", "COMPLETE"]
+    counted, fitted = result.steps["count-rows"], result.steps["fit"]
+    assert counted.parameters == {"Output": 3}
+    assert counted.outputs["rows"].metadata == {"rows": 3}
+    model = fitted.outputs["model"]
+    assert Path(model.uri).read_text() == "3.0"
+    assert fitted.outputs["metrics"].metadata == {"mean": 3.0}
+    # KFP pipeline-root layout, and the input artifact's name is its MLMD id.
+    assert model.uri == str(runner.ws.artifacts / "toy" / result.run_id / "fit" / "model")
+    assert model.metadata["input_rows_artifact"] == str(counted.outputs["rows"].id)
+    assert any("fit" in line and "COMPLETE" in line for line in lines)
+    assert not (runner.ws.staging / result.run_id).exists()
+
+    tree = lineage.trace(runner.md, model.uri)
+    chain = [n.task for n in tree.walk()]
+    assert chain == ["fit", "count-rows", "importer"]
+    assert list(tree.walk())[-1].uri == str(data)
+    summary = json.loads((result.run_dir / "run.json").read_text())
+    assert summary["steps"]["fit"]["state"] == "COMPLETE" and summary["steps"]["fit"]["seconds"] > 0
+
+
+def test_second_run_is_cached_and_data_change_is_not(setup):
+    runner, ir_path, data, _ = setup
+    first = runner.run(ir_path, {"data_uri": str(data)})
+    second = runner.run(ir_path, {"data_uri": str(data)})
+    assert [s.state for s in second.steps.values()] == ["IMPORTED", "CACHED", "CACHED"]
+    assert second.steps["fit"].outputs["model"].uri == first.steps["fit"].outputs["model"].uri
+    assert second.steps["count-rows"].parameters == {"Output": 3}
+    # A cached execution is linked to the same artifact; lineage follows the first producer.
+    tree = lineage.trace(runner.md, first.steps["fit"].outputs["model"].uri)
+    assert tree.execution_id == first.steps["fit"].execution_id
+
+    data.write_text("name,value\na,1\nb,2\nc,6\nd,11\n")
+    third = runner.run(ir_path, {"data_uri": str(data)})
+    assert [s.state for s in third.steps.values()] == ["IMPORTED", "COMPLETE", "COMPLETE"]
+    assert Path(third.steps["fit"].outputs["model"].uri).read_text() == "5.0"
+
+    # A parameter change re-runs only what depends on it... here both steps.
+    fourth = runner.run(ir_path, {"data_uri": str(data), "skip": 2})
+    assert fourth.steps["count-rows"].state == "COMPLETE"
+
+
+def test_deleted_cached_output_runs_again(setup):
+    runner, ir_path, data, _ = setup
+    first = runner.run(ir_path, {"data_uri": str(data)})
+    shutil.rmtree(first.steps["count-rows"].outputs["rows"].uri)
+    second = runner.run(ir_path, {"data_uri": str(data)})
+    assert second.steps["count-rows"].state == "COMPLETE"
+
+
+def test_failing_step_fails_the_run_with_its_log_and_commits_nothing(setup):
+    runner, ir_path, data, _ = setup
+    result = runner.run(ir_path, {"data_uri": str(data), "fail": True})
+    assert result.state == "FAILED"
+    assert "step 'fit' failed" in result.error
+    assert "fit: parameter 'fail' is set" in result.error        # the log tail
+    assert result.steps["fit"].state == "FAILED"
+    assert not (runner.ws.artifacts / "toy" / result.run_id / "fit").exists()
+    assert not (runner.ws.staging / result.run_id).exists()
+    md = MetadataStore(str(runner.ws.metadata_path))
+    states = sorted(e.last_known_state for e in md.store.get_executions())
+    assert 4 in states  # FAILED recorded
+    # The failure is not cached: a good run afterwards runs fit.
+    good = runner.run(ir_path, {"data_uri": str(data)})
+    assert good.steps["fit"].state == "COMPLETE"
+
+
+def test_bad_parameters_and_missing_data_are_named(setup):
+    runner, ir_path, data, _ = setup
+    with pytest.raises(ir.IRError, match="unknown pipeline parameter.*'nope'"):
+        runner.run(ir_path, {"data_uri": str(data), "nope": 1})
+    with pytest.raises(ir.IRError, match="'data_uri' is required"):
+        runner.run(ir_path, {})
+    with pytest.raises(ir.IRError, match="'skip' must be NUMBER_INTEGER"):
+        runner.run(ir_path, {"data_uri": str(data), "skip": "two"})
+    result = runner.run(ir_path, {"data_uri": str(data.parent / "missing.csv")})
+    assert result.state == "FAILED" and "missing.csv" in result.error
