@@ -85,13 +85,15 @@ def cmd_run(args) -> int:
     if missing and not args.ir:
         raise UsageError(f"kfx run needs {' and '.join(missing)} (or a --config that sets them)")
     ws = Workspace(args.root)
-    params.setdefault("registry_uri", str(ws.registry))
+    store = make_store(args.artifact_store)
+    params.setdefault("registry_uri", f"{store.root_uri.rstrip('/')}/registry" if store else str(ws.registry))
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
-        runner = Runner(ws, cache=not args.no_cache, parallelism=args.parallelism, verbose=args.verbose)
         from kfx import ir
-        known = ir.load(ir_path).parameters
-        result = runner.run(ir_path, {k: v for k, v in params.items() if k in known})
+        pipeline = ir.load(ir_path)
+        runner = Runner(ws, store=store, launcher=make_launcher(args.executor, pipeline),
+                        cache=not args.no_cache, parallelism=args.parallelism, verbose=args.verbose)
+        result = runner.run(ir_path, {k: v for k, v in params.items() if k in pipeline.parameters})
     page = report.write(result, result.run_dir / "report.html")
     print(f"report: {page}")
     if result.state != "COMPLETE":
@@ -106,6 +108,34 @@ def cmd_run(args) -> int:
     else:
         print("no model pushed (not blessed): see the evaluation in the report")
     return 0
+
+
+def make_store(uri: Optional[str]):
+    """None means the embedded default (a directory under --root)."""
+    if not uri:
+        return None
+    if not uri.startswith("s3://"):
+        raise UsageError(f"--artifact-store {uri}: expected s3://BUCKET/PREFIX")
+    from kfx.s3 import S3ConfigError, S3Store
+    try:
+        return S3Store(uri)
+    except S3ConfigError as err:
+        raise UsageError(f"--artifact-store {uri}: {err}") from err
+
+
+def make_launcher(name: str, pipeline):
+    if name == "process":
+        return None
+    from kfx.docker_launcher import DockerLauncher, image_exists
+    try:
+        launcher = DockerLauncher()
+    except Exception as err:  # docker.errors.DockerException: no engine
+        raise UsageError(f"--executor docker: no Docker engine ({err}); start one with scripts/docker-engine.sh") from err
+    images = sorted({t.container["image"] for t in pipeline.tasks.values() if not t.is_importer})
+    missing = [i for i in images if not image_exists(launcher.client, i)]
+    if missing:
+        raise UsageError(f"--executor docker: image(s) {missing} not built; run `make images`")
+    return launcher
 
 
 def cmd_lineage(args) -> int:
@@ -161,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_args(p)
     p.add_argument("--root", required=True, help="where artifacts, metadata and run reports go")
     p.add_argument("--ir", help="run this compiled IR instead of compiling the bundled pipeline")
+    p.add_argument("--executor", choices=["process", "docker"], default="process",
+                   help="each step as a local process (default) or in its stage's container")
+    p.add_argument("--artifact-store", metavar="s3://BUCKET/PREFIX",
+                   help="S3/MinIO artifact store (endpoint and keys from KFX_S3_ENDPOINT, AWS_* env)")
     p.add_argument("--no-cache", action="store_true")
     p.add_argument("--parallelism", type=int, default=1, help="steps run at once")
     p.add_argument("-v", "--verbose", action="store_true", help="stream every step's log")

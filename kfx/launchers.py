@@ -21,7 +21,8 @@ class Step:
     argv: list[str]                  # the IR's command + args, placeholders resolved
     env: dict[str, str]
     workdir: Path                    # the step's private scratch/staging directory
-    mounts: list[str]                # host paths the step reads or writes
+    readable: list[str]              # host paths the step reads (mounted read-only in a container)
+    writable: list[str]              # host paths the step writes
     cpu_limit: Optional[float] = None
     memory_limit: Optional[str] = None
 

@@ -235,7 +235,7 @@ class Runner:
         return StepRecord(task.name, "IMPORTED", 0.0, exec_id, outputs={"artifact": art})
 
     def _cache_key(self, task: ir.Task, params: dict, inputs: dict[str, StoredArtifact]) -> str:
-        body = {"definition": task.definition_digest(), "parameters": params,
+        body = {"definition": task.definition_digest(), "parameters": params, "store": self.store.root_uri,
                 "inputs": {k: a.fingerprint for k, a in inputs.items()}}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -272,10 +272,11 @@ class Runner:
         argv = [_substitute(a, executor_input) for a in task.container["command"] + task.container.get("args", [])]
         cpu, mem = ir.resources(task)
         log_path = self.ws.run_dir(run_id) / "logs" / f"{task.name}.log"
+        local_inputs = {str(Path(a.uri).parent) for a in inputs.values() if "://" not in a.uri}
+        writable = [str(staging)] + [p for p in (params.get("registry_uri"),) if p and "://" not in p]
         step = Step(task.name, task.container.get("image", ""), argv,
                     {**self.step_env, "KFX_RUN_ID": run_id, "KFX_TASK": task.name},
-                    staging, [str(self.store.root_uri), str(staging)] if isinstance(self.store, LocalStore) else [str(staging)],
-                    cpu, mem)
+                    staging, sorted(local_inputs), writable, cpu, mem)
         with self.md_lock:
             exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
                 "task_name": task.name, "cache_key": cache_key, "image": step.image,

@@ -20,3 +20,46 @@ def repo() -> pathlib.Path:
 def taxi_config() -> dict:
     """The bundled data set's pipeline configuration (label, columns to drop...)."""
     return yaml.safe_load((REPO / "pipelines/configs/chicago_taxi.yaml").read_text())
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 server process (moto) over HTTP on loopback; its settings in the environment."""
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1)
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError("the S3 server (moto) did not start")
+            time.sleep(0.2)
+    settings = {"KFX_S3_ENDPOINT": f"127.0.0.1:{port}", "KFX_S3_SECURE": "0",
+                "AWS_ACCESS_KEY_ID": "kfx-test", "AWS_SECRET_ACCESS_KEY": "kfx-test-secret",
+                "AWS_REGION": "us-east-1"}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    yield settings
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    proc.terminate()
+    proc.wait(timeout=10)

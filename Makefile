@@ -1,0 +1,40 @@
+# kfx: `make run` runs the whole lifecycle on the bundled Chicago taxi data;
+# `make test` runs every test. Both set up what they need on a fresh machine.
+SHELL := /bin/bash
+PYTHON_BOOT ?= python3.11
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+KFX := $(VENV)/bin/kfx
+ROOT ?= runs/taxi
+CONFIG ?= pipelines/configs/chicago_taxi.yaml
+PROFILE ?= cpu
+PYTEST_ARGS ?=
+export UV_NATIVE_TLS := 1
+
+.PHONY: venv run compile test test-fast clean
+
+# The venv from the pinned lock; rebuilt when the lock or the package metadata changes.
+$(VENV)/.installed: requirements/stack.lock pyproject.toml
+	test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --disable-pip-version-check uv==0.13.9
+	$(VENV)/bin/uv pip install -q --python $(PYTHON) -r requirements/stack.lock
+	$(VENV)/bin/uv pip install -q --python $(PYTHON) --no-deps -e .
+	touch $@
+
+venv: $(VENV)/.installed
+
+run: venv
+	$(KFX) run --config $(CONFIG) --root $(ROOT)
+
+compile: venv
+	$(KFX) compile --config $(CONFIG) --profile $(PROFILE) -o build/pipeline-$(PROFILE).yaml
+
+test: venv
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+# Everything but the end-to-end runs.
+test-fast: venv
+	$(VENV)/bin/pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs build

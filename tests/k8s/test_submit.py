@@ -1,0 +1,126 @@
+"""kfx.submit against a loopback stand-in of the KFP API (tests/k8s/kfp_standin.py).
+
+No KFP API server can run on this machine; the stand-in validates every request
+body against the kfp_server_api models and the stored IR, and records the calls.
+"""
+import json
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from kfx import submit as S
+
+
+def _paths(standin):
+    return [(c["method"], c["path"]) for c in standin.calls]
+
+
+def test_submit_uploads_version_and_starts_run(tiny_ir, kfp_standin):
+    out = S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "run-1", {"n": 3, "name": "a"})
+    assert kfp_standin.errors == []
+    assert set(out) >= {"pipeline_id", "version_id", "experiment_id", "run_id"}
+    assert out["version_reused"] is False
+    paths = _paths(kfp_standin)
+    assert ("POST", "/apis/v2beta1/pipelines/upload") in paths
+    assert ("POST", "/apis/v2beta1/pipelines/upload_version") in paths
+    assert ("POST", "/apis/v2beta1/experiments") in paths
+    run = kfp_standin.runs[out["run_id"]]
+    assert run["pipeline_version_reference"] == {"pipeline_id": out["pipeline_id"],
+                                                 "pipeline_version_id": out["version_id"]}
+    assert run["runtime_config"]["parameters"] == {"n": 3, "name": "a"}
+    # second submission: pipeline and experiment reused, version reused by name, new run
+    out2 = S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "run-2", {})
+    assert (out2["pipeline_id"], out2["version_id"], out2["experiment_id"]) == (
+        out["pipeline_id"], out["version_id"], out["experiment_id"])
+    assert out2["version_reused"] is True and out2["run_id"] != out["run_id"]
+    assert len(kfp_standin.experiments) == 1 and kfp_standin.errors == []
+
+
+def test_recurring_run_is_moved_to_the_new_version(tiny_ir, kfp_standin):
+    cron = "0 0 3 * * *"
+    a = S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "nightly", {}, recurring_cron=cron)
+    assert "recurring_run_id" in a and a["replaced_recurring_run_ids"] == []
+    same = S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "nightly", {}, recurring_cron=cron)
+    assert same["recurring_run_id"] == a["recurring_run_id"] and same["replaced_recurring_run_ids"] == []
+    b = S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v2", "kfx", "nightly", {"scale": 2.0},
+                 recurring_cron=cron)
+    assert b["replaced_recurring_run_ids"] == [a["recurring_run_id"]]
+    assert list(kfp_standin.recurring) == [b["recurring_run_id"]]
+    rr = kfp_standin.recurring[b["recurring_run_id"]]
+    assert rr["pipeline_version_reference"]["pipeline_version_id"] == b["version_id"]
+    assert rr["trigger"]["cron_schedule"]["cron"] == cron and rr["mode"] == "ENABLE"
+    assert rr["max_concurrency"] in (1, "1") and rr["no_catchup"] is True
+    assert kfp_standin.errors == []
+
+
+def test_bad_parameters_are_rejected_before_any_call(tiny_ir, kfp_standin):
+    with pytest.raises(S.ParameterError, match="no parameter 'epochs'.*n, name, scale"):
+        S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "r", {"epochs": 3})
+    with pytest.raises(S.ParameterError, match="NUMBER_INTEGER"):
+        S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "r", {"n": "three"})
+    assert kfp_standin.calls == []
+
+
+def test_parse_params_types():
+    assert S.parse_params(["n=3", "scale=1.5", "name=abc", "flag=true", "l=[a, b]", "e="]) == {
+        "n": 3, "scale": 1.5, "name": "abc", "flag": True, "l": ["a", "b"], "e": ""}
+    with pytest.raises(S.ParameterError, match="name=value"):
+        S.parse_params(["novalue"])
+
+
+def test_missing_or_invalid_ir(tmp_path, kfp_standin):
+    with pytest.raises(S.PipelineFileError, match="does not exist"):
+        S.submit(str(tmp_path / "nope.yaml"), kfp_standin.host, "p", "v", "e", "r", {})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Deployment\n")
+    with pytest.raises(S.PipelineFileError, match="not a compiled KFP pipeline"):
+        S.submit(str(bad), kfp_standin.host, "p", "v", "e", "r", {})
+
+
+def test_unreachable_host_is_a_specific_error(tiny_ir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(S.KfpApiError, match=f"cannot reach the KFP API at http://127.0.0.1:{port}"):
+        S.submit(tiny_ir, f"http://127.0.0.1:{port}", "kfx-tiny", "v1", "kfx", "r", {})
+
+
+def test_api_error_names_the_step(tiny_ir, kfp_standin, monkeypatch):
+    S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "r", {})
+    # make the stand-in refuse the next version upload: a duplicate name the lookup cannot see
+    monkeypatch.setattr(S, "_find_version", lambda *a, **k: None)
+    with pytest.raises(S.KfpApiError, match="uploading version 'v1'.*HTTP 400.*already exists") as ei:
+        S.submit(tiny_ir, kfp_standin.host, "kfx-tiny", "v1", "kfx", "r", {})
+    assert ei.value.status == 400
+
+
+def test_standin_rejects_bodies_that_do_not_match_the_models(kfp_standin):
+    def post(path, body):
+        req = urllib.request.Request(kfp_standin.host + path, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+        try:
+            urllib.request.urlopen(req)
+            return 200
+        except urllib.error.HTTPError as e:
+            return e.code
+    assert post("/apis/v2beta1/experiments", {"display_name": "e", "bogus": 1}) == 400
+    assert post("/apis/v2beta1/experiments", {"display_name": 5}) == 400
+    assert post("/apis/v2beta1/runs", {"display_name": "r", "pipeline_version_reference":
+                                        {"pipeline_id": "x", "pipeline_version_id": "y"}}) == 400
+    assert post("/apis/v2beta1/experiments", {"display_name": "ok"}) == 200
+    assert len(kfp_standin.errors) == 3
+
+
+def test_module_main_prints_ids(tiny_ir, kfp_standin, capsys):
+    rc = S.main(["--host", kfp_standin.host, "--ir", tiny_ir, "--pipeline-name", "kfx-tiny",
+                 "--version", "v9", "--run-name", "cli", "--param", "n=5"])
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    ids = json.loads(stdout[stdout.index("{"):])
+    assert ids["run_id"] in kfp_standin.runs
+    assert kfp_standin.errors == [] and len(kfp_standin.runs) == 1
+    rc = S.main(["--host", kfp_standin.host, "--ir", tiny_ir, "--pipeline-name", "kfx-tiny",
+                 "--version", "v9", "--run-name", "cli", "--param", "zzz=5"])
+    assert rc == 2

@@ -1,0 +1,110 @@
+"""The whole lifecycle, from the compiled IR, on the bundled data, through the CLI.
+
+One run (module fixture) then a second identical run; assertions on what a
+user gets: a pushed, blessed model that serves raw examples and beats the
+majority-class baseline, full MLMD lineage, a report, and a fully cached rerun.
+"""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+# Smaller search and fewer epochs than the defaults, to keep CI short; every stage still runs.
+FAST = ["--param", "max_trials=2", "--param", "tune_epochs=2", "--param", "train_epochs=4",
+        "--param", "distill_epochs=4"]
+KFX = [sys.executable, "-m", "kfx.cli"]
+
+
+def _kfx(*args, check=True):
+    proc = subprocess.run([*KFX, *args], capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kfx {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(repo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    config = str(repo / "pipelines/configs/chicago_taxi.yaml")
+    first = _kfx("run", "--config", config, "--root", str(root), *FAST)
+    second = _kfx("run", "--config", config, "--root", str(root), *FAST)
+    return root, first, second
+
+
+def _pushed_uri(proc) -> str:
+    match = re.search(r"^pushed model: (\S+)$", proc.stdout, re.M)
+    assert match, proc.stdout
+    return match.group(1)
+
+
+def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+
+    root, first, _ = runs
+    uri = Path(_pushed_uri(first))
+    assert re.fullmatch(r"v\d+", uri.name) and uri.parent.name == "chicago-taxi-big-tipper"
+    assert (uri / "model_card.md").read_text().strip()
+    model = tf.saved_model.load(str(uri / "saved_model"))
+    serve = model.signatures["serving_default"]
+
+    # The raw eval split exactly as ingested: serialized tf.Examples, label included
+    # (the signature ignores it), no transformation applied by the caller.
+    [examples_dir] = root.glob("artifacts/kfx-tabular/*/ingest/examples")
+    raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
+    labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw]
+    probabilities = serve(examples=tf.constant(raw))["probabilities"].numpy().ravel()
+    assert len(probabilities) == len(raw) > 2000
+    assert ((probabilities >= 0) & (probabilities <= 1)).all()
+    auc = roc_auc_score(labels, probabilities)
+    assert auc > 0.6, f"AUC {auc:.3f} does not beat the majority-class baseline (0.5) by a margin"
+
+
+def test_lineage_links_pushed_model_back_to_the_ingested_data(runs, repo):
+    from kfx import lineage
+    from kfx.metadata import MetadataStore
+
+    root, first, _ = runs
+    tree = lineage.trace(MetadataStore(str(root / "metadata.sqlite")), _pushed_uri(first))
+
+    def path_to(node, task, seen=()):
+        if node.task == task:
+            return [*seen, task]
+        for child in node.inputs:
+            found = path_to(child, task, (*seen, node.task))
+            if found:
+                return found
+        return None
+
+    assert tree.task == "push"
+    assert path_to(tree, "evaluate")[:2] == ["push", "evaluate"]
+    chain = path_to(tree, "importer")
+    for stage in ("distill", "distributed-train", "transform", "ingest", "importer"):
+        assert stage in chain or stage in {n.task for n in tree.walk()}, (stage, chain)
+    data = [n for n in tree.walk() if n.task == "importer"]
+    assert data and data[0].uri == str((repo / "data/chicago_taxi/data.csv").resolve())
+
+    cli = _kfx("lineage", _pushed_uri(first), "--root", str(root))
+    assert "<- push" in cli.stdout and "<- ingest" in cli.stdout and "data.csv" in cli.stdout
+
+
+def test_second_run_is_fully_cached(runs):
+    _, first, second = runs
+    assert re.search(r"\(9 of 10 steps cached\)", second.stdout), second.stdout
+    assert _pushed_uri(second) == _pushed_uri(first)
+
+
+def test_report_shows_stats_anomalies_metrics_and_model_sizes(runs):
+    root, first, _ = runs
+    report = Path(re.search(r"^report: (\S+)$", first.stdout, re.M).group(1))
+    page = report.read_text()
+    for stage in ("ingest", "validate", "transform", "tune", "distributed-train", "distill",
+                  "quantize", "evaluate", "push"):
+        assert stage in page
+    assert "anomal" in page.lower() and "auc" in page.lower() and "int8" in page
+    assert not re.search(r"<script[^>]+src=[\"']https?:", page)
