@@ -165,7 +165,8 @@ def cmd_submit(args) -> int:
         ids = submit(ir_path, host=args.host, pipeline_name=args.pipeline_name,
                      version_name=args.version, experiment=args.experiment, run_name=args.run_name,
                      params={k: v for k, v in params.items() if k in known},
-                     namespace=args.namespace, recurring_cron=args.cron)
+                     namespace=args.namespace, recurring_cron=args.cron,
+                     service_account=args.service_account)
     print(json.dumps(ids, indent=2))
     return 0
 
@@ -174,21 +175,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kfx", description="The ML lifecycle as a KFP pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def pipeline_args(p, profile_default="cpu"):
+    def pipeline_args(p, profile_default):
         p.add_argument("--config", help="data set configuration YAML (e.g. pipelines/configs/chicago_taxi.yaml)")
         p.add_argument("--data", help="CSV or Parquet file")
-        p.add_argument("--label", help="label column, or an expression such as 'tips > 0.2 * fare'")
+        p.add_argument("--label", help="label column, or a pandas expression such as 'amount > 100'")
         p.add_argument("--task", choices=["binary", "multiclass", "regression"], help="problem type")
         p.add_argument("--param", action="append", metavar="NAME=VALUE", help="any pipeline parameter")
-        p.add_argument("--profile", default=profile_default, help="placement profile: cpu, gpu, tpu")
+        p.add_argument("--profile", default=profile_default,
+                       help=f"placement profile: local, cpu, gpu, tpu (default {profile_default})")
 
     p = sub.add_parser("compile", help="compile the pipeline to KFP IR YAML")
-    pipeline_args(p)
+    pipeline_args(p, "cpu")
     p.add_argument("-o", "--output", default="pipeline.yaml")
     p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("run", help="run the compiled pipeline on this machine")
-    pipeline_args(p)
+    pipeline_args(p, "local")
     p.add_argument("--root", required=True, help="where artifacts, metadata and run reports go")
     p.add_argument("--ir", help="run this compiled IR instead of compiling the bundled pipeline")
     p.add_argument("--executor", choices=["process", "docker"], default="process",
@@ -215,7 +217,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", default="kfx")
     p.add_argument("--run-name", default=None)
     p.add_argument("--namespace", default=None)
-    p.add_argument("--cron", default=None, help="also create/update a recurring run with this cron")
+    p.add_argument("--cron", default=None,
+                   help="instead of one run, create (or move to this version) a recurring run; "
+                        "6-field KFP cron, e.g. '0 0 3 * * *'")
+    p.add_argument("--service-account", default="kfx-pipeline-runner",
+                   help="the least-privilege account runs execute as")
     p.set_defaults(func=cmd_submit)
     return parser
 

@@ -85,11 +85,21 @@ class Progress:
         self.total, self.echo, self.verbose = total, echo, verbose
         self.start = time.monotonic()
         self.done = 0
+        self.starts: dict[str, float] = {}
         self.lock = threading.Lock()
 
     def say(self, message: str) -> None:
         with self.lock:
             self.echo(f"[{time.monotonic() - self.start:7.1f}s] {message}")
+
+    def started(self, task: str) -> None:
+        with self.lock:
+            self.starts[task] = time.monotonic()
+        self.say(f"{task}: started")
+
+    def still_running(self, tasks: list[str]) -> None:
+        now = time.monotonic()
+        self.say("running: " + ", ".join(f"{t} ({now - self.starts.get(t, now):.0f}s)" for t in tasks))
 
     def step_line(self, task: str, line: str) -> None:
         if self.verbose:
@@ -166,7 +176,7 @@ class Runner:
                 done, _ = futures.wait(running, timeout=HEARTBEAT_SECONDS,
                                        return_when=futures.FIRST_COMPLETED)
                 if not done:
-                    progress.say("running: " + ", ".join(sorted(running.values())))
+                    progress.still_running(sorted(running.values()))
                 for fut in done:
                     name = running.pop(fut)
                     try:
@@ -186,7 +196,7 @@ class Runner:
         if task.is_importer:
             record = self._import(task, params, contexts)
         else:
-            progress.say(f"{task.name}: started")
+            progress.started(task.name)
             record = self._execute(pipeline, task, params, inputs, run_id, contexts, progress)
         record.seconds = time.monotonic() - started
         progress.finished(task.name, record.state, record.seconds)

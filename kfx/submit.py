@@ -16,10 +16,12 @@ Also runnable as ``python -m kfx.submit`` (the chart's registration Job).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
 import sys
+import time
 import warnings
 from typing import Any, Dict, Iterable, List, Optional
 
@@ -65,6 +67,12 @@ def load_ir(ir_path: str) -> dict:
         raise PipelineFileError(
             f"pipeline IR {ir_path!r} is not a compiled KFP pipeline (no pipelineInfo/root)")
     return docs[0]
+
+
+def ir_digest(ir_path: str, length: int = 10) -> str:
+    """First hex digits of the IR file's SHA-256 (``{digest}`` in a version name)."""
+    with open(ir_path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:length]
 
 
 def pipeline_inputs(spec: dict) -> Dict[str, str]:
@@ -162,10 +170,13 @@ def _find_version(client, pipeline_id: str, version_name: str, host: str) -> Opt
 
 
 def submit(ir_path: str, host: str, pipeline_name: str, version_name: str, experiment: str,
-           run_name: str, params: Optional[dict] = None, namespace: Optional[str] = None,
+           run_name: Optional[str], params: Optional[dict] = None, namespace: Optional[str] = None,
            recurring_cron: Optional[str] = None, service_account: Optional[str] = None,
            client=None) -> dict:
     """Upload ``ir_path`` as version ``version_name`` of ``pipeline_name`` and run it.
+
+    ``{digest}`` in ``version_name`` is replaced by the first 10 hex digits of the
+    IR's SHA-256, so a changed pipeline always gets a new version.
 
     Returns the ids: ``pipeline_id``, ``version_id``, ``experiment_id`` and either
     ``run_id`` or ``recurring_run_id`` (plus ``replaced_recurring_run_ids``), and
@@ -173,8 +184,13 @@ def submit(ir_path: str, host: str, pipeline_name: str, version_name: str, exper
     """
     spec = load_ir(ir_path)
     params = check_params(spec, dict(params or {}))
+    if "{digest}" in (version_name or ""):
+        version_name = version_name.replace("{digest}", ir_digest(ir_path))
+    if not run_name:
+        run_name = (f"{pipeline_name}-recurring" if recurring_cron
+                    else f"{pipeline_name}-{version_name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
     for label, value in (("pipeline name", pipeline_name), ("version name", version_name),
-                         ("experiment", experiment), ("run name", run_name)):
+                         ("experiment", experiment)):
         if not value or not str(value).strip():
             raise SubmitError(f"{label} must not be empty")
     client = client or make_client(host, namespace)
@@ -243,9 +259,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="KFP API endpoint, e.g. http://ml-pipeline.kubeflow:8888")
     p.add_argument("--ir", required=True, help="compiled pipeline YAML")
     p.add_argument("--pipeline-name", required=True)
-    p.add_argument("--version", required=True, help="pipeline version name")
+    p.add_argument("--version", required=True,
+                   help="pipeline version name; {digest} is replaced by the IR's SHA-256 prefix")
     p.add_argument("--experiment", default="kfx")
-    p.add_argument("--run-name", required=True)
+    p.add_argument("--run-name", default=None, help="default: <pipeline>-<version>-<UTC time>")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--namespace", default=None, help="multi-user KFP: the profile namespace")
     p.add_argument("--cron", default=None, help="6-field cron: create/update a recurring run instead of one run")

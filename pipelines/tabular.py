@@ -67,12 +67,13 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
             data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
             drop_columns=drop_columns, split_key=split_key), "ingest", profile)
 
-        curated = None
+        schema = {}
         if curated_schema:
-            curated = dsl.importer(artifact_uri=schema_uri, artifact_class=Artifact, reimport=False).output
+            schema["curated_schema"] = dsl.importer(
+                artifact_uri=schema_uri, artifact_class=Artifact, reimport=False).output
         validated = place(validate(
             examples=examples.outputs["examples"], stop_on_anomalies=stop_on_anomalies,
-            beam_pipeline_args=beam_pipeline_args, curated_schema=curated), "validate", profile)
+            beam_pipeline_args=beam_pipeline_args, **schema), "validate", profile)
 
         transformed = place(transform(
             examples=examples.outputs["examples"], schema=validated.outputs["schema"],
