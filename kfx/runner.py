@@ -290,6 +290,7 @@ class Runner:
         with self.md_lock:
             exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
                 "task_name": task.name, "cache_key": cache_key, "image": step.image,
+                "launcher": self.launcher.name,
                 "input_parameters": params, "log": str(log_path), "run_id": run_id}, contexts)
         started = time.time()
         code = self.launcher.launch(step, log_path, lambda line: progress.step_line(task.name, line))

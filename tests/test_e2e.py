@@ -108,3 +108,57 @@ def test_report_shows_stats_anomalies_metrics_and_model_sizes(runs):
         assert stage in page
     assert "anomal" in page.lower() and "auc" in page.lower() and "int8" in page
     assert not re.search(r"<script[^>]+src=[\"']https?:", page)
+
+
+# ---------------------------------------------------------------- containers + S3
+@pytest.fixture(scope="module")
+def docker_run(repo, runs, s3_server, tmp_path_factory):
+    """The same IR with every step in its stage's image and every artifact in S3."""
+    root = tmp_path_factory.mktemp("e2e-docker")
+    store = "s3://kfx-e2e/pipeline-root"
+    proc = _kfx("run", "--config", str(repo / "pipelines/configs/chicago_taxi.yaml"), "--root", str(root),
+                "--executor", "docker", "--artifact-store", store, *FAST)
+    return root, store, proc
+
+
+def _eval_auc(saved_model_dir, examples_dir) -> float:
+    import tensorflow as tf
+    from sklearn.metrics import roc_auc_score
+    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
+    labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw]
+    return roc_auc_score(labels, serve(examples=tf.constant(raw))["probabilities"].numpy().ravel())
+
+
+@pytest.mark.docker
+@pytest.mark.s3
+def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker_run, tmp_path):
+    from kfx import lineage
+    from kfx.metadata import MetadataStore, prop
+    from kfx.s3 import S3Store
+    from kfx_components.common import registry
+
+    local_root, local_first, _ = runs
+    root, store_uri, proc = docker_run
+    pushed = _pushed_uri(proc)
+    assert pushed.startswith(store_uri + "/registry/chicago-taxi-big-tipper/v")
+
+    md = MetadataStore(str(root / "metadata.sqlite"))
+    executions = [e for e in md.store.get_executions() if prop(e, "image")]
+    assert len(executions) == 9 and {prop(e, "launcher") for e in executions} == {"docker"}
+    uris = [a.uri for a in md.store.get_artifacts()]
+    assert all(u.startswith("s3://") for u in uris if not u.endswith("data.csv")), uris
+    tree = lineage.trace(md, pushed)
+    assert {"push", "evaluate", "distill", "distributed-train", "transform", "ingest", "importer"} <= \
+        {n.task for n in tree.walk()}
+
+    # Same eval split (deterministic split), same model quality within a small tolerance.
+    store = S3Store(store_uri)
+    examples = next(n for n in tree.walk() if n.task == "ingest")
+    examples_dir = Path(store.local_path(examples.uri, tmp_path / "examples"))
+    version = registry.latest(store_uri + "/registry", "chicago-taxi-big-tipper")
+    model_dir = Path(registry.fetch(version, str(tmp_path / "pushed")))
+    docker_auc = _eval_auc(model_dir / "saved_model", examples_dir)
+    [local_examples] = local_root.glob("artifacts/kfx-tabular/*/ingest/examples")
+    local_auc = _eval_auc(Path(_pushed_uri(local_first)) / "saved_model", local_examples)
+    assert abs(docker_auc - local_auc) < 0.02, (docker_auc, local_auc)

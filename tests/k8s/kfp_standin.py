@@ -345,6 +345,15 @@ class KfpStandIn:
                      and (exp is None or r.get("experiment_id") == exp)]
             return 200, self._out(M.V2beta1ListRecurringRunsResponse(recurring_runs=items or None,
                                                                      total_size=len(items)))
+        m = re.fullmatch(r"/apis/v2beta1/runs/([^/:]+)", p)
+        if method == "GET" and m:
+            data = self.runs[m.group(1)]
+            return 200, self._out(M.V2beta1Run(run_id=m.group(1), display_name=data["display_name"],
+                                               experiment_id=data.get("experiment_id"), state="PENDING"))
+        m = re.fullmatch(r"/apis/v2beta1/recurringruns/([^/:]+)", p)
+        if method == "GET" and m:
+            r = self.recurring[m.group(1)]
+            return 200, self._out(_api_client._ApiClient__deserialize(r, "V2beta1RecurringRun"))
         m = re.fullmatch(r"/apis/v2beta1/recurringruns/([^/:]+)(:disable)?", p)
         if m and method in ("POST", "DELETE"):
             rid = m.group(1)

@@ -124,3 +124,32 @@ def test_module_main_prints_ids(tiny_ir, kfp_standin, capsys):
     rc = S.main(["--host", kfp_standin.host, "--ir", tiny_ir, "--pipeline-name", "kfx-tiny",
                  "--version", "v9", "--run-name", "cli", "--param", "zzz=5"])
     assert rc == 2
+
+
+def test_kfp_cli_commands_from_the_docs(tiny_ir, kfp_standin):
+    """The kfp CLI sequence docs/deploy.md shows, against the stand-in (string params only:
+    the CLI sends every ARG as a string)."""
+    import warnings
+
+    from click.testing import CliRunner
+    from kfp.cli.cli import cli as kfp_cli
+
+    base = ["--endpoint", kfp_standin.host, "--output", "json"]
+
+    def cli(*args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = CliRunner().invoke(kfp_cli, base + list(args), obj={}, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        out = res.output  # "... details: URL" lines, then the JSON object
+        return json.JSONDecoder().raw_decode(out[out.index("{"):])[0]
+
+    pid = cli("pipeline", "create", "-p", "kfx-tiny", tiny_ir)["pipeline_id"]
+    vid = cli("pipeline", "create-version", "-p", pid, "-v", "0.1.0-abc", tiny_ir)["pipeline_version_id"]
+    cli("experiment", "create", "kfx")
+    run = cli("run", "create", "-e", "kfx", "-r", "first-run", "-p", pid, "-v", vid, "name=taxi")
+    rr = cli("recurring-run", "create", "--experiment-name", "kfx", "--job-name", "kfx-tiny-nightly",
+             "--cron-expression", "0 0 3 * * *", "--max-concurrency", "1", "--no-catchup",
+             "--pipeline-id", pid, "--version-id", vid, "name=taxi")
+    assert kfp_standin.errors == []
+    assert run["run_id"] in kfp_standin.runs and rr["recurring_run_id"] in kfp_standin.recurring

@@ -1,0 +1,351 @@
+"""The Keras model shared by tune, distributed_train, distill, quantize and evaluate.
+
+Data-set agnostic: every input comes from the TFT output (``transform_graph``)
+and the transformed examples' layout in docs/design.md.
+
+* ``load_transform_output(dir)`` -> ``tft.TFTransformOutput``
+* ``make_dataset(transformed_examples_dir, split, transform_output, label_key, batch_size, ...)``
+  -> ``tf.data.Dataset`` of ``(features: dict, label)`` from ``<dir>/<split>/*.tfrecord.gz``
+* ``feature_inputs(transform_output, label_key)`` -> ``{name: tf.keras.Input(shape=(), dtype)}``
+* ``build_model(transform_output, label_key, problem_type, num_classes, width, depth, learning_rate)``
+  -> compiled ``tf.keras.Model`` (dict of transformed features -> LOGITS)
+* ``export_serving_model(model, transform_output, label_key, problem_type, export_dir)``
+  -> SavedModel with the ``serving_default`` and ``transformed_logits`` signatures
+* ``primary_metric(problem_type)`` / ``metric_direction(problem_type)``
+
+Every model input is one dense scalar transformed feature (shape ``[batch]``):
+``float32`` features feed the network directly, ``int64`` features with an
+integer domain ``[0, n)`` in the transformed schema go through an
+``Embedding(n + 1)`` (index ``n`` catches out-of-vocabulary ``-1``), other
+``int64`` features are cast to ``float32``.
+
+Import with ``TF_USE_LEGACY_KERAS=1`` set before TensorFlow is first imported
+(tf.keras = tf-keras 2.16; Keras 3 breaks MultiWorkerMirroredStrategy, TFT
+and keras-tuner 1.3.5). This module sets it when it is not set.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402
+import tensorflow_transform as tft  # noqa: E402
+
+
+def _skip_autograph_for_tf_keras() -> None:
+    """Treat tf-keras like TF's own `keras` package: do not autograph-convert its internals.
+
+    TF 2.16's autograph skips modules named `keras` and `tensorflow` but not
+    `tf_keras`, so every first `fit`/`predict` trace transpiled ~350 tf-keras
+    functions (measured 18-35 s on the 2-core build machine, vs <1 s without).
+    """
+    from tensorflow.python.autograph.core import config
+    if not any(getattr(rule, "_prefix", None) == "tf_keras" for rule in config.CONVERSION_RULES):
+        config.CONVERSION_RULES = (config.DoNotConvert("tf_keras"),) + tuple(config.CONVERSION_RULES)
+
+
+_skip_autograph_for_tf_keras()
+
+PROBLEM_TYPES = ("binary", "multiclass", "regression")
+SERVING_SIGNATURE = "serving_default"
+LOGITS_SIGNATURE = "transformed_logits"
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+DEFAULT_HYPERPARAMETERS = {"width": 64, "depth": 2, "learning_rate": 1e-3}
+
+_PRIMARY = {"binary": ("auc", "max"), "multiclass": ("accuracy", "max"), "regression": ("rmse", "min")}
+
+
+def _check_problem_type(problem_type: str) -> None:
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+
+
+def primary_metric(problem_type: str) -> str:
+    """Name of the Keras metric used for tuning and reporting ("auc", "accuracy" or "rmse")."""
+    _check_problem_type(problem_type)
+    return _PRIMARY[problem_type][0]
+
+
+def metric_direction(problem_type: str) -> str:
+    """"max" or "min": whether a larger ``primary_metric`` is better."""
+    _check_problem_type(problem_type)
+    return _PRIMARY[problem_type][1]
+
+
+def output_units(problem_type: str, num_classes: int) -> int:
+    """Width of the logits layer: 1 for binary and regression, K for multiclass."""
+    _check_problem_type(problem_type)
+    if problem_type != "multiclass":
+        return 1
+    if not num_classes or int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2 for multiclass, got {num_classes!r}")
+    return int(num_classes)
+
+
+# --------------------------------------------------------------------------- TFT output
+
+def load_transform_output(transform_graph_dir: str) -> tft.TFTransformOutput:
+    """The ``tft.TFTransformOutput`` in ``transform_graph_dir`` (``transform_fn/``, ``transformed_metadata/``)."""
+    for sub in ("transform_fn", "transformed_metadata"):
+        if not tf.io.gfile.isdir(os.path.join(transform_graph_dir, sub)):
+            raise ValueError(f"transform_graph_dir {transform_graph_dir!r} has no {sub}/ (not a TFT output)")
+    return tft.TFTransformOutput(transform_graph_dir)
+
+
+def transformed_feature_spec(transform_output: tft.TFTransformOutput, label_key: str) -> dict:
+    """The transformed feature spec (label included); raises if the label is missing."""
+    spec = dict(transform_output.transformed_feature_spec())
+    if label_key not in spec:
+        raise ValueError(f"label_key {label_key!r} is not a transformed feature (have {sorted(spec)})")
+    return spec
+
+
+def feature_keys(transform_output: tft.TFTransformOutput, label_key: str) -> list:
+    """Sorted names of the model's input features: every transformed feature but the label."""
+    return sorted(k for k in transformed_feature_spec(transform_output, label_key) if k != label_key)
+
+
+MAX_EMBEDDING_BUCKETS = 100_000
+
+
+def num_buckets(transform_output: tft.TFTransformOutput, name: str):
+    """Bucket count ``max + 1`` of an int64 transformed feature with an integer domain, else None.
+
+    Unlike ``TFTransformOutput.num_buckets_for_transformed_feature`` this accepts
+    ``min == -1`` (TFT's out-of-vocabulary default value); domains wider than
+    ``MAX_EMBEDDING_BUCKETS`` count as numeric.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    domain = transform_output.transformed_domains().get(name)
+    if not isinstance(domain, schema_pb2.IntDomain) or not domain.HasField("max") or domain.max < 0:
+        return None
+    if domain.HasField("min") and domain.min < -1:
+        return None
+    n = int(domain.max) + 1
+    return n if n <= MAX_EMBEDDING_BUCKETS else None
+
+
+def raw_feature_spec(transform_output: tft.TFTransformOutput, label_key: str | None = None) -> dict:
+    """The RAW feature spec the serving signature parses, minus ``label_key``.
+
+    Read from the raw metadata (``<transform_graph>/metadata``) when the
+    transform stage wrote it, else derived from the transform graph's input
+    signature (dense ``[batch]`` -> FixedLenFeature([]), sparse -> VarLenFeature).
+    """
+    try:
+        spec = dict(transform_output.raw_feature_spec())
+    except Exception:  # no raw metadata written: read the transform graph's inputs
+        from tensorflow_transform.saved import saved_transform_io_v2
+        loader = saved_transform_io_v2.SavedModelLoader(transform_output.transform_savedmodel_dir)
+        spec = {}
+        for name, t in loader._structured_inputs.items():  # pylint: disable=protected-access
+            if isinstance(t, tf.SparseTensor):
+                spec[name] = tf.io.VarLenFeature(t.dtype)
+            elif isinstance(t, tf.RaggedTensor):
+                spec[name] = tf.io.RaggedFeature(t.dtype)
+            else:
+                spec[name] = tf.io.FixedLenFeature(t.shape[1:].as_list(), t.dtype)
+    if label_key is not None:
+        spec.pop(label_key, None)
+    return spec
+
+
+# --------------------------------------------------------------------------- data
+
+def split_files(transformed_examples_dir: str, split: str) -> list:
+    files = sorted(glob.glob(os.path.join(transformed_examples_dir, split, "*.tfrecord.gz")))
+    if not files:
+        raise ValueError(f"no {split}/*.tfrecord.gz under transformed_examples_dir {transformed_examples_dir!r}")
+    return files
+
+
+def count_examples(transformed_examples_dir: str, split: str) -> int:
+    """Number of records in a split (reads the files once)."""
+    ds = tf.data.TFRecordDataset(split_files(transformed_examples_dir, split), compression_type="GZIP")
+    return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
+
+
+def make_dataset(transformed_examples_dir: str, split: str, transform_output: tft.TFTransformOutput,
+                 label_key: str, batch_size: int = 256, shuffle: bool = False, repeat: bool = False,
+                 seed: int | None = None, problem_type: str | None = None, drop_remainder: bool = False,
+                 with_label: bool = True) -> tf.data.Dataset:
+    """Batches of ``(features, label)`` (or ``features`` alone when ``with_label=False``).
+
+    ``features`` maps every name in ``feature_keys`` to a ``[batch]`` tensor.
+    The label is reshaped for ``build_model``'s loss when ``problem_type`` is given:
+    binary/regression -> ``float32 [batch, 1]``, multiclass -> ``int64 [batch]``;
+    with ``problem_type=None`` it is the parsed ``[batch]`` tensor.
+    Auto-sharding is by DATA so one file per split works with multi-worker training.
+    """
+    spec = transformed_feature_spec(transform_output, label_key)
+    ds = tf.data.TFRecordDataset(split_files(transformed_examples_dir, split), compression_type="GZIP")
+    if shuffle:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+
+    def parse(serialized):
+        features = tf.io.parse_example(serialized, spec)
+        label = features.pop(label_key)
+        if not with_label:
+            return features
+        if problem_type in ("binary", "regression"):
+            label = tf.reshape(tf.cast(label, tf.float32), [-1, 1])
+        elif problem_type == "multiclass":
+            label = tf.cast(label, tf.int64)
+        return features, label
+
+    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return ds.with_options(options)
+
+
+# --------------------------------------------------------------------------- model
+
+def feature_inputs(transform_output: tft.TFTransformOutput, label_key: str) -> dict:
+    """``{name: tf.keras.Input(shape=(), dtype=..., name=name)}`` for every transformed feature but the label."""
+    spec = transformed_feature_spec(transform_output, label_key)
+    inputs = {}
+    for name in feature_keys(transform_output, label_key):
+        s = spec[name]
+        if not isinstance(s, tf.io.FixedLenFeature) or list(s.shape) not in ([], [1]):
+            raise ValueError(f"transformed feature {name!r} must be a dense scalar, got {s}")
+        if s.dtype == tf.string:
+            raise ValueError(f"transformed feature {name!r} is a string; the transform must index it")
+        inputs[name] = tf.keras.Input(shape=(), dtype=s.dtype, name=name)
+    return inputs
+
+
+def embedding_dim(buckets: int) -> int:
+    return int(min(16, max(2, math.ceil(1.6 * buckets ** 0.56))))
+
+
+def _encode(transform_output, inputs: dict) -> tf.Tensor:
+    """One ``[batch, d]`` float tensor: numeric features stacked, integer-domain features embedded."""
+    numeric, parts = [], []
+    for name, inp in inputs.items():
+        if inp.dtype.is_integer:
+            n = num_buckets(transform_output, name)
+            if n is not None:
+                # [0, n) -> itself; -1 (TFT's out-of-vocabulary value) -> n
+                idx = tf.math.floormod(inp, n + 1)
+                parts.append(tf.keras.layers.Embedding(n + 1, embedding_dim(n + 1), name=f"emb_{name}")(idx))
+                continue
+            inp = tf.cast(inp, tf.float32)
+        numeric.append(inp)
+    if numeric:
+        parts.insert(0, tf.stack(numeric, axis=1) if len(numeric) > 1 else tf.expand_dims(numeric[0], 1))
+    if not parts:
+        raise ValueError("the transformed data has no features besides the label")
+    if len(parts) == 1:
+        return parts[0]
+    return tf.keras.layers.Concatenate(name="features")(parts)
+
+
+def build_model(transform_output: tft.TFTransformOutput, label_key: str, problem_type: str,
+                num_classes: int = 0, width: int = 64, depth: int = 2,
+                learning_rate: float = 1e-3) -> tf.keras.Model:
+    """A compiled MLP: transformed features -> ``depth`` x Dense(width, relu) -> logits.
+
+    Output is LOGITS (1 unit for binary/regression, ``num_classes`` for
+    multiclass). Loss: BinaryCrossentropy(from_logits) / SparseCategoricalCrossentropy(from_logits) / MSE.
+    Metrics: binary "auc", "accuracy"; multiclass "accuracy"; regression "rmse".
+    """
+    units = output_units(problem_type, num_classes)
+    width, depth = int(width), int(depth)
+    if width < 1 or depth < 0 or not learning_rate > 0:
+        raise ValueError(f"bad hyperparameters width={width} depth={depth} learning_rate={learning_rate}")
+    inputs = feature_inputs(transform_output, label_key)
+    x = _encode(transform_output, inputs)
+    for i in range(depth):
+        x = tf.keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
+    logits = tf.keras.layers.Dense(units, name="logits")(x)
+    model = tf.keras.Model(inputs=inputs, outputs=logits)
+    if problem_type == "binary":
+        loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+        metrics = [tf.keras.metrics.AUC(from_logits=True, name="auc"),
+                   tf.keras.metrics.BinaryAccuracy(threshold=0.0, name="accuracy")]
+    elif problem_type == "multiclass":
+        loss = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        metrics = [tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    else:
+        loss = tf.keras.losses.MeanSquaredError()
+        metrics = [tf.keras.metrics.RootMeanSquaredError(name="rmse")]
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=float(learning_rate)),
+                  loss=loss, metrics=metrics)
+    return model
+
+
+def logits_to_outputs(logits: tf.Tensor, problem_type: str) -> dict:
+    """Serving outputs from logits: {"probabilities": sigmoid/softmax} or {"predictions": identity}."""
+    if problem_type == "binary":
+        return {"probabilities": tf.sigmoid(logits)}
+    if problem_type == "multiclass":
+        return {"probabilities": tf.nn.softmax(logits, axis=-1)}
+    return {"predictions": tf.identity(logits)}
+
+
+def export_serving_model(model: tf.keras.Model, transform_output: tft.TFTransformOutput, label_key: str,
+                         problem_type: str, export_dir: str) -> str:
+    """Save ``model`` as a self-contained SavedModel at ``export_dir``; returns ``export_dir``.
+
+    Signatures:
+      * ``serving_default(examples: tf.string [None])``: parse raw tf.Examples with
+        the raw feature spec minus the label, apply the TFT graph (tracked on the
+        model as ``model.tft_layer``), return ``probabilities`` (binary ``[n,1]``,
+        multiclass ``[n,K]``) or ``predictions`` (regression ``[n,1]``).
+      * ``transformed_logits(**{feature: [None] tensor})``: one keyword per
+        transformed feature (``feature_keys``; float32 or int64), returns ``logits``.
+    The directory also loads with ``tf.keras.models.load_model`` (tf-keras).
+    """
+    _check_problem_type(problem_type)
+    model.tft_layer = transform_output.transform_features_layer()
+    raw_spec = raw_feature_spec(transform_output, label_key)
+    tspec = transformed_feature_spec(transform_output, label_key)
+    keys = feature_keys(transform_output, label_key)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(examples):
+        parsed = tf.io.parse_example(examples, raw_spec)
+        transformed = model.tft_layer(parsed)
+        logits = model({k: transformed[k] for k in keys}, training=False)
+        return logits_to_outputs(logits, problem_type)
+
+    @tf.function(input_signature=[{k: tf.TensorSpec([None], tspec[k].dtype, name=k) for k in keys}])
+    def transformed_logits(features):
+        return {"logits": model({k: features[k] for k in keys}, training=False)}
+
+    signatures = {SERVING_SIGNATURE: serve.get_concrete_function(),
+                  LOGITS_SIGNATURE: transformed_logits.get_concrete_function()}
+    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    return export_dir
+
+
+# --------------------------------------------------------------------------- hyperparameters
+
+def write_hyperparameters(hyperparameters_dir: str, width: int, depth: int, learning_rate: float) -> str:
+    os.makedirs(hyperparameters_dir, exist_ok=True)
+    path = os.path.join(hyperparameters_dir, HYPERPARAMETERS_FILE)
+    with open(path, "w") as f:
+        json.dump({"width": int(width), "depth": int(depth), "learning_rate": float(learning_rate)}, f, indent=2)
+    return path
+
+
+def read_hyperparameters(hyperparameters_dir: str) -> dict:
+    """``{"width": int, "depth": int, "learning_rate": float}`` from ``hyperparameters.json``."""
+    path = os.path.join(hyperparameters_dir, HYPERPARAMETERS_FILE)
+    try:
+        with open(path) as f:
+            hp = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read hyperparameters file {path!r}: {e}") from e
+    missing = [k for k in DEFAULT_HYPERPARAMETERS if k not in hp]
+    if missing:
+        raise ValueError(f"hyperparameters file {path!r} lacks {missing}")
+    return {"width": int(hp["width"]), "depth": int(hp["depth"]), "learning_rate": float(hp["learning_rate"])}

@@ -1,0 +1,355 @@
+"""A versioned model registry: `<registry_uri>/<model_name>/v<N>/`.
+
+Versions are numbered 1, 2, ... and are never overwritten; a version is only
+visible once it is complete.
+
+* Filesystem (`/path` or `file:///path`): files are staged into a hidden
+  directory inside `<registry_uri>/<model_name>/` (same file system), and the
+  staged directory is renamed to `v<N>` in one atomic step that refuses to
+  replace an existing entry (Linux `renameat2(RENAME_NOREPLACE)`; elsewhere
+  `os.rename`, which refuses a non-empty target, after an existence check). If
+  `v<N>` is taken (a concurrent publisher), N+1 is tried. A crash leaves at
+  most a hidden `.staging-*` directory, which is never listed as a version.
+* S3 (`s3://bucket/prefix`, MinIO SDK; endpoint and credentials from
+  `KFX_S3_ENDPOINT`, `KFX_S3_SECURE`, `AWS_ACCESS_KEY_ID`,
+  `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`): a publisher first claims `v<N>` by
+  writing `v<N>/_CLAIM` (a random token) with `If-None-Match: *` and reading
+  it back; a taken N moves it on to N+1. Then the objects are uploaded and
+  `v<N>/_COMPLETE` is written last. Only versions with `_COMPLETE` are
+  visible (`latest`, `fetch`).
+
+This module must not import TensorFlow: the push image carries none.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import errno
+import io
+import os
+import re
+import shutil
+import time
+import uuid
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+_VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+STAGING_PREFIX = ".staging-"
+CLAIM, COMPLETE = "_CLAIM", "_COMPLETE"
+MARKERS = (CLAIM, COMPLETE)
+MAX_ATTEMPTS = 1000
+STALE_STAGING_SECONDS = 24 * 3600
+
+
+class RegistryError(RuntimeError):
+    """The registry could not complete an operation."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Version:
+    number: int
+    uri: str
+
+    @property
+    def name(self) -> str:
+        return f"v{self.number}"
+
+
+def _check_name(model_name: str) -> None:
+    if not isinstance(model_name, str) or not _NAME_RE.match(model_name):
+        raise ValueError(f"model_name {model_name!r} must match {_NAME_RE.pattern}")
+
+
+def _is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def _local_root(registry_uri: str) -> str:
+    if registry_uri.startswith("file://"):
+        return registry_uri[len("file://"):]
+    if "://" in registry_uri:
+        raise ValueError(f"registry_uri {registry_uri!r}: only filesystem paths, file:// and "
+                         "s3:// are supported")
+    return registry_uri
+
+
+def _version_uri(registry_uri: str, model_name: str, number: int) -> str:
+    return f"{registry_uri.rstrip('/')}/{model_name}/v{number}"
+
+
+def _check_sources(source_dirs: Mapping[str, str], files: Mapping[str, bytes],
+                   allow_empty: bool = False) -> None:
+    if not source_dirs and not files and not allow_empty:
+        raise ValueError("publish: nothing to publish (no source_dirs and no files)")
+    for name in list(source_dirs) + list(files):
+        if not _NAME_RE.match(name) or name in MARKERS or _VERSION_RE.match(name):
+            raise ValueError(f"publish: entry name {name!r} is not allowed")
+    for name, path in source_dirs.items():
+        if not os.path.isdir(path):
+            raise ValueError(f"publish: source_dirs[{name!r}] = {path!r} is not a directory")
+    for name, data in files.items():
+        if not isinstance(data, (bytes, bytearray)):
+            raise ValueError(f"publish: files[{name!r}] must be bytes")
+
+
+# ------------------------------------------------------------------ filesystem
+
+def _rename_noreplace(src: str, dst: str) -> None:
+    """Atomically rename src -> dst; raise FileExistsError if dst exists."""
+    libc_name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(libc_name, use_errno=True) if libc_name else None
+    renameat2 = getattr(libc, "renameat2", None) if libc is not None else None
+    if renameat2 is not None:
+        at_fdcwd, rename_noreplace = -100, 1
+        rc = renameat2(at_fdcwd, os.fsencode(src), at_fdcwd, os.fsencode(dst), rename_noreplace)
+        if rc == 0:
+            return
+        err = ctypes.get_errno()
+        if err == errno.EEXIST:
+            raise FileExistsError(err, os.strerror(err), dst)
+        if err not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+            raise OSError(err, os.strerror(err), dst)
+    # Portable fallback: os.rename refuses a non-empty target directory, and a staged
+    # version is never empty; an empty stray directory is not replaced either.
+    if os.path.lexists(dst):
+        raise FileExistsError(errno.EEXIST, "version exists", dst)
+    try:
+        os.rename(src, dst)
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise FileExistsError(e.errno, "version exists", dst) from e
+        raise
+
+
+def _local_versions(model_dir: str) -> List[int]:
+    if not os.path.isdir(model_dir):
+        return []
+    out = []
+    for entry in os.listdir(model_dir):
+        m = _VERSION_RE.match(entry)
+        if m and os.path.isdir(os.path.join(model_dir, entry)):
+            out.append(int(m.group(1)))
+    return sorted(out)
+
+
+def _clean_stale_staging(model_dir: str) -> None:
+    now = time.time()
+    for entry in os.listdir(model_dir):
+        path = os.path.join(model_dir, entry)
+        if entry.startswith(STAGING_PREFIX):
+            try:
+                if now - os.path.getmtime(path) > STALE_STAGING_SECONDS:
+                    shutil.rmtree(path, ignore_errors=True)
+            except OSError:
+                pass
+
+
+def _write_files(directory: str, files: Mapping[str, bytes]) -> None:
+    for name, data in files.items():
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _local_publish(source_dirs, files, registry_uri, model_name, versioned_files) -> Version:
+    model_dir = os.path.join(_local_root(registry_uri), model_name)
+    os.makedirs(model_dir, exist_ok=True)
+    _clean_stale_staging(model_dir)
+    staging = os.path.join(model_dir, f"{STAGING_PREFIX}{uuid.uuid4().hex}")
+    os.mkdir(staging)
+    try:
+        for name, src in source_dirs.items():
+            shutil.copytree(src, os.path.join(staging, name))
+        _write_files(staging, files)
+        existing = _local_versions(model_dir)
+        number = (existing[-1] if existing else 0) + 1
+        for _ in range(MAX_ATTEMPTS):
+            if versioned_files is not None:
+                extra = dict(versioned_files(number))
+                _check_sources({}, extra)
+                _write_files(staging, extra)
+            try:
+                _rename_noreplace(staging, os.path.join(model_dir, f"v{number}"))
+            except FileExistsError:
+                number += 1
+                continue
+            return Version(number, _version_uri(registry_uri, model_name, number))
+        raise RegistryError(f"could not claim a version under {model_dir!r} after "
+                            f"{MAX_ATTEMPTS} attempts")
+    finally:
+        if os.path.exists(staging):
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ S3 / MinIO
+
+def _s3_split(registry_uri: str) -> Tuple[str, str]:
+    rest = registry_uri[len("s3://"):]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise ValueError(f"registry_uri {registry_uri!r} names no bucket")
+    return bucket, prefix.strip("/")
+
+
+def _s3_client():
+    from minio import Minio
+
+    endpoint = os.environ.get("KFX_S3_ENDPOINT", "")
+    if not endpoint:
+        raise ValueError("KFX_S3_ENDPOINT is not set (host:port of the S3/MinIO server)")
+    return Minio(endpoint,
+                 access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+                 secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+                 secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
+                 region=os.environ.get("AWS_REGION", "us-east-1"))
+
+
+def _s3_model_prefix(prefix: str, model_name: str) -> str:
+    return f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
+
+
+def _s3_versions(client, bucket: str, model_prefix: str) -> Dict[int, bool]:
+    """{N: complete?} for every claimed version."""
+    out: Dict[int, bool] = {}
+    for obj in client.list_objects(bucket, prefix=model_prefix, recursive=True):
+        rel = obj.object_name[len(model_prefix):]
+        head, _, tail = rel.partition("/")
+        m = _VERSION_RE.match(head)
+        if not m:
+            continue
+        n = int(m.group(1))
+        out[n] = out.get(n, False) or tail == COMPLETE
+    return out
+
+
+def _s3_read(client, bucket: str, name: str) -> Optional[bytes]:
+    from minio.error import S3Error
+
+    try:
+        response = client.get_object(bucket, name)
+    except S3Error as e:
+        if e.code in ("NoSuchKey", "NoSuchObject"):
+            return None
+        raise
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
+
+
+def _s3_claim(client, bucket: str, key: str, token: bytes) -> bool:
+    """Create `key` only if absent (If-None-Match: *), then verify it holds our token."""
+    from minio.error import S3Error
+
+    try:
+        # The public put_object turns unknown headers into user metadata; the conditional
+        # header must go out as is.
+        client._put_object(bucket, key, token, headers={  # pylint: disable=protected-access
+            "If-None-Match": "*", "Content-Type": "application/octet-stream"})
+    except S3Error as e:
+        if e.code in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return False
+        raise
+    return _s3_read(client, bucket, key) == token
+
+
+def _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files) -> Version:
+    bucket, prefix = _s3_split(registry_uri)
+    client = _s3_client()
+    if not client.bucket_exists(bucket):
+        raise ValueError(f"registry_uri {registry_uri!r}: bucket {bucket!r} does not exist")
+    model_prefix = _s3_model_prefix(prefix, model_name)
+    uploads: List[Tuple[str, str]] = []  # (relative name, local path)
+    for name, src in source_dirs.items():
+        for root, _dirs, names in os.walk(src):
+            for fname in sorted(names):
+                path = os.path.join(root, fname)
+                rel = os.path.relpath(path, src).replace(os.sep, "/")
+                uploads.append((f"{name}/{rel}", path))
+    token = uuid.uuid4().hex.encode()
+    versions = _s3_versions(client, bucket, model_prefix)
+    number = max(versions, default=0) + 1
+    for _ in range(MAX_ATTEMPTS):
+        if _s3_claim(client, bucket, f"{model_prefix}v{number}/{CLAIM}", token):
+            break
+        number += 1
+    else:
+        raise RegistryError(f"could not claim a version under s3://{bucket}/{model_prefix}")
+    base = f"{model_prefix}v{number}/"
+    if versioned_files is not None:
+        extra = dict(versioned_files(number))
+        _check_sources({}, extra)
+        files = {**files, **extra}
+    for rel, path in uploads:
+        client.fput_object(bucket, base + rel, path)
+    for name, data in files.items():
+        client.put_object(bucket, base + name, io.BytesIO(bytes(data)), len(data))
+    client.put_object(bucket, base + COMPLETE, io.BytesIO(token), len(token))
+    return Version(number, _version_uri(registry_uri, model_name, number))
+
+
+# ------------------------------------------------------------------ public API
+
+def versions(registry_uri: str, model_name: str) -> List[Version]:
+    """Every complete version, oldest first."""
+    _check_name(model_name)
+    if _is_s3(registry_uri):
+        bucket, prefix = _s3_split(registry_uri)
+        client = _s3_client()
+        if not client.bucket_exists(bucket):
+            return []
+        found = _s3_versions(client, bucket, _s3_model_prefix(prefix, model_name))
+        numbers = sorted(n for n, complete in found.items() if complete)
+    else:
+        numbers = _local_versions(os.path.join(_local_root(registry_uri), model_name))
+    return [Version(n, _version_uri(registry_uri, model_name, n)) for n in numbers]
+
+
+def latest(registry_uri: str, model_name: str) -> Optional[Version]:
+    """The highest complete version, or None when the model has none."""
+    found = versions(registry_uri, model_name)
+    return found[-1] if found else None
+
+
+def publish(source_dirs: Mapping[str, str], files: Mapping[str, bytes], registry_uri: str,
+            model_name: str,
+            versioned_files: Optional[Callable[[int], Mapping[str, bytes]]] = None) -> Version:
+    """Publish directories and in-memory files as the next version `v<N>`; return it.
+
+    `versioned_files(N)`, when given, returns more files whose content depends on the
+    version number (a model card naming its version); it is called once N is chosen
+    (again with N+1 if N turns out to be taken) and its files are part of the version
+    from the moment it becomes visible.
+    """
+    _check_name(model_name)
+    source_dirs, files = dict(source_dirs or {}), dict(files or {})
+    _check_sources(source_dirs, files, allow_empty=versioned_files is not None)
+    if _is_s3(registry_uri):
+        return _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files)
+    return _local_publish(source_dirs, files, registry_uri, model_name, versioned_files)
+
+
+def fetch(version: Version, dest: str) -> str:
+    """Copy a version's contents into `dest` (created); return `dest`."""
+    os.makedirs(dest, exist_ok=True)
+    if _is_s3(version.uri):
+        bucket, key_prefix = _s3_split(version.uri)
+        client = _s3_client()
+        key_prefix += "/"
+        if _s3_read(client, bucket, key_prefix + COMPLETE) is None:
+            raise ValueError(f"version {version.uri!r} is not complete (no {COMPLETE})")
+        for obj in client.list_objects(bucket, prefix=key_prefix, recursive=True):
+            rel = obj.object_name[len(key_prefix):]
+            if rel in MARKERS or obj.is_dir:
+                continue
+            client.fget_object(bucket, obj.object_name, os.path.join(dest, *rel.split("/")))
+        return dest
+    src = _local_root(version.uri)
+    if not os.path.isdir(src):
+        raise ValueError(f"version {version.uri!r} does not exist")
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    return dest

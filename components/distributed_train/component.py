@@ -1,0 +1,31 @@
+"""distributed_train: the KFP component around ``kfx_components.distributed_train.executor.run``."""
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from kfx_components.images import stage_image
+
+
+@dsl.component(base_image=stage_image("distributed_train"), install_kfp_package=False)
+def distributed_train(transformed_examples: Input[Dataset], transform_graph: Input[Artifact],
+                      hyperparameters: Input[Artifact], epochs: int, model: Output[Model],
+                      checkpoints: Output[Artifact], metrics: Output[Metrics]):
+    """Train under the environment's tf.distribute strategy; export the serving SavedModel."""
+    from kfx_components.distributed_train import executor
+
+    meta = transformed_examples.metadata
+    facts = executor.run(transformed_examples_dir=transformed_examples.path,
+                         transform_graph_dir=transform_graph.path,
+                         hyperparameters_dir=hyperparameters.path,
+                         model_dir=model.path, checkpoint_dir=checkpoints.path,
+                         label_key=meta["label_key"], problem_type=meta["problem_type"],
+                         num_classes=int(meta.get("num_classes") or 0), epochs=epochs)
+    carried = {k: meta.get(k) for k in ("label_key", "problem_type", "num_classes", "label_vocabulary")}
+    model.metadata.update({**facts, **carried})
+    checkpoints.metadata.update({"epochs": facts["epochs"], "checkpoints": facts["checkpoints"],
+                                 "strategy": facts["strategy"]})
+    for key, value in facts.items():
+        if key.startswith("eval_") and isinstance(value, (int, float)):
+            metrics.log_metric(key, value)
+    for key in ("replicas", "params", "seconds"):
+        metrics.log_metric(key, facts[key])
+    metrics.metadata["strategy"] = facts["strategy"]

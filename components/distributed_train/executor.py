@@ -1,0 +1,171 @@
+"""distributed_train: train the tuned model under a tf.distribute strategy and export it.
+
+The strategy comes from the environment (``select_strategy``):
+
+* ``tpu``: ``TPU_NAME`` (or GKE's ``KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS``) is set and a
+  ``TPUClusterResolver`` resolves -> ``TPUStrategy``;
+* ``multi_worker_mirrored``: ``TF_CONFIG`` lists more than one task in
+  ``chief`` + ``worker`` -> ``MultiWorkerMirroredStrategy`` (each worker runs
+  this same function with its own ``TF_CONFIG``: Training Operator TFJob);
+* ``mirrored``: more than one local GPU -> ``MirroredStrategy``;
+* ``default``: the default one-device strategy.
+
+Checkpoints: ``tf.keras.callbacks.BackupAndRestore`` under
+``<checkpoint_dir>/backup`` (a restarted worker resumes from the last finished
+epoch) and ``ModelCheckpoint`` writing weights every epoch to
+``<checkpoint_dir>/epoch-XXXX.ckpt*`` (``checkpoint`` index file included).
+Only the chief writes ``checkpoint_dir`` and ``model_dir``; other workers write
+to temporary directories that are removed (the standard MWMS pattern: every
+worker must take part in saving).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+
+def _tf_config() -> dict:
+    try:
+        return json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"TF_CONFIG is not JSON: {e}") from e
+
+
+def cluster_workers(tf_config: dict | None = None) -> int:
+    """Number of chief + worker tasks in TF_CONFIG (0 when unset)."""
+    cluster = (_tf_config() if tf_config is None else tf_config).get("cluster", {})
+    return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+
+
+def strategy_kind(environ=None, gpus: int | None = None) -> str:
+    """Which strategy ``select_strategy`` picks, without building it (pure; for tests and reports)."""
+    environ = os.environ if environ is None else environ
+    if environ.get("TPU_NAME") or environ.get("KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS"):
+        return "tpu"
+    tf_config = json.loads(environ.get("TF_CONFIG") or "{}")
+    if cluster_workers(tf_config) > 1:
+        return "multi_worker_mirrored"
+    if gpus is None:
+        import tensorflow as tf
+        gpus = len(tf.config.list_physical_devices("GPU"))
+    if gpus > 1:
+        return "mirrored"
+    return "default"
+
+
+def select_strategy():
+    """``(strategy, name)`` for this process's environment; see the module docstring."""
+    import tensorflow as tf
+    kind = strategy_kind()
+    if kind == "tpu":
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=os.environ.get("TPU_NAME") or None)
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+            return tf.distribute.TPUStrategy(resolver), "tpu"
+        except (ValueError, RuntimeError, tf.errors.OpError) as e:  # named but unreachable
+            print(f"distributed_train: TPU did not resolve ({e}); falling back")
+            env = {k: v for k, v in os.environ.items() if k not in ("TPU_NAME", "KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS")}
+            kind = strategy_kind(env)
+    if kind == "multi_worker_mirrored":
+        return tf.distribute.MultiWorkerMirroredStrategy(), kind
+    if kind == "mirrored":
+        return tf.distribute.MirroredStrategy(), kind
+    return tf.distribute.get_strategy(), "default"
+
+
+def is_chief(strategy=None) -> bool:
+    """True for the task that writes outputs: chief, or worker 0 when there is no chief."""
+    tf_config = _tf_config()
+    task = tf_config.get("task", {})
+    if not task or task.get("type") == "chief":
+        return True
+    if task.get("type") == "worker":
+        return "chief" not in tf_config.get("cluster", {}) and int(task.get("index", 0)) == 0
+    return False
+
+
+def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters_dir: str,
+        model_dir: str, checkpoint_dir: str, label_key: str, problem_type: str, num_classes: int,
+        epochs: int = 8, batch_size: int = 256, seed: int = 42) -> dict:
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    epochs, batch_size = int(epochs), int(batch_size)
+
+    import tensorflow as tf
+    from kfx_components.common import model as m
+
+    start = time.time()
+    hps = m.read_hyperparameters(hyperparameters_dir)
+    m.output_units(problem_type, num_classes)
+    transform_output = m.load_transform_output(transform_graph_dir)
+    tf.keras.utils.set_random_seed(seed)
+
+    strategy, strategy_name = select_strategy()
+    replicas = int(strategy.num_replicas_in_sync)
+    chief = is_chief(strategy)
+    global_batch = batch_size * replicas
+
+    n_train = m.count_examples(transformed_examples_dir, "train")
+    n_eval = m.count_examples(transformed_examples_dir, "eval")
+    # Training: repeat + the same steps_per_epoch on every worker keeps the collectives in step.
+    # Evaluation: one finite pass (tf.distribute pads the last partial batch).
+    steps = max(1, n_train // global_batch)
+    train = m.make_dataset(transformed_examples_dir, "train", transform_output, label_key, global_batch,
+                           shuffle=True, repeat=True, seed=seed, problem_type=problem_type)
+    evals = m.make_dataset(transformed_examples_dir, "eval", transform_output, label_key, global_batch,
+                           problem_type=problem_type)
+
+    with strategy.scope():
+        model = m.build_model(transform_output, label_key, problem_type, num_classes, **hps)
+
+    scratch = tempfile.mkdtemp(prefix="kfx-train-")
+    ckpt_dir = checkpoint_dir if chief else os.path.join(scratch, "checkpoints")
+    out_dir = model_dir if chief else os.path.join(scratch, "model")
+    os.makedirs(ckpt_dir, exist_ok=True)
+    callbacks = [
+        # The chief's backup lives next to the checkpoints, so a restarted job resumes from it;
+        # Keras deletes it when fit() completes.
+        tf.keras.callbacks.BackupAndRestore(backup_dir=os.path.join(ckpt_dir, "backup")),
+        tf.keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "epoch-{epoch:04d}.ckpt"),
+                                           save_weights_only=True, save_freq="epoch"),
+    ]
+    try:
+        history = model.fit(train, epochs=epochs, steps_per_epoch=steps, validation_data=evals,
+                            callbacks=callbacks, verbose=2)
+        if chief:  # finished: drop the resume state (Keras empties it; remove the folder too)
+            shutil.rmtree(os.path.join(ckpt_dir, "backup"), ignore_errors=True)
+        results = model.evaluate(evals, return_dict=True, verbose=0)
+        m.export_serving_model(model, transform_output, label_key, problem_type, out_dir)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)  # a non-chief's checkpoints and model copy
+    checkpoints = sorted(f[: -len(".index")] for f in os.listdir(ckpt_dir) if f.endswith(".ckpt.index")) \
+        if chief else []
+
+    metric = m.primary_metric(problem_type)
+    eval_metrics = {f"eval_{k}": float(v) for k, v in results.items()}
+    return {
+        "strategy": strategy_name,
+        "replicas": replicas,
+        "is_chief": chief,
+        "epochs": epochs,
+        "epochs_run": len(history.history.get("loss", [])),
+        "steps_per_epoch": steps,
+        "global_batch_size": global_batch,
+        "rows_train": n_train,
+        "rows_eval": n_eval,
+        **eval_metrics,
+        "primary_metric": metric,
+        "primary_metric_value": eval_metrics.get(f"eval_{metric}"),
+        "params": int(model.count_params()),
+        "checkpoints": len(checkpoints),
+        "hyperparameters": hps,
+        "seconds": round(time.time() - start, 2),
+    }

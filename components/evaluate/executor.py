@@ -1,0 +1,448 @@
+"""evaluate: TFMA model analysis of the candidate (and the registry baseline), blessing and report.
+
+`run` evaluates the candidate SavedModel (`serving_default`: serialised raw
+`tf.Example` -> `probabilities` / `predictions`) on the raw eval split with
+TensorFlow Model Analysis, overall and per value of one slice feature, applies
+a value threshold on the primary metric and, when a baseline model is given, a
+change threshold against it. The model is blessed when TFMA's validation
+result is ok. It writes TFMA's output directory and one self-contained HTML
+report, and returns JSON-serialisable facts.
+"""
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import time
+from typing import Any, Dict, List, Optional
+
+PROBLEM_TYPES = ("binary", "multiclass", "regression")
+
+# Primary metric per problem type: (TFMA metric class, reported name, higher is better).
+PRIMARY = {
+    "binary": ("AUC", "auc", True),
+    "multiclass": ("SparseCategoricalAccuracy", "accuracy", True),
+    "regression": ("RootMeanSquaredError", "rmse", False),
+}
+
+# TFMA/Keras metric names -> the names this stage reports.
+METRIC_NAMES = {
+    "auc": "auc",
+    "binary_accuracy": "accuracy",
+    "sparse_categorical_accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "example_count": "example_count",
+    "mean_squared_error": "mse",
+    "root_mean_squared_error": "rmse",
+    "mean_absolute_error": "mae",
+    "true_positives": "true_positives",
+    "false_positives": "false_positives",
+    "true_negatives": "true_negatives",
+    "false_negatives": "false_negatives",
+}
+_CONFUSION_COUNTS = ("true_positives", "false_positives", "true_negatives", "false_negatives")
+_COUNTS = ("example_count",) + _CONFUSION_COUNTS
+CANDIDATE, BASELINE = "candidate", "baseline"
+EVAL_FILE = os.path.join("eval", "data.tfrecord.gz")
+ROC_THRESHOLDS = 100
+MAX_SLICES_REPORTED = 50
+
+
+def _check_saved_model(path: str, what: str) -> None:
+    if not os.path.isdir(path) or not (os.path.exists(os.path.join(path, "saved_model.pb"))
+                                       or os.path.exists(os.path.join(path, "saved_model.pbtxt"))):
+        raise ValueError(f"{what} {path!r} is not a SavedModel directory (no saved_model.pb)")
+
+
+def _eval_features(eval_path: str, limit: int = 20000) -> set:
+    """Feature names present in (the first `limit` records of) the eval split."""
+    import tensorflow as tf
+
+    names: set = set()
+    for i, record in enumerate(tf.data.TFRecordDataset(eval_path, compression_type="GZIP")):
+        if i >= limit:
+            break
+        names.update(tf.train.Example.FromString(record.numpy()).features.feature.keys())
+    return names
+
+
+def _eval_config(label_key: str, problem_type: str, num_classes: int, slice_feature: str,
+                 has_baseline: bool, metric_threshold: float, baseline_tolerance: float):
+    import tensorflow_model_analysis as tfma
+
+    prediction_key = "predictions" if problem_type == "regression" else "probabilities"
+    model_specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
+                                  label_key=label_key, prediction_key=prediction_key)]
+    if has_baseline:
+        model_specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
+                                          label_key=label_key, prediction_key=prediction_key,
+                                          is_baseline=True))
+
+    if problem_type == "binary":
+        classes = ["AUC", "BinaryAccuracy", "Precision", "Recall", "ExampleCount",
+                   "TruePositives", "FalsePositives", "TrueNegatives", "FalseNegatives"]
+        metrics = [tfma.MetricConfig(class_name=c) for c in classes]
+        metrics.append(tfma.MetricConfig(class_name="ConfusionMatrixPlot",
+                                         config=json.dumps({"num_thresholds": ROC_THRESHOLDS})))
+    elif problem_type == "multiclass":
+        metrics = [tfma.MetricConfig(class_name=c) for c in
+                   ("SparseCategoricalAccuracy", "ExampleCount", "MultiClassConfusionMatrixPlot")]
+    else:
+        metrics = [tfma.MetricConfig(class_name=c) for c in
+                   ("MeanSquaredError", "RootMeanSquaredError", "MeanAbsoluteError", "ExampleCount")]
+
+    primary_class, _, higher_is_better = PRIMARY[problem_type]
+    threshold = tfma.MetricThreshold()
+    if metric_threshold:
+        bound = {"value": float(metric_threshold)}
+        threshold.value_threshold.CopyFrom(
+            tfma.GenericValueThreshold(lower_bound=bound) if higher_is_better
+            else tfma.GenericValueThreshold(upper_bound=bound))
+    if has_baseline:
+        direction = (tfma.MetricDirection.HIGHER_IS_BETTER if higher_is_better
+                     else tfma.MetricDirection.LOWER_IS_BETTER)
+        # Candidate - baseline must be >= -tolerance (higher is better) or <= +tolerance.
+        allowed = -float(baseline_tolerance) if higher_is_better else float(baseline_tolerance)
+        threshold.change_threshold.CopyFrom(
+            tfma.GenericChangeThreshold(direction=direction, absolute={"value": allowed}))
+    if threshold.HasField("value_threshold") or threshold.HasField("change_threshold"):
+        # Gate on the overall slice only (TFMA would otherwise apply a metric's threshold to
+        # every slice for some metric kinds); per-slice values are reported, not gated.
+        for m in metrics:
+            if m.class_name == primary_class:
+                m.per_slice_thresholds.append(tfma.PerSliceMetricThreshold(
+                    slicing_specs=[tfma.SlicingSpec()], threshold=threshold))
+
+    # Always gate on a non-empty eval split: it makes TFMA's validation meaningful even with no
+    # metric or baseline threshold (TFMA reports `missing_thresholds`, not ok, when none is set).
+    for m in metrics:
+        if m.class_name == "ExampleCount":
+            m.per_slice_thresholds.append(tfma.PerSliceMetricThreshold(
+                slicing_specs=[tfma.SlicingSpec()],
+                threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
+                    lower_bound={"value": 1.0}))))
+
+    slicing = [tfma.SlicingSpec()]
+    if slice_feature:
+        slicing.append(tfma.SlicingSpec(feature_keys=[slice_feature]))
+    return tfma.EvalConfig(model_specs=model_specs,
+                           metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
+                           slicing_specs=slicing)
+
+
+def _slice_name(slice_key) -> str:
+    parts = []
+    for k in slice_key.single_slice_keys:
+        kind = k.WhichOneof("kind")
+        value = getattr(k, kind) if kind else ""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        parts.append(f"{k.column}={value}")
+    return ", ".join(parts) if parts else "Overall"
+
+
+def _number(x: float) -> Optional[float]:
+    """Rounded float; None for NaN/inf (e.g. precision when nothing is predicted positive)."""
+    x = float(x)
+    return round(x, 6) if math.isfinite(x) else None
+
+
+def _read_metrics(output_path: str) -> Dict[str, Dict[str, Dict[str, float]]]:
+    """{model name or 'diff': {slice: {metric: value}}} from TFMA's metrics output."""
+    import tensorflow_model_analysis as tfma
+
+    out: Dict[str, Dict[str, Dict[str, float]]] = {}
+    for record in tfma.load_metrics(output_path):
+        slice_name = _slice_name(record.slice_key)
+        for kv in record.metric_keys_and_values:
+            name = METRIC_NAMES.get(kv.key.name)
+            if name is None or not kv.value.HasField("double_value"):
+                continue
+            model = "diff" if kv.key.is_diff else (kv.key.model_name or CANDIDATE)
+            value = _number(kv.value.double_value.value)
+            if name in _COUNTS and value is not None and value == int(value):
+                value = int(value)
+            out.setdefault(model, {}).setdefault(slice_name, {})[name] = value
+    return out
+
+
+def _read_plots(output_path: str) -> Dict[str, Any]:
+    """ROC points (binary) or the argmax confusion matrix (multiclass), candidate, overall."""
+    import tensorflow_model_analysis as tfma
+
+    result: Dict[str, Any] = {}
+    for record in tfma.load_plots(output_path):
+        if record.slice_key.single_slice_keys:
+            continue
+        for kv in record.plot_keys_and_values:
+            if kv.key.model_name not in ("", CANDIDATE):
+                continue
+            value = kv.value
+            if value.HasField("confusion_matrix_at_thresholds"):
+                fpr, tpr, thresholds = [], [], []
+                for m in value.confusion_matrix_at_thresholds.matrices:
+                    neg = m.false_positives + m.true_negatives
+                    pos = m.true_positives + m.false_negatives
+                    point = (_number(m.false_positives / neg if neg else 0.0),
+                             _number(m.true_positives / pos if pos else 0.0), _number(m.threshold))
+                    if None in point:
+                        continue
+                    fpr.append(point[0])
+                    tpr.append(point[1])
+                    thresholds.append(point[2])
+                result["roc"] = {"fpr": fpr, "tpr": tpr, "thresholds": thresholds}
+            if value.HasField("multi_class_confusion_matrix_at_thresholds"):
+                matrices = value.multi_class_confusion_matrix_at_thresholds.matrices
+                if matrices:
+                    result["multiclass_entries"] = [
+                        (e.actual_class_id, e.predicted_class_id, e.num_weighted_examples)
+                        for e in matrices[0].entries]
+    return result
+
+
+def _reasons(validation) -> List[str]:
+    reasons = []
+    for per_slice in validation.metric_validations_per_slice:
+        where = _slice_name(per_slice.slice_key)
+        for f in per_slice.failures:
+            name = METRIC_NAMES.get(f.metric_key.name, f.metric_key.name)
+            t = f.metric_threshold
+            value = f.metric_value.double_value.value
+            if f.metric_key.is_diff:
+                c = t.change_threshold
+                op = "<=" if c.direction == 1 else ">="
+                bound = f"{op} {_change_bound(c)}"
+                reasons.append(f"{name} change vs baseline ({where}) = {value:+.4f}, "
+                               f"required {bound}")
+            else:
+                v = t.value_threshold
+                if v.HasField("lower_bound"):
+                    bound = f">= {v.lower_bound.value:g}"
+                elif v.HasField("upper_bound"):
+                    bound = f"<= {v.upper_bound.value:g}"
+                else:
+                    bound = "a bound"
+                reasons.append(f"{name} ({where}) = {value:.4f}, required {bound}")
+    for m in validation.missing_slices:
+        reasons.append(f"slice missing from the evaluation: {_slice_name(m)}")
+    if not validation.validation_ok and not reasons:
+        reasons.append("TFMA validation failed: " + str(validation).strip().replace("\n", " ")[:500])
+    return reasons
+
+
+def _change_bound(change) -> str:
+    """Human-readable text for a GenericChangeThreshold's absolute bound."""
+    value = change.absolute.value
+    return f"{value:+g}" if change.HasField("absolute") else "a change bound"
+
+
+def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str,
+        label_key: str, problem_type: str, num_classes: int, slice_feature: str = "",
+        baseline_model_dir: str = "", metric_threshold: float = 0.0,
+        baseline_tolerance: float = 0.01) -> dict:
+    """Evaluate `model_dir` with TFMA on `examples_dir/eval`; bless it or not; write the report."""
+    start = time.time()
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"problem_type {problem_type!r} is not one of {PROBLEM_TYPES}")
+    if problem_type == "multiclass" and int(num_classes) < 2:
+        raise ValueError(f"num_classes {num_classes!r} must be >= 2 for multiclass")
+    _check_saved_model(model_dir, "model_dir")
+    if baseline_model_dir:
+        _check_saved_model(baseline_model_dir, "baseline_model_dir")
+    eval_path = os.path.join(examples_dir, EVAL_FILE)
+    if not os.path.isfile(eval_path):
+        raise ValueError(f"examples_dir {examples_dir!r} has no eval split ({EVAL_FILE})")
+
+    features = _eval_features(eval_path)
+    if not features:
+        raise ValueError(f"eval split {eval_path!r} holds no examples")
+    if label_key not in features:
+        raise ValueError(f"label_key {label_key!r} is not a feature of {eval_path!r}")
+    if slice_feature and slice_feature not in features:
+        raise ValueError(f"slice_feature {slice_feature!r} is not a feature of {eval_path!r} "
+                         f"(features: {', '.join(sorted(features))})")
+
+    import tensorflow_model_analysis as tfma
+
+    has_baseline = bool(baseline_model_dir)
+    eval_config = _eval_config(label_key, problem_type, int(num_classes), slice_feature,
+                               has_baseline, float(metric_threshold), float(baseline_tolerance))
+    shared = [tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
+                                             model_name=CANDIDATE, eval_config=eval_config)]
+    if has_baseline:
+        shared.append(tfma.default_eval_shared_model(eval_saved_model_path=baseline_model_dir,
+                                                     model_name=BASELINE, eval_config=eval_config))
+    os.makedirs(evaluation_dir, exist_ok=True)
+    tfma_start = time.time()
+    tfma.run_model_analysis(eval_shared_model=shared if has_baseline else shared[0],
+                            eval_config=eval_config, data_location=eval_path,
+                            file_format="tfrecords", output_path=evaluation_dir)
+    tfma_seconds = time.time() - tfma_start
+
+    metrics = _read_metrics(evaluation_dir)
+    plots = _read_plots(evaluation_dir)
+    validation = tfma.load_validation_result(evaluation_dir)
+    blessed = bool(validation.validation_ok)
+    reasons = _reasons(validation)
+    if blessed:
+        reasons = []
+
+    candidate = metrics.get(CANDIDATE, {})
+    overall_all = candidate.get("Overall", {})
+    overall = {k: v for k, v in overall_all.items() if k not in _CONFUSION_COUNTS}
+    primary_name = PRIMARY[problem_type][1]
+    per_slice = {}
+    slice_names = sorted((s for s in candidate if s != "Overall"), key=_slice_sort_key)
+    for s in slice_names[:MAX_SLICES_REPORTED]:
+        per_slice[s] = {k: v for k, v in candidate[s].items()
+                        if k in ("example_count", primary_name, "accuracy", "mse")}
+
+    facts: Dict[str, Any] = {
+        "blessed": blessed,
+        "reasons": reasons,
+        "problem_type": problem_type,
+        "primary_metric": primary_name,
+        "overall": overall,
+        "per_slice": per_slice,
+        "slice_feature": slice_feature,
+        "num_slices": len(slice_names),
+        "baseline_used": has_baseline,
+        "metric_threshold": float(metric_threshold),
+        "baseline_tolerance": float(baseline_tolerance),
+    }
+    if has_baseline:
+        facts["baseline_overall"] = {k: v for k, v in metrics.get(BASELINE, {}).get("Overall", {}).items()
+                                     if k not in _CONFUSION_COUNTS}
+        facts["diff_overall"] = {k: v for k, v in metrics.get("diff", {}).get("Overall", {}).items()
+                                 if k not in _CONFUSION_COUNTS}
+    if problem_type == "binary":
+        facts["roc"] = plots.get("roc", {"fpr": [], "tpr": [], "thresholds": []})
+        c = overall_all
+        facts["confusion_matrix"] = [
+            [int(c.get("true_negatives", 0)), int(c.get("false_positives", 0))],
+            [int(c.get("false_negatives", 0)), int(c.get("true_positives", 0))]]
+    elif problem_type == "multiclass":
+        k = int(num_classes)
+        matrix = [[0] * k for _ in range(k)]
+        for actual, predicted, count in plots.get("multiclass_entries", []):
+            if 0 <= actual < k and 0 <= predicted < k:
+                matrix[actual][predicted] += int(round(count))
+        facts["confusion_matrix"] = matrix
+    facts["tfma_seconds"] = round(tfma_seconds, 2)
+    facts["seconds"] = round(time.time() - start, 2)
+
+    os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+    with open(report_path, "w", encoding="utf-8") as f:
+        f.write(render_report(facts))
+    return facts
+
+
+def _slice_sort_key(name: str):
+    value = name.split("=", 1)[-1]
+    try:
+        return (0, float(value), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+# ---------------------------------------------------------------- the HTML report
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
+.verdict{display:inline-block;padding:6px 14px;border-radius:4px;font-weight:bold;color:#fff}
+.blessed{background:#2e7d32}.not-blessed{background:#c62828}
+.muted{color:#777}
+"""
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1e6 else f"{v:.4g}"
+    return html.escape(str(v))
+
+
+def _table(header: List[str], rows: List[List[Any]]) -> str:
+    h = "".join(f"<th>{html.escape(str(x))}</th>" for x in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(x)}</td>" for x in r) + "</tr>" for r in rows)
+    return f"<table><tr>{h}</tr>{body}</table>"
+
+
+def _roc_svg(roc: Dict[str, List[float]]) -> str:
+    if not roc.get("fpr"):
+        return ""
+    size, pad = 260, 30
+    pts = sorted(zip(roc["fpr"], roc["tpr"]))
+    path = " ".join(f"{pad + x * size:.1f},{pad + (1 - y) * size:.1f}" for x, y in pts)
+    return (f'<svg width="{size + 2 * pad}" height="{size + 2 * pad}" role="img" '
+            f'aria-label="ROC curve">'
+            f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>'
+            f'<line x1="{pad}" y1="{pad + size}" x2="{pad + size}" y2="{pad}" stroke="#ccc" '
+            f'stroke-dasharray="4"/>'
+            f'<polyline points="{path}" fill="none" stroke="#1565c0" stroke-width="2"/>'
+            f'<text x="{pad + size / 2}" y="{size + 2 * pad - 6}" font-size="12" '
+            f'text-anchor="middle">false positive rate</text>'
+            f'<text x="12" y="{pad + size / 2}" font-size="12" text-anchor="middle" '
+            f'transform="rotate(-90 12 {pad + size / 2})">true positive rate</text></svg>')
+
+
+def render_report(facts: Dict[str, Any]) -> str:
+    """One self-contained HTML page (inline CSS and SVG, no scripts, no network fetches)."""
+    blessed = facts["blessed"]
+    verdict = ("<span class='verdict blessed'>BLESSED</span>" if blessed
+               else "<span class='verdict not-blessed'>NOT BLESSED</span>")
+    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>kfx evaluation</title>"
+             f"<style>{_CSS}</style></head><body>",
+             "<h1>Model evaluation (TFMA)</h1>",
+             f"<h2>Verdict</h2><p>{verdict}</p>"]
+    if facts["reasons"]:
+        parts.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in facts["reasons"])
+                     + "</ul>")
+    else:
+        parts.append("<p>All thresholds passed.</p>")
+    thresholds = ["example_count >= 1 (always)"]
+    if facts["metric_threshold"]:
+        op = ">=" if facts["primary_metric"] != "rmse" else "<="
+        thresholds.append(f"{facts['primary_metric']} {op} {facts['metric_threshold']:g}")
+    if facts["baseline_used"]:
+        thresholds.append(f"{facts['primary_metric']} may degrade by at most "
+                          f"{facts['baseline_tolerance']:g} vs the baseline")
+    parts.append("<p class='muted'>Thresholds: " + html.escape("; ".join(thresholds))
+                 + f". Problem type: {html.escape(facts['problem_type'])}.</p>")
+
+    parts.append("<h2>Overall metrics</h2>")
+    names = sorted(facts["overall"])
+    if facts["baseline_used"]:
+        base, diff = facts.get("baseline_overall", {}), facts.get("diff_overall", {})
+        parts.append(_table(["metric", "candidate", "baseline", "change"],
+                            [[n, facts["overall"].get(n, ""), base.get(n, ""), diff.get(n, "")]
+                             for n in names]))
+    else:
+        parts.append(_table(["metric", "candidate"], [[n, facts["overall"][n]] for n in names]))
+        parts.append("<p class='muted'>No baseline: first version in the registry.</p>")
+
+    if facts.get("per_slice"):
+        parts.append(f"<h2>Per slice: {html.escape(facts['slice_feature'])}</h2>")
+        cols = sorted({k for m in facts["per_slice"].values() for k in m})
+        parts.append(_table(["slice"] + cols, [[s] + [m.get(c, "") for c in cols]
+                                               for s, m in facts["per_slice"].items()]))
+        if facts["num_slices"] > len(facts["per_slice"]):
+            parts.append(f"<p class='muted'>{len(facts['per_slice'])} of {facts['num_slices']} "
+                         "slices shown.</p>")
+    if facts.get("roc"):
+        parts.append("<h2>ROC curve</h2>" + _roc_svg(facts["roc"]))
+    if facts.get("confusion_matrix"):
+        cm = facts["confusion_matrix"]
+        parts.append("<h2>Confusion matrix</h2><p class='muted'>rows: actual, columns: predicted"
+                     + (" (threshold 0.5)" if facts["problem_type"] == "binary" else "") + "</p>")
+        parts.append(_table([""] + [str(i) for i in range(len(cm))],
+                            [[str(i)] + row for i, row in enumerate(cm)]))
+    parts.append(f"<p class='muted'>Evaluated in {facts['seconds']:.1f} s "
+                 f"(TFMA {facts['tfma_seconds']:.1f} s).</p></body></html>")
+    return "\n".join(parts)

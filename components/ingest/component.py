@@ -1,0 +1,19 @@
+"""The ingest KFP component: a CSV/Parquet Dataset -> examples (train/eval TFRecords)."""
+from typing import List
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Output
+
+from kfx_components.images import stage_image
+
+
+@dsl.component(base_image=stage_image("ingest"), install_kfp_package=False)
+def ingest(data: Input[Dataset], label: str, problem_type: str, eval_ratio: float,
+           drop_columns: List[str], split_key: str, examples: Output[Dataset]):
+    """Convert a table to train/eval GZIP TFRecords of tf.train.Example."""
+    # dsl.component embeds this body's source in the IR: imports must live here.
+    from kfx_components.ingest import executor
+    facts = executor.run(data_path=data.path, examples_dir=examples.path, label=label,
+                         problem_type=problem_type, eval_ratio=eval_ratio,
+                         drop_columns=list(drop_columns or ()), split_key=split_key)
+    examples.metadata.update(facts)

@@ -1,0 +1,246 @@
+"""Transform: a schema-driven TensorFlow Transform graph, fitted on train, applied to train and eval."""
+import functools
+import os
+import re
+import shutil
+import time
+from typing import Dict, List, Sequence
+
+from kfx_components.common import io
+
+VOCAB_TOP_K = 1000        # caps a vocabulary (and so an embedding) on free-text features
+NUM_OOV_BUCKETS = 1       # values unseen in train (or beyond top_k) share one index
+MISSING_TOKEN = "__missing__"  # a missing categorical value is a category of its own
+MISSING_SUFFIX = "_missing"
+SCHEMA_FILE = "schema.pbtxt"
+
+
+def _load_schema(schema_dir: str):
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from google.protobuf import text_format
+    path = os.path.join(schema_dir, SCHEMA_FILE) if os.path.isdir(schema_dir) else schema_dir
+    if not os.path.isfile(path):
+        raise ValueError(f"schema_dir {schema_dir}: {SCHEMA_FILE} not found")
+    with open(path, encoding="utf-8") as f:
+        return text_format.Parse(f.read(), schema_pb2.Schema())
+
+
+def _plan(schema, label_key: str, categorical_features: Sequence[str], bucketize_features: Sequence[str],
+          num_buckets: int, columns: Sequence[str] = ()) -> Dict[str, List[str]]:
+    """Decide each feature's treatment from the schema; bad names -> ValueError.
+
+    `columns`: the source columns ingest saw. One of them missing from the schema
+    never had a value in train: it is skipped (listed as absent), not an error.
+    """
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    types = {f.name: f.type for f in schema.feature}
+    if label_key not in types:
+        raise ValueError(f"label_key {label_key!r}: not in the schema")
+    absent = []
+    for param, names in (("categorical_features", categorical_features), ("bucketize_features", bucketize_features)):
+        unknown = [n for n in names if n not in types and n not in columns]
+        if unknown:
+            raise ValueError(f"{param}: unknown feature(s) {', '.join(map(repr, unknown))} "
+                             f"(not in the schema nor the examples' columns)")
+        absent += [n for n in names if n not in types]
+        if label_key in names:
+            raise ValueError(f"{param}: {label_key!r} is the label")
+    both = sorted(set(categorical_features) & set(bucketize_features))
+    if both:
+        raise ValueError(f"categorical_features and bucketize_features both name {', '.join(map(repr, both))}")
+    not_numeric = [n for n in bucketize_features if n in types and types[n] not in (schema_pb2.INT, schema_pb2.FLOAT)]
+    if not_numeric:
+        raise ValueError(f"bucketize_features: {', '.join(map(repr, not_numeric))} not numeric")
+    if int(num_buckets) < 2:
+        raise ValueError(f"num_buckets {num_buckets}: must be at least 2")
+
+    plan = {"numeric": [], "categorical": [], "bucketized": [], "missing_indicators": [], "skipped": [],
+            "absent": sorted(absent)}
+    for f in schema.feature:
+        name = f.name
+        if name == label_key:
+            continue
+        if f.type not in (schema_pb2.INT, schema_pb2.FLOAT, schema_pb2.BYTES):
+            plan["skipped"].append(name)  # STRUCT and unset types carry no scalar value
+        elif f.type == schema_pb2.BYTES or name in categorical_features:
+            plan["categorical"].append(name)
+        elif name in bucketize_features:
+            plan["bucketized"].append(name)
+        else:
+            plan["numeric"].append(name)
+        # Categoricals encode "missing" as a category; numerics get an indicator
+        # unless the schema says the feature is always present.
+        if name in plan["numeric"] + plan["bucketized"] and f.presence.min_fraction < 1.0:
+            plan["missing_indicators"].append(name + MISSING_SUFFIX)
+    taken = set(types) & set(plan["missing_indicators"])
+    if taken:
+        raise ValueError(f"schema: features {sorted(taken)} clash with generated missing indicators")
+    return plan
+
+
+def _raw_schema(schema):
+    """The schema TFT parses with: no fixed shapes, so every raw feature (the label
+    in a serving request too) may be absent without failing the parse."""
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    raw = schema_pb2.Schema()
+    raw.CopyFrom(schema)
+    for f in raw.feature:
+        f.ClearField("shape")
+    return raw
+
+
+def _scalar(x, default):
+    """(dense [batch] values, [batch] float 1.0-if-present) of a raw feature; the
+    first value of a row is used (ingest writes scalars)."""
+    import tensorflow as tf
+    if isinstance(x, tf.RaggedTensor):
+        x = x.to_sparse()
+    if isinstance(x, tf.SparseTensor):
+        batch = x.dense_shape[0]
+        first = tf.sparse.slice(x, [0, 0], tf.stack([batch, 1]))
+        first = tf.SparseTensor(first.indices, first.values, tf.stack([batch, tf.constant(1, tf.int64)]))
+        values = tf.sparse.to_dense(first, default_value=default)[:, 0]
+        present = tf.sparse.to_dense(
+            tf.SparseTensor(first.indices, tf.ones_like(first.values, tf.float32), first.dense_shape))[:, 0]
+        return values, present
+    dense = tf.reshape(x, [tf.shape(x)[0], -1])[:, 0]
+    return dense, tf.ones_like(dense, tf.float32)
+
+
+def _present_values(x):
+    import tensorflow as tf
+    return x.values if isinstance(x, (tf.SparseTensor, tf.RaggedTensor)) else tf.reshape(x, [-1])
+
+
+def _preprocess(inputs, plan: Dict[str, List[str]], label_key: str, num_buckets: int):
+    """The preprocessing_fn, bound to a plan with functools.partial (Beam pickles it
+    by reference: module-level functions, no closures)."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+
+    out = {}
+    for name in plan["numeric"]:
+        x = tf.cast(inputs[name], tf.float32)
+        values = _present_values(x)
+        # Mean and variance of the present values in one analyzer pass; a missing
+        # value becomes the mean, i.e. z-score 0. Never present in train -> 0 and 1.
+        mean, var = tft.mean(values), tft.var(values)
+        mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
+        std = tf.sqrt(var)
+        std = tf.where(tf.math.is_finite(std) & (std > 0), std, 1.0)
+        value, present = _scalar(x, 0.0)
+        out[name] = (tf.where(present > 0, value, mean) - mean) / std
+        if name + MISSING_SUFFIX in plan["missing_indicators"]:
+            out[name + MISSING_SUFFIX] = 1.0 - present
+    for name in plan["bucketized"]:
+        x = tf.cast(inputs[name], tf.float32)
+        values = _present_values(x)
+        # tft.bucketize, split in its two halves so that the quantiles come from
+        # the present values and are computed in the same analyzer pass as the
+        # mean (tft.bucketize on the mean-filled values would need a second pass).
+        mean = tft.mean(values)
+        mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
+        boundaries = tft.quantiles(values, num_buckets, epsilon=min(1.0 / num_buckets, 0.01))
+        value, present = _scalar(x, 0.0)
+        out[name] = tft.apply_buckets(tf.where(present > 0, value, mean), boundaries)
+        if name + MISSING_SUFFIX in plan["missing_indicators"]:
+            out[name + MISSING_SUFFIX] = 1.0 - present
+    for i, name in enumerate(plan["categorical"]):
+        x = inputs[name]
+        if x.dtype == tf.string:
+            text, present = _scalar(x, MISSING_TOKEN)
+        else:
+            value, present = _scalar(x, tf.zeros([], x.dtype))
+            if x.dtype.is_floating:
+                # A float here is usually an integer code in a column with missing
+                # cells: print integral values as integers ("8", not "8.000000";
+                # as_string(shortest=True) would print "1.70311e+10" and merge codes).
+                integral = tf.equal(value, tf.round(value)) & (tf.abs(value) < 2.0 ** 62)
+                text = tf.where(integral, tf.strings.as_string(tf.cast(value, tf.int64)),
+                                tf.strings.as_string(value, precision=6))
+            else:
+                text = tf.strings.as_string(value)
+        text = tf.where(present > 0, text, MISSING_TOKEN)
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        out[name] = tft.compute_and_apply_vocabulary(
+            text, top_k=VOCAB_TOP_K, num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=f"vocab_{i}_{safe}")
+    label = inputs[label_key]
+    default = tf.constant(-1 if label.dtype.is_integer else float("nan"), label.dtype)
+    out[label_key], _ = _scalar(label, default)  # unchanged; -1/NaN only where absent (serving)
+    return out
+
+
+def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transformed_examples_dir: str,
+        label_key: str, categorical_features: Sequence[str] = (), bucketize_features: Sequence[str] = (),
+        num_buckets: int = 10, beam_pipeline_args: Sequence[str] = ()) -> dict:
+    """Fit the transform on train with tft_beam, write the graph and transformed train/eval."""
+    start = time.time()
+    categorical_features, bucketize_features = list(categorical_features or ()), list(bucketize_features or ())
+    io.require_examples(examples_dir)
+    schema = _load_schema(schema_dir)
+    plan = _plan(schema, label_key, categorical_features, bucketize_features, num_buckets,
+                 columns=list(io.read_columns(examples_dir)))
+
+    import apache_beam as beam
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.options.pipeline_options import PipelineOptions
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
+    from tfx_bsl.coders.example_coder import RecordBatchToExamples
+    from tfx_bsl.public import tfxio
+
+    raw_schema = _raw_schema(schema)
+    preprocessing_fn = functools.partial(_preprocess, plan=plan, label_key=label_key, num_buckets=int(num_buckets))
+    with io.Staging() as stage:
+        graph_staging = stage.dir(transform_graph_dir)
+        data_staging = stage.dir(transformed_examples_dir)
+        tmp = os.path.join(graph_staging, "tmp")
+
+        def source(split):
+            return tfxio.TFExampleRecord(file_pattern=io.split_file(examples_dir, split), schema=raw_schema,
+                                         telemetry_descriptors=["kfx", "transform"])
+
+        def write(split, batches):
+            prefix = os.path.join(data_staging, split, io.DATA_FILE[:-len(".tfrecord.gz")])
+            return (batches
+                    | f"Encode[{split}]" >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamples(batch))
+                    | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                        prefix, file_name_suffix=".tfrecord.gz", num_shards=1, shard_name_template="",
+                        compression_type=CompressionTypes.GZIP))
+
+        with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or ()))) as p:
+            with tft_beam.Context(temp_dir=tmp):
+                train_source, eval_source = source(io.TRAIN), source(io.EVAL)
+                adapter = train_source.TensorAdapterConfig()
+                raw_train = p | f"Read[{io.TRAIN}]" >> train_source.BeamSource()
+                raw_eval = p | f"Read[{io.EVAL}]" >> eval_source.BeamSource()
+                (train, _), transform_fn = ((raw_train, adapter) | tft_beam.AnalyzeAndTransformDataset(
+                    preprocessing_fn, output_record_batches=True))
+                evaluated, _ = (((raw_eval, adapter), transform_fn)
+                                | tft_beam.TransformDataset(output_record_batches=True))
+                write(io.TRAIN, train)
+                write(io.EVAL, evaluated)
+                _ = transform_fn | tft_beam.WriteTransformFn(graph_staging)
+        shutil.rmtree(tmp, ignore_errors=True)
+        # The raw schema too (metadata/), so TFTransformOutput.raw_feature_spec()
+        # can parse serving requests.
+        metadata_io.write_metadata(dataset_metadata.DatasetMetadata(raw_schema),
+                                   os.path.join(graph_staging, tft.TFTransformOutput.RAW_METADATA_DIR))
+        output = tft.TFTransformOutput(graph_staging)
+        num_buckets_by_feature = {name: output.num_buckets_for_transformed_feature(name)
+                                  for name in plan["categorical"] + plan["bucketized"]}
+        transformed = sorted(output.transformed_feature_spec())
+
+    return {
+        "label_key": label_key,
+        "numeric_features": plan["numeric"],
+        "categorical_features": plan["categorical"],
+        "bucketized_features": plan["bucketized"],
+        "missing_indicators": plan["missing_indicators"],
+        "skipped_features": plan["skipped"],
+        "absent_features": plan["absent"],  # named in the arguments, never present in train
+        "transformed_features": transformed,
+        "num_buckets": num_buckets_by_feature,
+        "seconds": round(time.time() - start, 2),
+    }

@@ -1,0 +1,260 @@
+"""Validate: TFDV statistics per split, a schema, anomalies (eval also for drift), an HTML report."""
+import html
+import os
+import time
+from typing import Dict, List, Sequence
+
+from kfx_components.common import io
+
+STATS_FILE = "FeatureStats.pb"
+SCHEMA_FILE = "schema.pbtxt"
+ANOMALIES_FILE = "anomalies.pbtxt"
+
+# Free-text and long-tail string features (e.g. a company name) show a few
+# never-seen values in every fresh sample; TFDV's default min_domain_mass of 1.0
+# flags any single one (taxi eval: 0.25% of `company` values are unseen rare
+# names). Up to 1% of a split's values outside the training domain is
+# sampling noise; more is a real shift (or a broken feed) and is flagged.
+MIN_DOMAIN_MASS = 0.99
+# Train/eval drift on categorical features: L-infinity distance between the
+# value distributions. A random 80/20 split of a few thousand rows moves the
+# most frequent value by a few points at most (taxi: 0.013 on company, 0.005
+# on payment_type); 0.1 catches a real change of mix.
+DRIFT_LINF_THRESHOLD = 0.1
+# A nearly empty column can, by chance, have all its few values land in eval:
+# TFDV would call it a "New column". Such a feature (present in at most this
+# fraction of eval rows, absent from train) joins the schema as optional; a
+# column with more presence than that, unseen in train, is still flagged.
+MAX_EVAL_ONLY_FRACTION = 0.01
+TRAINING, SERVING = "TRAINING", "SERVING"
+
+
+class AnomaliesFoundError(ValueError):
+    """Data validation found anomalies; `.anomalies` lists them as dicts."""
+
+    def __init__(self, anomalies: List[dict]):
+        self.anomalies = anomalies
+        lines = [f"  [{a['split']}] {a['feature']}: {a['description']}" for a in anomalies]
+        super().__init__(f"data validation found {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}:\n"
+                         + "\n".join(lines))
+
+
+def _load_curated(path: str):
+    import tensorflow_data_validation as tfdv
+    file = os.path.join(path, SCHEMA_FILE) if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise ValueError(f"curated_schema_path {path}: no schema file ({SCHEMA_FILE}) found")
+    try:
+        return tfdv.load_schema_text(file)
+    except Exception as e:  # a text-format parse error
+        raise ValueError(f"curated_schema_path {file}: not a valid Schema text proto: {e}") from e
+
+
+def _statistics(examples_dir: str, out_dir: str, beam_pipeline_args: Sequence[str], schema) -> dict:
+    """Both splits' statistics in one Beam pipeline (what generate_statistics_from_tfrecord
+    runs per file, without paying the pipeline start-up twice)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+    import tensorflow_data_validation as tfdv
+    from tfx_bsl.public import tfxio
+
+    options = tfdv.StatsOptions(schema=schema) if schema is not None else tfdv.StatsOptions()
+    paths = {split: os.path.join(out_dir, split, STATS_FILE) for split in io.SPLITS}
+    for path in paths.values():
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or ()))) as p:
+        for split in io.SPLITS:
+            source = tfxio.TFExampleRecord(file_pattern=io.split_file(examples_dir, split),
+                                           telemetry_descriptors=["kfx", "validate"])
+            _ = (p
+                 | f"Read[{split}]" >> source.BeamSource()
+                 | f"Statistics[{split}]" >> tfdv.GenerateStatistics(options)
+                 | f"Write[{split}]" >> tfdv.WriteStatisticsToBinaryFile(paths[split]))
+    return {split: tfdv.load_stats_binary(path) for split, path in paths.items()}
+
+
+def _check_label(examples_dir: str, label_key: str, sample: int = 1000) -> None:
+    """Fail fast (before a Beam pipeline) when the first records lack the label."""
+    import tensorflow as tf
+    path = io.split_file(examples_dir, io.TRAIN)
+    for i, record in enumerate(io.read_records(path)):
+        if label_key in tf.train.Example.FromString(record).features.feature:
+            return
+        if i + 1 >= sample:
+            break
+    raise ValueError(f"label_key {label_key!r}: no such feature in the first records of {path}")
+
+
+def _feature_stats(stats) -> Dict[str, object]:
+    return {".".join(f.path.step) or f.name: f for f in stats.datasets[0].features}
+
+
+def _add_sparse_eval_only(schema, eval_stats) -> None:
+    import tensorflow_data_validation as tfdv
+    known = {f.name for f in schema.feature}
+    num_examples = eval_stats.datasets[0].num_examples or 1
+    sparse = []
+    for name, f in _feature_stats(eval_stats).items():
+        which = f.WhichOneof("stats")
+        present = getattr(f, which).common_stats.num_non_missing if which else 0
+        if name not in known and present / num_examples <= MAX_EVAL_ONLY_FRACTION:
+            sparse.append((name, present))
+    if not sparse:
+        return
+    eval_schema = tfdv.infer_schema(eval_stats, infer_feature_shape=False)
+    for name, present in sparse:
+        feature = schema.feature.add()
+        feature.CopyFrom(tfdv.get_feature(eval_schema, name))
+        feature.ClearField("domain")  # a domain learned from a few eval rows means nothing
+        feature.presence.min_count = 0
+        feature.presence.min_fraction = 0.0
+        feature.annotation.comment.append(
+            f"kfx: absent from train, in {present} eval rows: optional")
+
+
+def _infer_schema(train_stats, eval_stats, label_key: str):
+    import tensorflow_data_validation as tfdv
+    # No inferred shapes: a fixed shape would make every feature (the label
+    # too) mandatory when a serving request is parsed.
+    schema = tfdv.infer_schema(train_stats, infer_feature_shape=False)
+    for feature in schema.feature:
+        if feature.HasField("domain") or feature.HasField("string_domain"):
+            feature.distribution_constraints.min_domain_mass = MIN_DOMAIN_MASS
+            feature.drift_comparator.infinity_norm.threshold = DRIFT_LINF_THRESHOLD
+    _add_sparse_eval_only(schema, eval_stats)
+    # The label is needed for training, not in a serving request.
+    schema.default_environment.extend([TRAINING, SERVING])
+    tfdv.get_feature(schema, label_key).not_in_environment.append(SERVING)
+    return schema
+
+
+def _anomaly_list(anomalies, split: str) -> List[dict]:
+    out = []
+    for name, info in sorted(anomalies.anomaly_info.items()):
+        description = info.description or "; ".join(r.description for r in info.reason)
+        out.append({"split": split, "feature": name, "severity": info.Severity.Name(info.severity),
+                    "short": info.short_description, "description": description})
+    if anomalies.HasField("dataset_anomaly_info"):
+        info = anomalies.dataset_anomaly_info
+        out.append({"split": split, "feature": "(dataset)", "severity": info.Severity.Name(info.severity),
+                    "short": info.short_description, "description": info.description})
+    return out
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _split_table(stats) -> str:
+    from tensorflow_metadata.proto.v0 import statistics_pb2
+    ds = stats.datasets[0]
+    rows = []
+    for name, f in sorted(_feature_stats(stats).items()):
+        kind = statistics_pb2.FeatureNameStatistics.Type.Name(f.type)
+        which = f.WhichOneof("stats")
+        s = getattr(f, which) if which else None
+        common = s.common_stats if s is not None else None
+        present = common.num_non_missing if common else 0
+        missing = common.num_missing if common else 0
+        total = present + missing
+        missing_pct = 100.0 * missing / total if total else 0.0
+        if which == "num_stats":
+            detail = [_fmt(s.mean), _fmt(s.std_dev), _fmt(s.min), _fmt(s.max), "", ""]
+        elif which == "string_stats":
+            top = ", ".join(f"{v.value} ({int(v.frequency)})" for v in s.top_values[:5])
+            detail = ["", "", "", "", str(s.unique), top]
+        else:
+            detail = [""] * 6
+        shown = "<0.1%" if 0 < missing_pct < 0.05 else f"{missing_pct:.1f}%"
+        cells = [name, kind, str(present), shown] + detail
+        rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    head = "".join(f"<th>{h}</th>" for h in
+                   ("feature", "type", "count", "missing", "mean", "std", "min", "max", "unique", "top values"))
+    return (f"<p>{ds.num_examples} examples, {len(ds.features)} features</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _report(stats: dict, anomalies: List[dict], schema_source: str) -> str:
+    if anomalies:
+        rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(a[k]))}</td>" for k in
+                                         ("split", "feature", "severity", "short", "description")) + "</tr>"
+                       for a in anomalies)
+        anomaly_html = ("<table><thead><tr><th>split</th><th>feature</th><th>severity</th><th>anomaly</th>"
+                        f"<th>description</th></tr></thead><tbody>{rows}</tbody></table>")
+    else:
+        anomaly_html = '<p class="ok">No anomalies.</p>'
+    splits = "".join(f"<h2>Split: {html.escape(split)}</h2>{_split_table(s)}" for split, s in stats.items())
+    # Inline CSS only: the report must render with no network access.
+    return f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>kfx data validation</title>
+<style>
+body {{ font-family: sans-serif; margin: 1.5em; }}
+table {{ border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
+th {{ background: #eee; }} .ok {{ color: #070; }} h1 .bad {{ color: #a00; }}
+</style></head><body>
+<h1>Data validation {'<span class="bad">(' + str(len(anomalies)) + ' anomalies)</span>' if anomalies else ''}</h1>
+<p>Schema: {html.escape(schema_source)}</p>
+<h2>Anomalies</h2>{anomaly_html}
+{splits}
+</body></html>
+"""
+
+
+def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: str, report_path: str,
+        label_key: str, curated_schema_path: str = "", stop_on_anomalies: bool = True,
+        beam_pipeline_args: Sequence[str] = ()) -> dict:
+    """Statistics per split, schema (inferred from train or curated), anomalies, report."""
+    start = time.time()
+    io.require_examples(examples_dir)
+    curated = _load_curated(curated_schema_path) if curated_schema_path else None
+    _check_label(examples_dir, label_key)
+    import tensorflow_data_validation as tfdv
+
+    stage = io.Staging()
+    try:
+        stats_dir = stage.dir(statistics_dir)
+        t = time.time()
+        stats = _statistics(examples_dir, stats_dir, beam_pipeline_args, curated)
+        stats_seconds = time.time() - t
+        if label_key not in _feature_stats(stats[io.TRAIN]):
+            raise ValueError(f"label_key {label_key!r}: no such feature in {io.split_file(examples_dir, io.TRAIN)}")
+
+        schema = curated if curated is not None else _infer_schema(stats[io.TRAIN], stats[io.EVAL], label_key)
+        environment = TRAINING if TRAINING in schema.default_environment else None
+        found = {
+            io.TRAIN: tfdv.validate_statistics(stats[io.TRAIN], schema, environment=environment),
+            io.EVAL: tfdv.validate_statistics(stats[io.EVAL], schema, environment=environment,
+                                              previous_statistics=stats[io.TRAIN]),
+        }
+        anomalies = [a for split in io.SPLITS for a in _anomaly_list(found[split], split)]
+        if anomalies and stop_on_anomalies:
+            raise AnomaliesFoundError(anomalies)
+
+        schema_staging = stage.dir(schema_dir)
+        tfdv.write_schema_text(schema, os.path.join(schema_staging, SCHEMA_FILE))
+        anomalies_staging = stage.dir(anomalies_dir)
+        for split, anomaly_proto in found.items():
+            os.makedirs(os.path.join(anomalies_staging, split))
+            tfdv.write_anomalies_text(anomaly_proto, os.path.join(anomalies_staging, split, ANOMALIES_FILE))
+        schema_source = f"curated ({curated_schema_path})" if curated is not None else "inferred from the train split"
+        with open(stage.file(report_path), "w", encoding="utf-8") as f:
+            f.write(_report(stats, anomalies, schema_source))
+        stage.commit()
+    except BaseException:
+        stage.abort()
+        raise
+
+    return {
+        "num_features": len(schema.feature),
+        "features": [f.name for f in schema.feature],
+        "schema_source": "curated" if curated is not None else "inferred",
+        "num_anomalies": len(anomalies),
+        "anomalies_train": sum(a["split"] == io.TRAIN for a in anomalies),
+        "anomalies_eval": sum(a["split"] == io.EVAL for a in anomalies),
+        "anomalies": anomalies,
+        "statistics_seconds": round(stats_seconds, 2),
+        "seconds": round(time.time() - start, 2),
+    }

@@ -1,0 +1,222 @@
+"""Where each step runs: compile profiles for the tabular pipeline.
+
+``kfx compile --profile P`` builds the pipeline and calls :func:`place` on every
+task. A profile decides, per stage:
+
+* CPU/memory requests and limits (set on the container in the IR),
+* accelerator type and count (``set_accelerator_type``/``set_accelerator_limit``),
+* node selector and tolerations for the node pool (``kfp.kubernetes``),
+* retries, caching, a timeout (``activeDeadlineSeconds``) and pod labels that the
+  NetworkPolicies in manifests/ and helm/ select on,
+* object-store settings: endpoint from the ``kfx-s3-config`` ConfigMap and
+  credentials from the ``kfx-s3-credentials`` Secret, both in the namespace the
+  runs go to. The IR never carries a credential or an endpoint.
+
+Profiles
+--------
+``local``  no Kubernetes settings at all (``kfx run`` on this machine); resources,
+           retries and caching only. ``pipeline_root`` is None.
+``cpu``    every step on the CPU pool.
+``gpu``    tune, distributed_train and distill on the GPU pool with
+           ``nvidia.com/gpu`` x1, the rest on the CPU pool.
+``tpu``    the same three stages on a TPU pool (``google.com/tpu``, GKE TPU v5e
+           single-host slice), the rest on the CPU pool.
+
+The node pool labels and taints below are the contract with the cluster: the
+chart's ``nodePools`` values and docs/deploy.md label and taint the pools the
+same way. Change them together.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+PROFILES: Tuple[str, ...] = ("cpu", "gpu", "tpu")
+LOCAL = "local"
+
+STAGES: Tuple[str, ...] = (
+    "ingest", "validate", "transform", "tune", "distributed_train",
+    "distill", "quantize", "evaluate", "push",
+)
+ACCELERATED_STAGES: Tuple[str, ...] = ("tune", "distributed_train", "distill")
+
+# Object storage: names of the Kubernetes objects every step reads its S3 settings from
+# (created by manifests/ or helm/; the Secret out of band, see docs/deploy.md).
+S3_SECRET = "kfx-s3-credentials"
+S3_SECRET_KEYS: Dict[str, str] = {          # secret key -> env var
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+}
+S3_CONFIGMAP = "kfx-s3-config"
+S3_CONFIGMAP_KEYS: Dict[str, str] = {       # configmap key -> env var
+    "KFX_S3_ENDPOINT": "KFX_S3_ENDPOINT",
+    "KFX_S3_SECURE": "KFX_S3_SECURE",
+    "AWS_REGION": "AWS_REGION",
+}
+ARTIFACT_BUCKET = "kfx-artifacts"
+PIPELINE_ROOT = f"minio://{ARTIFACT_BUCKET}/pipeline-root"
+
+# Pod labels (NetworkPolicies select on these).
+PART_OF_LABEL = ("app.kubernetes.io/part-of", "kfx")
+STAGE_LABEL = "kfx.dev/stage"
+POOL_LABEL = "kfx.dev/node-pool"
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str
+    operator: str = "Exists"
+    effect: str = "NoSchedule"
+    value: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class NodePool:
+    name: str
+    node_selector: Dict[str, str]
+    tolerations: Tuple[Toleration, ...] = ()
+    accelerator_type: Optional[str] = None   # extended resource name
+    accelerator_count: int = 0
+
+
+NODE_POOLS: Dict[str, NodePool] = {
+    "cpu": NodePool("cpu", {POOL_LABEL: "cpu"}),
+    "gpu": NodePool(
+        "gpu", {POOL_LABEL: "gpu"},
+        (Toleration("nvidia.com/gpu"),),
+        accelerator_type="nvidia.com/gpu", accelerator_count=1,
+    ),
+    "tpu": NodePool(
+        "tpu",
+        {
+            POOL_LABEL: "tpu",
+            # GKE schedules TPU pods by these two labels (single-host v5e slice, 1 chip).
+            "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+            "cloud.google.com/gke-tpu-topology": "1x1",
+        },
+        (Toleration("google.com/tpu"),),
+        accelerator_type="google.com/tpu", accelerator_count=1,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpu_request: str
+    cpu_limit: str
+    memory_request: str
+    memory_limit: str
+
+
+# Sized for the bundled data sets (tens of MB); raise them for bigger tables.
+RESOURCES: Dict[str, Resources] = {
+    "ingest": Resources("500m", "2", "1Gi", "4Gi"),
+    "validate": Resources("1", "2", "2Gi", "6Gi"),
+    "transform": Resources("1", "2", "2Gi", "6Gi"),
+    "tune": Resources("2", "4", "4Gi", "12Gi"),
+    "distributed_train": Resources("2", "4", "4Gi", "12Gi"),
+    "distill": Resources("2", "4", "4Gi", "12Gi"),
+    "quantize": Resources("1", "2", "2Gi", "6Gi"),
+    "evaluate": Resources("1", "2", "2Gi", "8Gi"),
+    "push": Resources("250m", "1", "512Mi", "2Gi"),
+}
+
+# Caching: pure functions of their inputs are cached; evaluate reads the registry's
+# current blessed model (a baseline outside the inputs) and push writes a new registry
+# version, so both always run.
+CACHED: Dict[str, bool] = {s: s not in ("evaluate", "push") for s in STAGES}
+
+# Retries: transient node/pod failures (preemptible GPU/TPU nodes included).
+RETRIES: Dict[str, int] = {s: (1 if s == "push" else 2) for s in STAGES}
+RETRY_BACKOFF = ("30s", 2.0, "10m")         # duration, factor, max duration
+
+# Timeouts (activeDeadlineSeconds of each step's pod).
+TIMEOUT_SECONDS: Dict[str, int] = {
+    "ingest": 1800, "validate": 1800, "transform": 3600, "tune": 4 * 3600,
+    "distributed_train": 8 * 3600, "distill": 4 * 3600, "quantize": 3600,
+    "evaluate": 3600, "push": 900,
+}
+
+
+def _check(stage: str, profile: Optional[str]) -> str:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    profile = profile or LOCAL
+    if profile != LOCAL and profile not in PROFILES:
+        raise ValueError(
+            f"unknown compile profile {profile!r}; expected one of {', '.join((LOCAL,) + PROFILES)}")
+    return profile
+
+
+def node_pool(stage: str, profile: Optional[str]) -> Optional[NodePool]:
+    """The node pool a stage runs on under a profile (None for ``local``)."""
+    profile = _check(stage, profile)
+    if profile == LOCAL:
+        return None
+    if profile in ("gpu", "tpu") and stage in ACCELERATED_STAGES:
+        return NODE_POOLS[profile]
+    return NODE_POOLS["cpu"]
+
+
+def pipeline_root(profile: Optional[str]) -> Optional[str]:
+    """The pipeline root for a profile: None for local runs, MinIO on a cluster."""
+    profile = profile or LOCAL
+    if profile == LOCAL:
+        return None
+    if profile not in PROFILES:
+        raise ValueError(
+            f"unknown compile profile {profile!r}; expected one of {', '.join((LOCAL,) + PROFILES)}")
+    return PIPELINE_ROOT
+
+
+def place(task, stage: str, profile: Optional[str]):
+    """Apply the profile's placement to one pipeline task and return the task."""
+    profile = _check(stage, profile)
+    res = RESOURCES[stage]
+    task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
+    task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
+    task.set_caching_options(enable_caching=CACHED[stage])
+    if profile == LOCAL:
+        return task
+
+    from kfp import kubernetes  # kfp-kubernetes; only needed for cluster profiles
+
+    duration, factor, max_duration = RETRY_BACKOFF
+    task.set_retry(num_retries=RETRIES[stage], backoff_duration=duration,
+                   backoff_factor=factor, backoff_max_duration=max_duration)
+    pool = node_pool(stage, profile)
+    if pool.accelerator_type:
+        task.set_accelerator_type(pool.accelerator_type)
+        task.set_accelerator_limit(pool.accelerator_count)
+    for key, value in pool.node_selector.items():
+        kubernetes.add_node_selector(task, label_key=key, label_value=value)
+    for tol in pool.tolerations:
+        kubernetes.add_toleration(task, key=tol.key, operator=tol.operator,
+                                  value=tol.value, effect=tol.effect)
+    kubernetes.add_pod_label(task, PART_OF_LABEL[0], PART_OF_LABEL[1])
+    kubernetes.add_pod_label(task, STAGE_LABEL, stage.replace("_", "-"))
+    kubernetes.add_pod_label(task, POOL_LABEL, pool.name)
+    kubernetes.set_timeout(task, TIMEOUT_SECONDS[stage])
+    kubernetes.set_image_pull_policy(task, "IfNotPresent")
+    kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=dict(S3_SECRET_KEYS))
+    kubernetes.use_config_map_as_env(task, config_map_name=S3_CONFIGMAP,
+                                      config_map_key_to_env=dict(S3_CONFIGMAP_KEYS))
+    return task
+
+
+def describe(profile: str) -> List[dict]:
+    """One row per stage: where it runs and with what (for docs and `kfx compile` output)."""
+    rows = []
+    for stage in STAGES:
+        pool = node_pool(stage, profile)
+        res = RESOURCES[stage]
+        rows.append({
+            "stage": stage,
+            "pool": pool.name if pool else LOCAL,
+            "accelerator": (f"{pool.accelerator_type} x{pool.accelerator_count}"
+                            if pool and pool.accelerator_type else ""),
+            "cpu": f"{res.cpu_request}/{res.cpu_limit}",
+            "memory": f"{res.memory_request}/{res.memory_limit}",
+            "cached": CACHED[stage],
+        })
+    return rows

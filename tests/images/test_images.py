@@ -1,0 +1,313 @@
+"""The built stage images: non-root, labelled, credential-free, and able to run their stage.
+
+Docker-marked: run after `make images` (the test command starts the engine with
+scripts/docker-engine.sh). Skipped, with the reason, only when no engine answers.
+The lock checks at the end need no engine.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+def _load_build():
+    """images/build.py (the image names and stage list), loaded by path."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("kfx_images_build", REPO / "images" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+images = _load_build()
+
+TF_STAGES = [s for s in images.STAGES if s != "push"]
+# What each stage's code needs at run time, beyond its own executor module.
+HEAVY_IMPORTS = {
+    "ingest": ["tensorflow", "pandas"],
+    "validate": ["tensorflow_data_validation", "apache_beam", "tfx_bsl.public.tfxio",
+                 "tensorflow_metadata.proto.v0.statistics_pb2"],
+    "transform": ["tensorflow_transform", "tensorflow_transform.beam", "apache_beam"],
+    "tune": ["keras_tuner", "tf_keras", "tensorflow_transform"],
+    "distributed_train": ["tensorflow", "tf_keras", "tensorflow_transform"],
+    "distill": ["tensorflow", "tf_keras", "tensorflow_transform"],
+    "quantize": ["tensorflow", "tensorflow_transform", "tensorflow_model_optimization", "sklearn.metrics"],
+    "evaluate": ["tensorflow_model_analysis", "tensorflow", "minio"],
+    "push": ["minio", "yaml"],
+}
+OCI_LABELS = ["org.opencontainers.image.title", "org.opencontainers.image.version",
+              "org.opencontainers.image.revision", "org.opencontainers.image.source",
+              "org.opencontainers.image.description"]
+PUSH_BUDGET = 300_000_000
+
+
+def _docker(*args: str, timeout: int = 600, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, timeout=timeout, **kw)
+
+
+def _engine() -> str | None:
+    try:
+        res = _docker("info", timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"no docker client/engine ({err}); start one with scripts/docker-engine.sh"
+    if res.returncode != 0:
+        return "no Docker engine answers `docker info`; start one with scripts/docker-engine.sh"
+    return None
+
+
+_NO_ENGINE = _engine()
+
+
+def needs_engine(test):
+    """Docker-marked, and skipped (saying why) only when no engine answers."""
+    return pytest.mark.docker(pytest.mark.skipif(_NO_ENGINE is not None, reason=_NO_ENGINE or "")(test))
+
+
+@pytest.fixture(scope="module")
+def inspected() -> dict:
+    out = {}
+    for stage in images.STAGES:
+        ref = images.stage_image(stage)
+        res = _docker("image", "inspect", ref)
+        assert res.returncode == 0, f"{ref} is not built: run `make images` ({res.stderr.decode().strip()})"
+        out[stage] = json.loads(res.stdout)[0]
+    return out
+
+
+def run_in(stage: str, script: str, timeout: int = 600, user: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `sh -c SCRIPT` in the stage image the way KFP does (no network needed)."""
+    args = ["run", "--rm", "--network", "none"]
+    if user:
+        args += ["--user", user]
+    args += [images.stage_image(stage), "sh", "-c", script]
+    return _docker(*args, timeout=timeout, text=True)
+
+
+# ---- identity: user, labels --------------------------------------------------------------
+
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_runs_as_non_root(stage, inspected):
+    user = inspected[stage]["Config"].get("User", "")
+    assert user and user.split(":")[0] not in ("0", "root"), f"{stage}: Config.User is {user!r}"
+    res = run_in(stage, "id -u; id -g; echo $HOME; command -v python3")
+    assert res.returncode == 0, res.stderr
+    uid, gid, home, python = res.stdout.split()
+    assert uid == "1000" and gid == "1000", res.stdout
+    assert python == "/opt/venv/bin/python3", f"python3 resolves to {python}, not the venv"
+    assert home == "/home/kfx"
+
+
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_oci_labels_and_env(stage, inspected):
+    config = inspected[stage]["Config"]
+    labels = config.get("Labels") or {}
+    missing = [key for key in OCI_LABELS if not labels.get(key)]
+    assert not missing, f"{stage}: OCI labels missing or empty: {missing}"
+    assert labels["org.opencontainers.image.revision"] != "unknown", "built outside a git checkout?"
+    assert labels["org.opencontainers.image.title"] == f"kfx-{stage}"
+    assert labels["org.opencontainers.image.version"] == images.version()
+    env = dict(e.split("=", 1) for e in config.get("Env", []))
+    assert env.get("TF_USE_LEGACY_KERAS") == "1" and env.get("PYTHONUNBUFFERED") == "1"
+    assert env["PATH"].startswith("/opt/venv/bin:"), env["PATH"]
+    # The second tag names the content hash recorded in the labels.
+    tags = inspected[stage].get("RepoTags", [])
+    want = f"{images.stage_repo(stage)}:{images.version()}-{labels['io.kfx.content-hash']}"
+    assert want in tags, f"{stage}: {want} not among {tags}"
+
+
+# ---- no credentials ---------------------------------------------------------------------
+
+SECRET_ENV = re.compile(r"^(AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY|AWS_SESSION_TOKEN|MINIO_ROOT_USER|"
+                        r"MINIO_ROOT_PASSWORD|MINIO_ACCESS_KEY|MINIO_SECRET_KEY|KFX_S3_ENDPOINT|.*PASSWORD.*|"
+                        r".*SECRET.*|.*TOKEN.*)=", re.I)
+SECRET_PATHS = re.compile(r"(^|/)(\.aws/(credentials|config)|\.docker/config\.json|\.netrc|\.pypirc|"
+                          r"\.git-credentials|\.mc/config\.json|\.kube/config|id_rsa|id_ed25519|id_ecdsa)$")
+# A PEM private key block with a body (a bare marker string in a parser is not a key).
+PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----\s+[A-Za-z0-9+/=\s:,-]{64,}?-----END ")
+# MinIO's well-known defaults as values (minio/minioadmin.py, the admin client module, is fine).
+SECRET_TEXT = re.compile(rb"(minio123|['\"=:]minioadmin\b|\bAKIA[0-9A-Z]{16}\b|"
+                         rb"aws_secret_access_key\s*[=:]\s*['\"]?[A-Za-z0-9/+]{40})")
+# Third-party test suites ship sample keys (pycryptodome's SelfTest...): not credentials of ours.
+THIRD_PARTY_TESTS = re.compile(r"/site-packages/(?!kfx_components/)(.*/)?((tests?|testing|testdata|test_data|"
+                               r"SelfTest)/|test_[^/]*\.py$|[^/]*_test\.py$)")
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_no_credentials_in_env(stage, inspected):
+    env = inspected[stage]["Config"].get("Env", [])
+    leaked = [e.split("=", 1)[0] for e in env if SECRET_ENV.match(e)]
+    assert not leaked, f"{stage}: credential-like variables baked into the image: {leaked}"
+
+
+def _exported_files(stage: str):
+    """(path, TarInfo, content) of every file in the image's filesystem (docker export)."""
+    cid = _docker("create", images.stage_image(stage), "true", text=True).stdout.strip()
+    assert cid, f"docker create {stage} failed"
+    try:
+        proc = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for m in tar:
+                data = tar.extractfile(m).read(8_000_000) if m.isfile() and m.size else b""
+                yield m.name, m, data
+        assert proc.wait() == 0
+    finally:
+        _docker("rm", "-f", cid)
+
+
+def scan(files) -> list[str]:
+    found = []
+    for name, member, data in files:
+        if SECRET_PATHS.search(name):
+            found.append(f"{name}: credential file")
+        if not data or b"\0" in data[:8192] or THIRD_PARTY_TESTS.search("/" + name):
+            continue  # empty, binary, or a vendored test suite
+        for pattern, what in ((PEM_KEY, "private key"), (SECRET_TEXT, "secret-like text")):
+            hit = pattern.search(data)
+            if hit:
+                found.append(f"{name}: {what} {hit.group(0)[:28]!r}")
+    return found
+
+
+def test_scan_catches_planted_credentials():
+    """The scanner itself: planted secrets are found, parsers' marker strings are not."""
+    body = b"MIIEowIBAAKCAQEA" + b"x" * 64 + b"\n"
+    planted = [("home/kfx/.aws/credentials", b"[default]\n"),
+               ("opt/app/key.pem", b"-----BEGIN RSA PRIVATE KEY-----\n" + body + b"-----END RSA PRIVATE KEY-----\n"),
+               ("opt/app/settings.py", b"SECRET = 'minio123'\n"),
+               ("opt/app/.env", b"MINIO_ROOT_PASSWORD=minioadmin\n"),
+               ("opt/app/env", b"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE\n")]
+    benign = [("opt/venv/lib/python3.11/site-packages/rsa/pem.py", b"marker = b'-----BEGIN RSA PRIVATE KEY-----'\n"),
+              ("opt/venv/lib/python3.11/site-packages/Crypto/SelfTest/k.py",
+               b"-----BEGIN RSA PRIVATE KEY-----\n" + body + b"-----END RSA PRIVATE KEY-----\n"),
+              ("opt/venv/lib/python3.11/site-packages/minio/__init__.py", b"from .minioadmin import MinioAdmin\n"),
+              ("usr/lib/libx.so", b"\x7fELF\0\0AKIAISLANDISSHARITAL")]
+    info = tarfile.TarInfo("f")
+    info.type = tarfile.REGTYPE
+    assert len(scan((n, info, d) for n, d in planted)) == len(planted)
+    assert scan((n, info, d) for n, d in benign) == []
+
+
+# The runtimes' filesystems are the same for all stages built on them: scan one
+# TF stage and the push image in full; the stage code layer of every image is
+# covered by test_no_credentials_in_home_and_code.
+@pytest.mark.parametrize("stage", ["ingest", "push"])
+@needs_engine
+def test_no_credentials_in_filesystem(stage):
+    found = scan(_exported_files(stage))
+    assert not found, f"{stage}: possible credentials in the image:\n" + "\n".join(found[:50])
+
+
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_no_credentials_in_home_and_code(stage):
+    """Credential files in the homes, secrets in our code (the full scan is above)."""
+    res = run_in(stage, "for h in /home/kfx /root; do for f in .aws .docker/config.json .netrc .pypirc "
+                        ".git-credentials .mc .ssh .kube/config; do [ -e $h/$f ] && echo FOUND $h/$f; done; done; "
+                        "grep -rIlE 'minio123|minioadmin|AKIA[0-9A-Z]{16}|PRIVATE KEY-----' "
+                        "/opt/venv/lib/python3.11/site-packages/kfx_components /home/kfx /root /tmp "
+                        "2>/dev/null | sed 's/^/FOUND /'; true", user="0")
+    assert res.returncode == 0, res.stderr
+    found = [line for line in res.stdout.splitlines() if line.startswith("FOUND")]
+    assert not found, f"{stage}: {found}"
+
+
+# ---- what each image can run --------------------------------------------------------------
+
+@needs_engine
+def test_push_image_has_no_tensorflow_and_fits(inspected):
+    size = inspected["push"]["Size"]
+    assert size <= PUSH_BUDGET, f"push image is {size / 1e6:.0f} MB > 300 MB"
+    res = run_in("push", "python3 - <<'EOF'\n"
+                 "import importlib.util as u\n"
+                 "for m in ('tensorflow', 'tf_keras', 'keras', 'tensorflow_transform', 'apache_beam', 'jax', 'torch'):\n"
+                 "    assert u.find_spec(m) is None, m + ' is importable in the push image'\n"
+                 "import kfp, minio, yaml\n"
+                 "import kfx_components.push.executor\n"
+                 "import kfx_components.common.registry\n"
+                 "import sys; assert 'tensorflow' not in sys.modules\n"
+                 "print('ok')\nEOF")
+    assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_stage_imports(stage):
+    """The executor and the heavy libraries it uses import as the non-root user, under python3."""
+    modules = [f"kfx_components.{stage}.executor", *HEAVY_IMPORTS[stage]]
+    script = ("python3 - <<'EOF'\n"
+              "import importlib, importlib.metadata as md, sys\n"
+              f"for m in {modules!r}:\n"
+              "    importlib.import_module(m)\n"
+              "assert sys.executable.startswith('/opt/venv/'), sys.executable\n"
+              "print('kfx', md.version('kfx'))\n"
+              "EOF")
+    res = run_in(stage, script, timeout=900)
+    assert res.returncode == 0, f"{stage}: {res.stdout}\n{res.stderr[-3000:]}"
+    assert f"kfx {images.version()}" in res.stdout
+
+
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_kfp_executor_main_runs(stage):
+    """The compiled IR runs `sh -ec '... python3 -m kfp.dsl.executor_main ...'`."""
+    res = run_in(stage, "set -e; python3 -m kfp.dsl.executor_main --help >/tmp/help 2>&1; "
+                        "grep -q -- --executor_input /tmp/help && echo ok")
+    assert res.returncode == 0 and "ok" in res.stdout, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("stage", images.STAGES)
+@needs_engine
+def test_only_its_own_stage_code(stage):
+    res = run_in(stage, "ls /opt/venv/lib/python3.11/site-packages/kfx_components; "
+                        "ls -d /opt/venv/lib/python3.11/site-packages/kfx /opt/venv/lib/python3.11/site-packages/kfx_pipelines 2>/dev/null; true")
+    present = set(res.stdout.split())
+    others = (set(images.STAGES) - {stage}) & present
+    assert stage in present and not others, f"{stage}: stage folders {sorted(present)}"
+    assert not any(p.endswith(("/kfx", "/kfx_pipelines")) for p in present), present
+
+
+@needs_engine
+def test_tf_stages_share_one_runtime(inspected):
+    """All TF stage images start from the same runtime layers (the budget depends on it)."""
+    layer_sets = {s: inspected[s]["RootFS"]["Layers"] for s in TF_STAGES}
+    runtime = min(layer_sets.values(), key=len)
+    n = len(runtime) - 1  # all but the stage's own code layer
+    prefix = runtime[:n]
+    for s, layers in layer_sets.items():
+        assert layers[:n] == prefix, f"{s} does not share the TF runtime layers"
+        assert len(layers) == n + 1, f"{s}: {len(layers) - n} own layers, expected 1"
+    assert inspected["push"]["RootFS"]["Layers"][0] == prefix[0], "push does not share the parent layer"
+
+
+# ---- the locks (no engine needed) -----------------------------------------------------------
+
+def _pins(path: Path) -> dict[str, str]:
+    pins = {}
+    for line in path.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[^\]]*\])?==(\S+)", line)
+        if m:
+            pins[m.group(1).lower().replace("_", "-")] = m.group(2)
+    return pins
+
+
+@pytest.mark.parametrize("lock", ["push.lock", "tf-runtime.lock"])
+def test_image_locks_pin_what_the_main_lock_pins(lock):
+    main = _pins(REPO / "requirements" / "stack.lock")
+    image = _pins(REPO / "requirements" / "images" / lock)
+    assert image, lock
+    differ = {k: (v, main.get(k)) for k, v in image.items() if main.get(k) != v}
+    assert not differ, f"{lock} pins differ from stack.lock (image, main): {differ}"
+    dev = {"moto", "pytest", "cfn-lint", "jupyterlab", "notebook", "jupyter-server", "debugpy", "libclang"}
+    assert not dev & set(image), f"{lock} carries test/dev packages: {sorted(dev & set(image))}"
+    if lock == "push.lock":
+        assert not {"tensorflow", "tf-keras", "keras", "apache-beam"} & set(image)

@@ -1,0 +1,148 @@
+"""quantize: three TFLite variants of the teacher's transformed_logits, each scored on eval (taxi fixtures)."""
+import json
+import os
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from kfx_components.quantize import executor
+
+VARIANTS = ("dynamic_range", "float16", "int8")
+# |variant AUC - SavedModel AUC| allowed on the taxi eval split
+TOLERANCE = {"dynamic_range": 0.02, "float16": 0.005, "int8": 0.03}
+
+
+@pytest.fixture(scope="module")
+def quantized(teacher, transformed, tmp_path_factory):
+    """The component body run in-process on the teacher: (artifact, metrics, facts from quantization.json)."""
+    from kfp import dsl
+    from kfx_components.quantize.component import quantize
+    out = tmp_path_factory.mktemp("quantized") / "q"
+    artifact = types.SimpleNamespace(path=str(out), metadata={})
+    metrics = dsl.Metrics(name="metrics", uri=str(out) + "-metrics", metadata={})
+    quantize.python_func(model=teacher, transformed_examples=transformed.examples,
+                         transform_graph=transformed.graph, quantized=artifact, metrics=metrics)
+    summary = json.loads((out / "quantization.json").read_text())
+    return types.SimpleNamespace(artifact=artifact, metrics=metrics, summary=summary, path=out)
+
+
+@pytest.fixture(scope="module")
+def eval_data(model_args):
+    from kfx_components.common import model as M
+    out = M.load_transform_output(model_args["transform_graph_dir"])
+    ds = M.make_dataset(model_args["transformed_examples_dir"], "eval", out, model_args["label_key"],
+                        batch_size=100_000)
+    features, labels = next(iter(ds))
+    return {k: v.numpy() for k, v in features.items()}, labels.numpy().reshape(-1)
+
+
+def test_writes_three_tflite_files_and_summary(quantized):
+    names = sorted(os.listdir(quantized.path))
+    assert names == sorted([f"{v}.tflite" for v in VARIANTS] + ["quantization.json"])
+    s = quantized.summary
+    assert s["primary_metric"] == "auc" and s["signature"] == "transformed_logits"
+    for v in VARIANTS:
+        assert s["variants"][v]["size_bytes"] == os.path.getsize(quantized.path / f"{v}.tflite")
+        assert quantized.artifact.metadata["variants"][v]["size_bytes"] == s["variants"][v]["size_bytes"]
+        assert quantized.metrics.metadata[f"{v}_size_bytes"] == s["variants"][v]["size_bytes"]
+        assert quantized.metrics.metadata[f"{v}_auc"] == pytest.approx(s["variants"][v]["metric"])
+    assert quantized.metrics.metadata["saved_model_auc"] == pytest.approx(s["reference"]["metric"])
+
+
+def test_sizes_shrink_with_precision(quantized):
+    v, ref = quantized.summary["variants"], quantized.summary["reference"]
+    # Full int8 is the smallest. Dynamic range only quantizes large weight tensors (small ones stay
+    # float32), so on a small model it can be larger than float16: no order is asserted between those two.
+    # Every variant is smaller than the float32 variables of the SavedModel.
+    assert v["int8"]["size_bytes"] < v["float16"]["size_bytes"]
+    assert v["int8"]["size_bytes"] <= v["dynamic_range"]["size_bytes"]
+    for name in VARIANTS:
+        assert v[name]["size_bytes"] < ref["variables_bytes"] < ref["saved_model_bytes"], name
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_variant_scores_close_to_the_float_model(quantized, variant):
+    ref = quantized.summary["reference"]["metric"]
+    got = quantized.summary["variants"][variant]["metric"]
+    assert ref > 0.5
+    assert abs(got - ref) <= TOLERANCE[variant], (variant, got, ref)
+
+
+def _run_int8(path, features):
+    """Independent of the executor: quantize float inputs, invoke, dequantize the logits."""
+    import tensorflow as tf
+    interpreter = tf.lite.Interpreter(model_path=str(path))
+    runner = interpreter.get_signature_runner("transformed_logits")
+    feed = {}
+    for name, d in runner.get_input_details().items():
+        x = features[name]
+        if d["dtype"] == np.int8:
+            scale, zero = d["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127)
+        feed[name] = x.astype(d["dtype"])
+    out_d = runner.get_output_details()["logits"]
+    raw = runner(**feed)["logits"]
+    scale, zero = out_d["quantization"]
+    return (raw.astype(np.float32) - zero) * scale, interpreter
+
+
+def test_int8_is_fully_integer_and_runs(quantized, eval_data):
+    from sklearn.metrics import roc_auc_score
+    import tensorflow as tf
+    features, labels = eval_data
+    logits, interpreter = _run_int8(quantized.path / "int8.tflite", features)
+    runner = interpreter.get_signature_runner("transformed_logits")
+    inputs = runner.get_input_details()
+    float_inputs = [k for k, v in features.items() if v.dtype == np.float32]
+    int_inputs = [k for k, v in features.items() if v.dtype == np.int64]
+    assert float_inputs, "the taxi transform should produce float features"
+    assert all(inputs[k]["dtype"] == np.int8 and inputs[k]["quantization"][0] > 0 for k in float_inputs)
+    assert all(inputs[k]["dtype"] == np.int64 for k in int_inputs)  # embedding indices stay integers
+    assert runner.get_output_details()["logits"]["dtype"] == np.int8
+    dtypes = [np.dtype(d["dtype"]) for d in interpreter.get_tensor_details()]
+    assert np.dtype(np.float32) not in dtypes, "a float32 tensor is left in the full-int8 model"
+    assert dtypes.count(np.dtype(np.int8)) >= 4  # weights and activations
+    auc = roc_auc_score(labels.astype(int), logits.ravel())
+    assert auc == pytest.approx(quantized.summary["variants"]["int8"]["metric"], abs=1e-6)
+    # dynamic range keeps float inputs; float16 stores float16 weights
+    fp16 = tf.lite.Interpreter(model_path=str(quantized.path / "float16.tflite"))
+    assert np.dtype(np.float16) in [np.dtype(d["dtype"]) for d in fp16.get_tensor_details()]
+    dyn = tf.lite.Interpreter(model_path=str(quantized.path / "dynamic_range.tflite"))
+    dyn_inputs = dyn.get_signature_runner("transformed_logits").get_input_details()
+    assert all(dyn_inputs[k]["dtype"] == np.float32 for k in float_inputs)
+
+
+def test_float16_and_dynamic_range_track_the_saved_model(quantized, teacher, eval_data):
+    import tensorflow as tf
+    features, _ = eval_data
+    ref = tf.saved_model.load(teacher.path).signatures["transformed_logits"](
+        **{k: tf.constant(v) for k, v in features.items()})["logits"].numpy()
+    for variant, tol in (("float16", 0.05), ("dynamic_range", 0.5)):
+        runner = tf.lite.Interpreter(model_path=str(quantized.path / f"{variant}.tflite")).get_signature_runner(
+            "transformed_logits")
+        got = runner(**features)["logits"]
+        assert got.shape == ref.shape
+        assert np.max(np.abs(got - ref)) < tol, variant
+
+
+def test_bad_inputs_raise_naming_them(teacher, model_args, tmp_path):
+    args = dict(model_args, model_dir=teacher.path, quantized_dir=str(tmp_path / "q"))
+    with pytest.raises(ValueError, match="problem_type"):
+        executor.run(**{**args, "problem_type": "ranking"})
+    with pytest.raises(ValueError, match="model_dir"):
+        executor.run(**{**args, "model_dir": str(tmp_path / "nowhere")})
+    with pytest.raises(ValueError, match="label_key"):
+        executor.run(**{**args, "label_key": "no_such_label"})
+    assert not (tmp_path / "q").exists()
+
+
+def test_component_compiles_without_importing_tensorflow(tmp_path):
+    code = ("import sys; from kfp import compiler; from kfx_components.quantize.component import quantize; "
+            f"compiler.Compiler().compile(quantize, {str(tmp_path / 'quantize.yaml')!r}); "
+            "assert 'tensorflow' not in sys.modules, 'component.py imported TensorFlow'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    ir = (tmp_path / "quantize.yaml").read_text()
+    assert "kfx-quantize:" in ir and "kfx_components.quantize import executor" in ir

@@ -1,0 +1,221 @@
+"""The versioned model registry: filesystem always, S3 against a local moto server."""
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from kfx_components.common import registry
+
+
+def _source(tmp_path, name="src", content=b"weights"):
+    src = tmp_path / name
+    (src / "variables").mkdir(parents=True)
+    (src / "saved_model.pb").write_bytes(content)
+    (src / "variables" / "v.data").write_bytes(content * 3)
+    return str(src)
+
+
+def test_registry_does_not_import_tensorflow():
+    code = ("import sys; import kfx_components.common.registry; "
+            "assert 'tensorflow' not in sys.modules, 'registry imported tensorflow'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_versions_increment_and_fetch(tmp_path):
+    reg = str(tmp_path / "reg")
+    assert registry.latest(reg, "m") is None
+    v1 = registry.publish({"saved_model": _source(tmp_path, content=b"one")}, {"card.md": b"# one"}, reg, "m")
+    v2 = registry.publish({"saved_model": _source(tmp_path, "s2", b"two")}, {"card.md": b"# two"}, reg, "m")
+    assert (v1.number, v2.number) == (1, 2)
+    assert v2.uri == f"{reg}/m/v2"
+    assert registry.latest(reg, "m") == v2
+    assert [v.number for v in registry.versions(reg, "m")] == [1, 2]
+    # v1 is untouched by the second publish.
+    assert (tmp_path / "reg/m/v1/saved_model/saved_model.pb").read_bytes() == b"one"
+    assert (tmp_path / "reg/m/v1/card.md").read_bytes() == b"# one"
+    dest = registry.fetch(v1, str(tmp_path / "fetched"))
+    assert open(os.path.join(dest, "saved_model/variables/v.data"), "rb").read() == b"one" * 3
+    # Nothing but the version directories is left behind.
+    assert sorted(os.listdir(tmp_path / "reg/m")) == ["v1", "v2"]
+
+
+def test_file_uri(tmp_path):
+    uri = f"file://{tmp_path}/reg"
+    v = registry.publish({}, {"a.txt": b"x"}, uri, "m")
+    assert v.uri == f"{uri}/m/v1" and registry.latest(uri, "m") == v
+    assert (tmp_path / "reg/m/v1/a.txt").read_bytes() == b"x"
+
+
+def test_existing_version_is_never_overwritten(tmp_path):
+    """A concurrent publisher already claimed v1 (and even v3): publish takes the next free N."""
+    reg = tmp_path / "reg"
+    (reg / "m" / "v1").mkdir(parents=True)
+    (reg / "m" / "v1" / "mine.txt").write_bytes(b"other publisher")
+    v = registry.publish({}, {"mine.txt": b"new"}, str(reg), "m")
+    assert v.number == 2
+    assert (reg / "m" / "v1" / "mine.txt").read_bytes() == b"other publisher"
+
+
+def test_claim_race_moves_on(tmp_path, monkeypatch):
+    """Another publisher wins v1 between our listing and our rename: we get v2, theirs stays."""
+    reg = tmp_path / "reg"
+    real = registry._rename_noreplace
+
+    def racing(src, dst):
+        if dst.endswith("/v1") and not os.path.exists(dst):
+            os.mkdir(dst)
+            (tmp_path / "reg/m/v1/theirs").write_bytes(b"theirs")
+        return real(src, dst)
+
+    monkeypatch.setattr(registry, "_rename_noreplace", racing)
+    v = registry.publish({}, {"ours": b"ours"}, str(reg), "m")
+    assert v.number == 2
+    assert os.listdir(reg / "m" / "v1") == ["theirs"]
+    assert (reg / "m" / "v2" / "ours").read_bytes() == b"ours"
+
+
+def test_rename_noreplace_refuses_empty_target(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"1")
+    (tmp_path / "dst").mkdir()
+    with pytest.raises(FileExistsError):
+        registry._rename_noreplace(str(tmp_path / "src"), str(tmp_path / "dst"))
+
+
+def test_failed_publish_leaves_no_version(tmp_path, monkeypatch):
+    reg = tmp_path / "reg"
+    registry.publish({}, {"a": b"1"}, str(reg), "m")
+    real_copytree = registry.shutil.copytree
+    calls = []
+
+    def failing(src, dst, *a, **kw):
+        calls.append(src)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        return real_copytree(src, dst, *a, **kw)
+
+    monkeypatch.setattr(registry.shutil, "copytree", failing)
+    with pytest.raises(OSError, match="disk full"):
+        registry.publish({"saved_model": _source(tmp_path), "tflite": _source(tmp_path, "t")},
+                         {"card.md": b"x"}, str(reg), "m")
+    assert registry.latest(str(reg), "m").number == 1
+    assert os.listdir(reg / "m") == ["v1"], "a staging or partial version directory was left"
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="model_name"):
+        registry.publish({}, {"a": b"1"}, str(tmp_path), "../escape")
+    with pytest.raises(ValueError, match="nothing to publish"):
+        registry.publish({}, {}, str(tmp_path), "m")
+    with pytest.raises(ValueError, match="missing"):
+        registry.publish({"saved_model": str(tmp_path / "missing")}, {}, str(tmp_path), "m")
+    with pytest.raises(ValueError, match="gs://"):
+        registry.latest("gs://bucket/x", "m")
+
+
+# ---------------------------------------------------------------- S3 (moto server)
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    pytest.importorskip("moto")
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port), "-H", "127.0.0.1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            pytest.skip("moto server did not start")
+        env = {"KFX_S3_ENDPOINT": f"127.0.0.1:{port}", "KFX_S3_SECURE": "0",
+               "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+        old = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            yield env
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def bucket(s3_env):
+    name = f"reg-{uuid.uuid4().hex[:8]}"
+    registry._s3_client().make_bucket(name)
+    return name
+
+
+@pytest.mark.s3
+def test_s3_publish_latest_fetch(tmp_path, bucket):
+    uri = f"s3://{bucket}/models"
+    assert registry.latest(uri, "m") is None
+    v1 = registry.publish({"saved_model": _source(tmp_path, content=b"one")}, {"card.md": b"# one"}, uri, "m")
+    v2 = registry.publish({"saved_model": _source(tmp_path, "s2", b"two")}, {"card.md": b"# two"}, uri, "m")
+    assert (v1.number, v2.number) == (1, 2) and v2.uri == f"{uri}/m/v2"
+    assert registry.latest(uri, "m") == v2
+    dest = registry.fetch(v1, str(tmp_path / "fetched"))
+    assert open(os.path.join(dest, "saved_model/variables/v.data"), "rb").read() == b"one" * 3
+    assert open(os.path.join(dest, "card.md"), "rb").read() == b"# one"
+    assert not os.path.exists(os.path.join(dest, registry.COMPLETE))
+
+
+@pytest.mark.s3
+def test_s3_claimed_version_is_skipped_and_incomplete_invisible(tmp_path, bucket):
+    """A concurrent publisher holds the v1 claim (not complete yet): we take v2; v1 stays invisible."""
+    import io
+    client = registry._s3_client()
+    client.put_object(bucket, "m/v1/_CLAIM", io.BytesIO(b"other"), 5)
+    client.put_object(bucket, "m/v1/partial.bin", io.BytesIO(b"p"), 1)
+    uri = f"s3://{bucket}"
+    assert registry.latest(uri, "m") is None
+    v = registry.publish({}, {"a": b"1"}, uri, "m")
+    assert v.number == 2 and registry.latest(uri, "m").number == 2
+    assert registry._s3_read(client, bucket, "m/v1/_CLAIM") == b"other"
+    with pytest.raises(ValueError, match="not complete"):
+        registry.fetch(registry.Version(1, f"{uri}/m/v1"), str(tmp_path / "x"))
+
+
+@pytest.mark.s3
+def test_s3_failed_publish_is_invisible(tmp_path, bucket, monkeypatch):
+    uri = f"s3://{bucket}"
+    registry.publish({}, {"a": b"1"}, uri, "m")
+
+    def broken(*a, **kw):
+        raise OSError("connection reset")
+
+    import minio
+    monkeypatch.setattr(minio.Minio, "fput_object", broken)
+    with pytest.raises(OSError):
+        registry.publish({"saved_model": _source(tmp_path)}, {}, uri, "m")
+    assert registry.latest(uri, "m").number == 1
+    monkeypatch.undo()
+    assert registry.publish({}, {"b": b"2"}, uri, "m").number == 3
+
+
+@pytest.mark.s3
+def test_s3_claim_is_conditional(bucket):
+    """The claim marker is created only if absent: a second claimant of the same N loses."""
+    client = registry._s3_client()
+    assert registry._s3_claim(client, bucket, "m/v7/_CLAIM", b"first")
+    assert not registry._s3_claim(client, bucket, "m/v7/_CLAIM", b"second")
+    assert registry._s3_read(client, bucket, "m/v7/_CLAIM") == b"first"

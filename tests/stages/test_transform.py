@@ -1,0 +1,185 @@
+"""transform: schema-driven TFT graph; transformed specs, z-scores, vocabularies, label, missing values."""
+import os
+import types
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from kfx_components.common import io
+
+
+def _frame(path):
+    return pd.DataFrame([{k: v[0] for k, v in r.items()} for r in io.read_examples(path)])
+
+
+def _output(graph_dir):
+    import tensorflow_transform as tft
+    return tft.TFTransformOutput(graph_dir)
+
+
+def test_layout(transformed):
+    graph = transformed.graph.path
+    assert {"transform_fn", "transformed_metadata", "metadata"} <= set(os.listdir(graph))
+    assert not any(name.startswith(".") or name == "tmp" for name in os.listdir(graph))
+    for split in io.SPLITS:
+        assert os.path.isfile(io.split_file(transformed.examples.path, split))
+
+
+def test_transformed_feature_specs(transformed, validated, taxi_config):
+    import tensorflow as tf
+    m = transformed.examples.metadata
+    spec = _output(transformed.graph.path).transformed_feature_spec()
+    assert m["label_key"] == "label" and m["num_classes"] == 2 and m["label_vocabulary"] == ["false", "true"]
+    assert all(isinstance(s, tf.io.FixedLenFeature) and list(s.shape) == [] for s in spec.values())
+    assert spec["label"].dtype == tf.int64
+    for name in m["numeric_features"] + m["missing_indicators"]:
+        assert spec[name].dtype == tf.float32, name
+    for name in m["categorical_features"] + m["bucketized_features"]:
+        assert spec[name].dtype == tf.int64, name
+    # A column with no value in the 3000-row sample is skipped, not an error.
+    assert m["absent_features"] == ["pickup_census_tract"]
+    assert set(m["categorical_features"]) == set(taxi_config["categorical_features"]) - {"pickup_census_tract"} \
+        | {"payment_type", "company"}
+    assert {"payment_type", "company"} <= set(m["categorical_features"])  # strings are categorical
+    assert set(m["bucketized_features"]) == set(taxi_config["bucketize_features"])
+    assert {"fare", "trip_miles"} <= set(m["numeric_features"])
+    # A missing indicator exactly where the schema allows missing values.
+    import tensorflow_data_validation as tfdv
+    schema = tfdv.load_schema_text(os.path.join(validated.schema.path, "schema.pbtxt"))
+    optional = {f.name for f in schema.feature if f.presence.min_fraction < 1.0}
+    assert {n for n in spec if n.endswith("_missing")} == \
+        {n + "_missing" for n in m["numeric_features"] + m["bucketized_features"] if n in optional}
+    assert "fare_missing" not in spec and "dropoff_latitude_missing" in spec
+    assert set(spec) == set(m["transformed_features"])
+
+
+def test_categorical_domains(transformed):
+    m = transformed.examples.metadata
+    out = _output(transformed.graph.path)
+    df = _frame(io.split_file(transformed.examples.path, "train"))
+    for name in m["categorical_features"] + m["bucketized_features"]:
+        n = out.num_buckets_for_transformed_feature(name)
+        assert n == m["num_buckets"][name] >= 2, name
+        assert df[name].min() >= 0 and df[name].max() < n, name
+    for name in m["bucketized_features"]:
+        assert m["num_buckets"][name] <= 10
+    # 7 weekdays (plus the OOV bucket); a string vocabulary covers the values seen in train
+    assert m["num_buckets"]["trip_start_day"] == 8
+    assert 0 < len(out.vocabulary_by_name("vocab_1_payment_type")) < m["num_buckets"]["payment_type"]
+
+
+def test_numerics_z_scored_on_train(transformed):
+    m = transformed.examples.metadata
+    train = _frame(io.split_file(transformed.examples.path, "train"))
+    for name in m["numeric_features"]:
+        assert abs(train[name].mean()) < 1e-3, name
+        assert abs(train[name].std() - 1.0) < 0.05, name  # ~1 (a filled mean lowers it a little)
+    for name in m["missing_indicators"]:
+        assert set(train[name].unique()) <= {0.0, 1.0}
+
+
+def test_label_and_values_unchanged_row_for_row(transformed, examples):
+    """Each transformed row still pairs its label with its own fare (order need not be kept)."""
+    for split in io.SPLITS:
+        raw = _frame(io.split_file(examples.path, split))
+        out = _frame(io.split_file(transformed.examples.path, split))
+        assert len(out) == len(raw)
+        train = _frame(io.split_file(examples.path, "train"))
+        mean, std = train.fare.mean(), train.fare.std(ddof=0)
+        expected = sorted(zip(raw.label, (raw.fare - mean) / std))
+        got = sorted(zip(out.label, out.fare))
+        assert [label for label, _ in got] == [label for label, _ in expected]
+        assert [z for _, z in got] == pytest.approx([z for _, z in expected], abs=1e-4)
+
+
+def test_missing_values_filled(transformed, examples):
+    raw = _frame(io.split_file(examples.path, "train"))
+    out = _frame(io.split_file(transformed.examples.path, "train"))
+    assert not out.isna().any().any()
+    missing = raw.dropoff_latitude.isna()
+    assert missing.any()
+    assert sorted(out.dropoff_latitude_missing) == sorted(missing.astype(float))
+    # A missing numeric becomes the mean, i.e. exactly z-score 0.
+    if raw.trip_seconds.isna().any():
+        assert (out.trip_seconds[out.trip_seconds_missing == 1.0] == 0.0).all()
+
+
+def test_graph_applies_to_raw_examples_without_label(transformed, examples):
+    """The serving path: raw examples (label absent) through the transform graph."""
+    import tensorflow as tf
+    out = _output(transformed.graph.path)
+    spec = dict(out.raw_feature_spec())
+    spec.pop("label")
+    records = [r for _, r in zip(range(5), io.read_records(io.split_file(examples.path, "eval")))]
+    stripped = []
+    for r in records:
+        ex = tf.train.Example.FromString(r)
+        del ex.features.feature["label"]
+        stripped.append(ex.SerializeToString())
+    raw = tf.io.parse_example(tf.constant(stripped), spec)
+    result = out.transform_features_layer()(raw)
+    assert result["fare"].shape == (5,) and result["company"].dtype == tf.int64
+
+
+@pytest.mark.parametrize("kwargs, culprit", [
+    (dict(categorical_features=["nope_cat"]), "nope_cat"),
+    (dict(bucketize_features=["fare", "nope_bucket"]), "nope_bucket"),
+    (dict(bucketize_features=["company"]), "company"),
+    (dict(categorical_features=["label"]), "label"),
+    (dict(categorical_features=["fare"], bucketize_features=["fare"]), "fare"),
+])
+def test_bad_names_raise_and_write_nothing(examples, validated, tmp_path, kwargs, culprit):
+    from kfx_components.transform import executor
+    with pytest.raises(ValueError, match=culprit):
+        executor.run(examples_dir=examples.path, schema_dir=validated.schema.path,
+                     transform_graph_dir=str(tmp_path / "graph"), transformed_examples_dir=str(tmp_path / "data"),
+                     label_key="label", **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------- not the taxi data
+
+def _chain(tmp, frame, label, problem_type, **transform_args):
+    from kfx_components.ingest import executor as ingest
+    from kfx_components.transform import executor as transform
+    from kfx_components.validate import executor as validate
+    csv = tmp / "data.csv"
+    frame.to_csv(csv, index=False)
+    ex = ingest.run(data_path=str(csv), examples_dir=str(tmp / "examples"), label=label,
+                    problem_type=problem_type, eval_ratio=0.3)
+    val = validate.run(examples_dir=str(tmp / "examples"), statistics_dir=str(tmp / "statistics"),
+                       schema_dir=str(tmp / "schema"), anomalies_dir=str(tmp / "anomalies"),
+                       report_path=str(tmp / "report.html"), label_key=ex["label_key"])
+    tr = transform.run(examples_dir=str(tmp / "examples"), schema_dir=str(tmp / "schema"),
+                       transform_graph_dir=str(tmp / "graph"), transformed_examples_dir=str(tmp / "data"),
+                       label_key=ex["label_key"], **transform_args)
+    return types.SimpleNamespace(ingest=ex, validate=val, transform=tr, dir=tmp)
+
+
+def test_diabetes_regression(tmp_path):
+    """A non-taxi data set (sklearn diabetes, regression) with missing cells: no name is special."""
+    import tensorflow as tf
+    from sklearn.datasets import load_diabetes
+    df = load_diabetes(as_frame=True).frame
+    df.loc[::7, "s1"] = np.nan
+    run = _chain(tmp_path, df, "target", "regression", categorical_features=["sex"],
+                 bucketize_features=["bmi"], num_buckets=4)
+    assert run.ingest["num_classes"] == 0 and run.validate["num_anomalies"] == 0
+    m = run.transform
+    assert sorted(m["numeric_features"]) == sorted(set(df.columns) - {"target", "sex", "bmi"})
+    assert m["categorical_features"] == ["sex"] and m["bucketized_features"] == ["bmi"]
+    assert m["missing_indicators"] == ["s1_missing"]
+    assert m["num_buckets"]["sex"] == 3 and 2 <= m["num_buckets"]["bmi"] <= 4  # two values + OOV; quartiles
+    spec = _output(str(tmp_path / "graph")).transformed_feature_spec()
+    assert spec["target"].dtype == tf.float32 and spec["sex"].dtype == tf.int64 and spec["bmi"].dtype == tf.int64
+    train = _frame(io.split_file(str(tmp_path / "data"), "train"))
+    raw = _frame(io.split_file(str(tmp_path / "examples"), "train"))
+    assert abs(train.s1.mean()) < 1e-3 and abs(train.age.mean()) < 1e-3
+    assert train.s1_missing.sum() == raw.s1.isna().sum() > 0
+    assert (train.s1[train.s1_missing == 1.0] == 0.0).all()
+    assert set(train.sex) <= {0, 1, 2} and set(train.bmi) <= {0, 1, 2, 3}
+    for split in io.SPLITS:  # the label passes through unchanged
+        out = _frame(io.split_file(str(tmp_path / "data"), split))
+        raw = _frame(io.split_file(str(tmp_path / "examples"), split))
+        assert sorted(out.target) == pytest.approx(sorted(raw.target))
