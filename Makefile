@@ -13,9 +13,13 @@ export UV_NATIVE_TLS := 1
 
 .PHONY: venv run compile test test-fast clean
 
+include images/images.mk
+include deploy/k8s.mk
+
 # The venv from the pinned lock; rebuilt when the lock or the package metadata changes.
 $(VENV)/.installed: requirements/stack.lock pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PYTHON) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m ensurepip >/dev/null
 	$(PYTHON) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip install -q --python $(PYTHON) -r requirements/stack.lock
 	$(VENV)/bin/uv pip install -q --python $(PYTHON) --no-deps -e .
@@ -29,7 +33,9 @@ run: venv
 compile: venv
 	$(KFX) compile --config $(CONFIG) --profile $(PROFILE) -o build/pipeline-$(PROFILE).yaml
 
-test: venv
+# Everything the tests use is set up here: the venv (with the S3 server, moto),
+# helm/kubectl/checkov, a Docker engine and the stage images.
+test: venv k8s-tools images
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 # Everything but the end-to-end runs.

@@ -14,7 +14,8 @@
 #   BASE_IMAGE          parent of every image; python:3.11-slim where a registry can be reached,
 #                       here the Debian-built kfx/python-base:3.11-bookworm (scripts/base-image.sh)
 #   PYTHON              a Python 3.11 to drive the build (stdlib only) (default .venv/bin/python)
-#   KFX_IMAGE_JOBS      parallel docker builds                       (default 2)
+#   KFX_IMAGE_JOBS      parallel stage image builds                  (default 2)
+#   KFX_IMAGE_NO_CACHE  1: build with --no-cache (measure a cold build without deleting images)
 #
 # Images: $(KFX_IMAGE_REGISTRY)/kfx-<stage>:$(KFX_IMAGE_TAG) and :<version>-<content hash>;
 # intermediates $(KFX_IMAGE_REGISTRY)/tf-runtime and $(KFX_IMAGE_REGISTRY)/push-runtime.

@@ -76,6 +76,22 @@ def metric_direction(problem_type: str) -> str:
     return _PRIMARY[problem_type][1]
 
 
+def metric_from_logits(problem_type: str, labels, logits) -> float:
+    """The primary metric computed outside Keras (for TFLite and distillation checks):
+    AUC (binary), accuracy (multiclass) or RMSE (regression), from logits."""
+    import numpy as np
+
+    _check_problem_type(problem_type)
+    logits = np.asarray(logits, dtype=np.float64)
+    labels = np.asarray(labels).reshape(-1)
+    if problem_type == "binary":
+        from sklearn.metrics import roc_auc_score
+        return float(roc_auc_score(labels.astype(int), logits.reshape(-1)))
+    if problem_type == "multiclass":
+        return float(np.mean(np.argmax(logits, axis=-1) == labels))
+    return float(np.sqrt(np.mean((logits.reshape(-1) - labels) ** 2)))
+
+
 def output_units(problem_type: str, num_classes: int) -> int:
     """Width of the logits layer: 1 for binary and regression, K for multiclass."""
     _check_problem_type(problem_type)

@@ -110,20 +110,6 @@ def _make_distiller(student, teacher_fn, teacher_keys, problem_type, alpha, temp
     return Distiller()
 
 
-def _metric(problem_type: str, labels, logits) -> float:
-    """AUC (binary, sklearn), accuracy (multiclass) or RMSE (regression) from logits."""
-    import numpy as np
-
-    logits = np.asarray(logits, dtype=np.float64)
-    labels = np.asarray(labels).reshape(-1)
-    if problem_type == "binary":
-        from sklearn.metrics import roc_auc_score
-        return float(roc_auc_score(labels.astype(int), logits.reshape(-1)))
-    if problem_type == "multiclass":
-        return float(np.mean(np.argmax(logits, axis=-1) == labels))
-    return float(np.sqrt(np.mean((logits.reshape(-1) - labels) ** 2)))
-
-
 def _eval_logits(dataset, teacher_fn, teacher_keys, student):
     """(labels, teacher logits, student logits) over a dataset, as numpy arrays."""
     import numpy as np
@@ -192,8 +178,8 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
                              batch_size=1024)
     labels, t_logits, s_logits = _eval_logits(eval_ds, teacher_fn, teacher_keys, student)
     primary = M.primary_metric(problem_type)
-    teacher_metric = _metric(problem_type, labels, t_logits)
-    student_metric = _metric(problem_type, labels, s_logits)
+    teacher_metric = M.metric_from_logits(problem_type, labels, t_logits)
+    student_metric = M.metric_from_logits(problem_type, labels, s_logits)
     t_flat, s_flat = t_logits.reshape(-1), s_logits.reshape(-1)
     corr = float(np.corrcoef(t_flat, s_flat)[0, 1]) if t_flat.std() > 0 and s_flat.std() > 0 else 0.0
 

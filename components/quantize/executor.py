@@ -66,20 +66,6 @@ def load_split(transformed_examples_dir: str, split: str, transform_output, inpu
     return features, np.concatenate(labels)[:limit]
 
 
-def metric(problem_type: str, labels, logits) -> float:
-    import numpy as np
-
-    logits = np.asarray(logits, dtype=np.float64)
-    if problem_type == "binary":
-        from sklearn.metrics import roc_auc_score
-        return float(roc_auc_score(labels.astype(int), logits.reshape(-1)))
-    if problem_type == "multiclass":
-        return float(np.mean(np.argmax(logits, axis=-1) == labels.reshape(-1)))
-    if problem_type == "regression":
-        return float(np.sqrt(np.mean((logits.reshape(-1) - labels.reshape(-1)) ** 2)))
-    raise ValueError(f"problem_type must be binary, multiclass or regression, got {problem_type!r}")
-
-
 def _batches(features: dict, n: int, size: int):
     for start in range(0, n, size):
         yield {k: v[start:start + size] for k, v in features.items()}
@@ -200,7 +186,7 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
     primary = PRIMARY_METRIC[problem_type]
     ref_logits = saved_model_logits(signature, eval_x, n_eval)
     reference = {
-        "metric": metric(problem_type, eval_y, ref_logits),
+        "metric": M.metric_from_logits(problem_type, eval_y, ref_logits),
         "saved_model_bytes": _dir_bytes(model_dir),
         "variables_bytes": _dir_bytes(os.path.join(model_dir, "variables")),
     }
@@ -228,7 +214,7 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
             with open(path, "wb") as f:
                 f.write(blob)
             logits = tflite_logits(path, eval_x, n_eval)
-            value = metric(problem_type, eval_y, logits)
+            value = M.metric_from_logits(problem_type, eval_y, logits)
             variants[name] = {
                 "file": os.path.basename(path),
                 "size_bytes": os.path.getsize(path),

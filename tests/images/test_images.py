@@ -277,6 +277,14 @@ def test_only_its_own_stage_code(stage):
 
 
 @needs_engine
+def test_tf_runtime_carries_bytecode():
+    """The TF venv ships .pyc (the user cannot write __pycache__; TF would compile on every step)."""
+    res = run_in("evaluate", "ls /opt/venv/lib/python3.11/site-packages/tensorflow/__pycache__/__init__.cpython-311.pyc "
+                             "/opt/venv/lib/python3.11/site-packages/tensorflow_model_analysis/__pycache__/")
+    assert res.returncode == 0, res.stderr
+
+
+@needs_engine
 def test_tf_stages_share_one_runtime(inspected):
     """All TF stage images start from the same runtime layers (the budget depends on it)."""
     layer_sets = {s: inspected[s]["RootFS"]["Layers"] for s in TF_STAGES}
@@ -311,3 +319,15 @@ def test_image_locks_pin_what_the_main_lock_pins(lock):
     assert not dev & set(image), f"{lock} carries test/dev packages: {sorted(dev & set(image))}"
     if lock == "push.lock":
         assert not {"tensorflow", "tf-keras", "keras", "apache-beam"} & set(image)
+
+
+@pytest.mark.parametrize("env", [{}, {"KFX_IMAGE_REGISTRY": "registry.example:5000/ml/", "KFX_IMAGE_TAG": "rc1"}])
+def test_built_names_are_the_names_the_ir_uses(env, monkeypatch):
+    """images/build.py tags exactly what components/images.py writes into the compiled IR."""
+    from kfx_components.images import stage_image
+    for key in ("KFX_IMAGE_REGISTRY", "KFX_IMAGE_TAG"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for stage in images.STAGES:
+        assert images.stage_image(stage) == stage_image(stage)
