@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements/stack.lock pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PYTHON) -m pip --version >/dev/null 2>&1 || $(PYTHON) -m ensurepip >/dev/null
 	$(PYTHON) -m pip install -q --disable-pip-version-check uv==0.13.9
-	$(VENV)/bin/uv pip install -q --python $(PYTHON) -r requirements/stack.lock
+	$(VENV)/bin/uv pip install -q --compile-bytecode --python $(PYTHON) -r requirements/stack.lock
 	$(VENV)/bin/uv pip install -q --python $(PYTHON) --no-deps -e .
 	touch $@
 

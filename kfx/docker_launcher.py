@@ -60,7 +60,8 @@ class DockerLauncher:
         env.update(step.env)
         kwargs = {}
         if step.cpu_limit:
-            kwargs["nano_cpus"] = int(step.cpu_limit * 1e9)
+            # A limit sized for a cluster node may exceed this machine: cap it at what exists.
+            kwargs["nano_cpus"] = int(min(step.cpu_limit, os.cpu_count() or 1) * 1e9)
         if step.memory_limit:
             kwargs["mem_limit"] = memory_bytes(step.memory_limit)
         container = self.client.containers.run(

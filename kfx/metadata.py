@@ -30,6 +30,7 @@ class StoredArtifact:
     uri: str
     metadata: dict
     fingerprint: str
+    has_content: bool = True         # False: metadata only (e.g. Metrics), nothing stored at uri
 
 
 def _value(v) -> pb.Value:
@@ -133,13 +134,14 @@ class MetadataStore:
         artifact.custom_properties["has_content"].bool_value = has_content
         artifact.custom_properties["metadata"].string_value = json.dumps(metadata, sort_keys=True)
         [art_id] = self.store.put_artifacts([artifact])
-        return StoredArtifact(art_id, type_name, uri, metadata, fingerprint)
+        return StoredArtifact(art_id, type_name, uri, metadata, fingerprint, has_content)
 
     def stored_artifact(self, artifact: pb.Artifact) -> StoredArtifact:
         props = artifact.custom_properties
         [type_] = self.store.get_artifact_types_by_id([artifact.type_id])
         return StoredArtifact(artifact.id, type_.name, artifact.uri,
-                              _json_prop(artifact, "metadata") or {}, props["fingerprint"].string_value)
+                              _json_prop(artifact, "metadata") or {}, props["fingerprint"].string_value,
+                              props["has_content"].bool_value)
 
     # --- the cache ---------------------------------------------------------
     def cached_outputs(self, cache_key: str) -> Optional[tuple[dict[str, pb.Artifact], dict]]:

@@ -258,8 +258,7 @@ class Runner:
             if set(artifacts) != set(task.output_artifacts()):
                 return None
             stored = {n: self.md.stored_artifact(a) for n, a in artifacts.items()}
-            if not all(self.store.exists(a.uri) for n, a in artifacts.items()
-                       if a.custom_properties["has_content"].bool_value):
+            if not all(self.store.exists(a.uri) for a in stored.values() if a.has_content):
                 return None  # something deleted the outputs: run again
             exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
                 "task_name": task.name, "cache_key": cache_key,
@@ -278,7 +277,10 @@ class Runner:
         remove_tree(staging)
         (staging / "outputs").mkdir(parents=True)
         scratch = staging / "inputs"
-        executor_input = self._executor_input(task, params, inputs, staging, scratch)
+        try:
+            executor_input = self._executor_input(task, params, inputs, staging, scratch)
+        except Exception as err:  # a missing/unreadable input artifact, an unreachable store
+            raise StepFailed(task.name, f"cannot stage its inputs: {err}") from err
         argv = [_substitute(a, executor_input) for a in task.container["command"] + task.container.get("args", [])]
         cpu, mem = ir.resources(task)
         log_path = self.ws.run_dir(run_id) / "logs" / f"{task.name}.log"
@@ -293,14 +295,22 @@ class Runner:
                 "launcher": self.launcher.name,
                 "input_parameters": params, "log": str(log_path), "run_id": run_id}, contexts)
         started = time.time()
-        code = self.launcher.launch(step, log_path, lambda line: progress.step_line(task.name, line))
-        if code != 0:
+        try:
+            code = self.launcher.launch(step, log_path, lambda line: progress.step_line(task.name, line))
+            failure = f"exit code {code}\n--- last lines of {log_path} ---\n{_tail(log_path)}" if code else ""
+        except Exception as err:  # the launcher could not start or follow the step
+            code, failure = -1, f"{self.launcher.name} launcher: {err}"
+        if failure:
             with self.md_lock:
                 self.md.finish_execution(exec_id, State.FAILED, {"exit_code": code,
                                          "seconds": time.time() - started}, inputs, {}, contexts)
-            raise StepFailed(task.name, f"exit code {code}\n--- last lines of {log_path} ---\n"
-                             + _tail(log_path), log_path)
-        outputs, out_params = self._commit(pipeline, task, run_id, executor_input, staging, cache_key)
+            raise StepFailed(task.name, failure, log_path)
+        try:
+            outputs, out_params = self._commit(pipeline, task, run_id, executor_input, staging, cache_key)
+        except Exception as err:  # an unreachable store, a malformed executor output
+            with self.md_lock:
+                self.md.finish_execution(exec_id, State.FAILED, {"exit_code": 0}, inputs, {}, contexts)
+            raise StepFailed(task.name, f"cannot commit its outputs: {err}", log_path) from err
         with self.md_lock:
             stored = {name: self.md.put_artifact(type_, uri, name, meta, fp, has_content)
                       for name, (type_, uri, meta, fp, has_content) in outputs.items()}
@@ -316,7 +326,8 @@ class Runner:
                 "parameterValues": params,
                 "artifacts": {name: {"artifacts": [{
                     "name": str(art.id), "type": ir.artifact_type(in_types.get(name, art.type)),
-                    "uri": self.store.local_path(art.uri, scratch / name), "metadata": art.metadata}]}
+                    "uri": self.store.local_path(art.uri, scratch / name) if art.has_content
+                    else str(scratch / name), "metadata": art.metadata}]}
                     for name, art in inputs.items()},
             },
             "outputs": {

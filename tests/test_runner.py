@@ -136,3 +136,19 @@ def test_bad_parameters_and_missing_data_are_named(setup):
         runner.run(ir_path, {"data_uri": str(data), "skip": "two"})
     result = runner.run(ir_path, {"data_uri": str(data.parent / "missing.csv")})
     assert result.state == "FAILED" and "missing.csv" in result.error
+
+
+def test_a_launcher_that_cannot_start_the_step_fails_it_cleanly(setup):
+    runner, ir_path, data, _ = setup
+
+    class Broken:
+        name = "broken"
+
+        def launch(self, step, log_path, on_line):
+            raise RuntimeError("no such image")
+
+    runner.launcher = Broken()
+    result = runner.run(ir_path, {"data_uri": str(data)})
+    assert result.state == "FAILED"
+    assert "step 'count-rows' failed: broken launcher: no such image" in result.error
+    assert not (runner.ws.artifacts / "toy" / result.run_id).exists()

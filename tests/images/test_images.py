@@ -74,6 +74,7 @@ def needs_engine(test):
 
 @pytest.fixture(scope="module")
 def inspected() -> dict:
+    """Every stage image's `docker image inspect`; fails (not skips) with how to build them."""
     out = {}
     for stage in images.STAGES:
         ref = images.stage_image(stage)
@@ -202,14 +203,14 @@ def test_scan_catches_planted_credentials():
 # covered by test_no_credentials_in_home_and_code.
 @pytest.mark.parametrize("stage", ["ingest", "push"])
 @needs_engine
-def test_no_credentials_in_filesystem(stage):
+def test_no_credentials_in_filesystem(stage, inspected):
     found = scan(_exported_files(stage))
     assert not found, f"{stage}: possible credentials in the image:\n" + "\n".join(found[:50])
 
 
 @pytest.mark.parametrize("stage", images.STAGES)
 @needs_engine
-def test_no_credentials_in_home_and_code(stage):
+def test_no_credentials_in_home_and_code(stage, inspected):
     """Credential files in the homes, secrets in our code (the full scan is above)."""
     res = run_in(stage, "for h in /home/kfx /root; do for f in .aws .docker/config.json .netrc .pypirc "
                         ".git-credentials .mc .ssh .kube/config; do [ -e $h/$f ] && echo FOUND $h/$f; done; done; "
@@ -241,7 +242,7 @@ def test_push_image_has_no_tensorflow_and_fits(inspected):
 
 @pytest.mark.parametrize("stage", images.STAGES)
 @needs_engine
-def test_stage_imports(stage):
+def test_stage_imports(stage, inspected):
     """The executor and the heavy libraries it uses import as the non-root user, under python3."""
     modules = [f"kfx_components.{stage}.executor", *HEAVY_IMPORTS[stage]]
     script = ("python3 - <<'EOF'\n"
@@ -258,7 +259,7 @@ def test_stage_imports(stage):
 
 @pytest.mark.parametrize("stage", images.STAGES)
 @needs_engine
-def test_kfp_executor_main_runs(stage):
+def test_kfp_executor_main_runs(stage, inspected):
     """The compiled IR runs `sh -ec '... python3 -m kfp.dsl.executor_main ...'`."""
     res = run_in(stage, "set -e; python3 -m kfp.dsl.executor_main --help >/tmp/help 2>&1; "
                         "grep -q -- --executor_input /tmp/help && echo ok")
@@ -267,7 +268,7 @@ def test_kfp_executor_main_runs(stage):
 
 @pytest.mark.parametrize("stage", images.STAGES)
 @needs_engine
-def test_only_its_own_stage_code(stage):
+def test_only_its_own_stage_code(stage, inspected):
     res = run_in(stage, "ls /opt/venv/lib/python3.11/site-packages/kfx_components; "
                         "ls -d /opt/venv/lib/python3.11/site-packages/kfx /opt/venv/lib/python3.11/site-packages/kfx_pipelines 2>/dev/null; true")
     present = set(res.stdout.split())
@@ -277,7 +278,7 @@ def test_only_its_own_stage_code(stage):
 
 
 @needs_engine
-def test_tf_runtime_carries_bytecode():
+def test_tf_runtime_carries_bytecode(inspected):
     """The TF venv ships .pyc (the user cannot write __pycache__; TF would compile on every step)."""
     res = run_in("evaluate", "ls /opt/venv/lib/python3.11/site-packages/tensorflow/__pycache__/__init__.cpython-311.pyc "
                              "/opt/venv/lib/python3.11/site-packages/tensorflow_model_analysis/__pycache__/")
