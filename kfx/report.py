@@ -23,7 +23,7 @@ _MAX_VALUE = 300
 def _value(v) -> str:
     text = v if isinstance(v, str) else json.dumps(v, default=str)
     if isinstance(v, float):
-        text = f"{v:.4g}"
+        text = f"{int(v):,}" if v.is_integer() else f"{v:.4g}"
     if len(text) > _MAX_VALUE:
         text = text[:_MAX_VALUE] + " ..."
     return html.escape(text)
@@ -54,9 +54,21 @@ def write(result: RunResult, path: Path) -> Path:
         rows.append([html.escape(name), f"<span class='{step.state}'>{step.state}</span>",
                      f"{step.seconds:.1f}s", html.escape(outs)])
     parts.append(_table(rows, ["step", "state", "time", "outputs"]))
+    pushed = [a for st in result.steps.values() for a in st.outputs.values()
+              if a.type == "system.Model" and a.metadata.get("pushed")]
+    if pushed:
+        parts.append(f"<p>Pushed model: <code>{html.escape(pushed[0].uri)}</code></p>")
+    metrics = [(name, out, art) for name, st in result.steps.items() for out, art in st.outputs.items()
+               if art.type == "system.Metrics" and art.metadata]
+    if metrics:
+        parts.append("<h2>Metrics</h2>" + _table(
+            [[html.escape(f"{name} / {out}"), html.escape(k), _value(v)]
+             for name, out, art in metrics for k, v in sorted(art.metadata.items())],
+            ["step / output", "metric", "value"]))
     parts.append("<h2>Parameters</h2>" + _table([[html.escape(k), _value(v)] for k, v in result.parameters.items()],
                                                  ["parameter", "value"]))
     views = []
+    parts.append("<h2>Artifacts</h2>")
     for name, step in result.steps.items():
         for out, art in step.outputs.items():
             if art.type == "system.HTML" and Path(art.uri).is_file():

@@ -52,6 +52,7 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
         max_trials: int = 6,
         tune_epochs: int = 4,
         train_epochs: int = 8,
+        train_workers: int = 1,
         temperature: float = 4.0,
         alpha: float = 0.3,
         student_width: int = 16,
@@ -86,7 +87,7 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
                       "tune", profile)
 
         teacher = place(distributed_train(
-            hyperparameters=tuned.outputs["hyperparameters"], epochs=train_epochs, **features),
+            hyperparameters=tuned.outputs["hyperparameters"], epochs=train_epochs, workers=train_workers, **features),
             "distributed_train", profile)
 
         student = place(distill(

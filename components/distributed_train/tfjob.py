@@ -18,6 +18,10 @@ server can run on the build machine, so tests drive :func:`run_tfjob` with a moc
 client and validate :func:`build_tfjob`'s object against the Training Operator SDK
 models and the Kubernetes Pod schema (tests/k8s/test_tfjob.py).
 
+The step side of the handoff (staging inputs on S3, creating the job, fetching the
+chief's outputs) is :func:`train_with_tfjob`; the worker side and the staging layout
+are in worker.py. Staging root: ``KFX_TFJOB_STAGING_URI`` or the step's output folder.
+
 This module imports no TensorFlow and no KFP.
 """
 from __future__ import annotations
@@ -359,10 +363,19 @@ def run_tfjob(job: Dict[str, Any], custom_api=None, core_api=None, timeout: floa
         raise
 
 
+def step_pod_name() -> str:
+    """The step's own pod name (``KFX_POD_NAME``, else ``HOSTNAME``, which Kubernetes sets to it)."""
+    pod_name = os.environ.get("KFX_POD_NAME") or os.environ.get("HOSTNAME") or ""
+    if not pod_name:
+        raise TFJobError("cannot tell the step's pod name (HOSTNAME/KFX_POD_NAME unset)")
+    return pod_name
+
+
 def launch_from_step(command: Sequence[str], args: Sequence[str] = (), workers: int = 2,
                      env: Optional[Mapping[str, str]] = None, name_prefix: str = "kfx-train",
                      timeout: float = 8 * 3600, poll_seconds: float = 10.0,
-                     custom_api=None, core_api=None) -> Dict[str, Any]:
+                     custom_api=None, core_api=None, name: Optional[str] = None,
+                     require_env: Sequence[str] = (), **wait_kwargs) -> Dict[str, Any]:
     """From inside a KFP step pod: run ``command args`` as ``workers`` TFJob workers and wait.
 
     The workers use the step's own image, node pool, tolerations, resources and S3 env
@@ -370,13 +383,15 @@ def launch_from_step(command: Sequence[str], args: Sequence[str] = (), workers: 
     the step's pod. The job name is derived from the pod, so a retried pod starts a
     fresh job. Inputs and outputs must travel through object storage (artifact URIs),
     since the workers do not share the step's local files.
+
+    ``name`` overrides the derived job name; ``require_env`` names env variables the
+    workers must get (from ``env`` or the step pod's Secret/ConfigMap references): a
+    missing one fails here rather than in every worker later.
     """
     if custom_api is None or core_api is None:
         custom_api, core_api = _api_clients()
     namespace = current_namespace()
-    pod_name = os.environ.get("KFX_POD_NAME") or os.environ.get("HOSTNAME") or ""
-    if not pod_name:
-        raise TFJobError("cannot tell the step's pod name (HOSTNAME/KFX_POD_NAME unset)")
+    pod_name = step_pod_name()
     pod = core_api.read_namespaced_pod(pod_name, namespace)
     containers = _get(pod, "spec", "containers") or []
     main = next((c for c in containers if _get(c, "name") == "main"), containers[0] if containers else None)
@@ -384,9 +399,104 @@ def launch_from_step(command: Sequence[str], args: Sequence[str] = (), workers: 
     if not image:
         raise TFJobError(f"pod {namespace}/{pod_name} has no container image to reuse")
     placement = inherit_placement(core_api, namespace, pod_name, pod=pod)
-    job = build_tfjob(job_name(name_prefix, f"{namespace}/{pod_name}"), namespace, image, command, args,
+    given = set(env or {}) | {e["name"] for e in placement.get("env_value_from", [])}
+    missing = [v for v in require_env if v not in given]
+    if missing:
+        raise TFJobError(f"the TFJob workers would not get {', '.join(missing)}: pod {namespace}/{pod_name} "
+                         "reads it from no Secret/ConfigMap (compile with a cluster profile, which adds "
+                         "the kfx-s3-config/kfx-s3-credentials references)")
+    job = build_tfjob(name or job_name(name_prefix, f"{namespace}/{pod_name}"), namespace, image, command, args,
                       workers=workers, env=env,
                       owner_pod={"name": pod_name, "uid": _get(pod, "metadata", "uid")}
                       if _get(pod, "metadata", "uid") else None,
                       **placement)
-    return run_tfjob(job, custom_api, core_api, timeout=timeout, poll_seconds=poll_seconds)
+    return run_tfjob(job, custom_api, core_api, timeout=timeout, poll_seconds=poll_seconds, **wait_kwargs)
+
+
+# ------------------------------------------------------------------ the step's multi-worker handoff
+
+WORKER_COMMAND = ("python3", "-m", "kfx_components.distributed_train.worker")
+STAGING_ENV = "KFX_TFJOB_STAGING_URI"
+S3_ENV_REQUIRED = ("KFX_S3_ENDPOINT", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+
+def in_cluster_clients(workers: int):
+    """``(CustomObjectsApi, CoreV1Api)`` from the pod's in-cluster config; ValueError off-cluster."""
+    from kubernetes import client, config
+    try:
+        config.load_incluster_config()
+    except config.ConfigException as exc:
+        raise ValueError(
+            f"workers={workers}: more than one worker means a Kubeflow Training Operator TFJob, which the "
+            f"step creates from inside a Kubernetes pod, but there is no in-cluster config here ({exc}). "
+            "Use workers=1 off-cluster; to train with several workers on one machine, start one process "
+            "per worker running executor.run with TF_CONFIG set (the cluster's addresses plus its own "
+            "task index), as tests/stages/test_distributed_train.py's loopback test does.") from exc
+    return client.CustomObjectsApi(), client.CoreV1Api()
+
+
+def staging_root(output_uri: str = "", environ: Optional[Mapping[str, str]] = None) -> str:
+    """Where the step stages a TFJob's inputs/outputs (``<root>/tfjobs/<job-name>/...``).
+
+    ``KFX_TFJOB_STAGING_URI`` (``s3://bucket/prefix``) when set; otherwise the folder of
+    the step's own output artifact (``output_uri``'s parent, below the pipeline root,
+    hence run-scoped), when that is ``s3://`` or ``minio://``.
+    """
+    environ = os.environ if environ is None else environ
+    root = (environ.get(STAGING_ENV) or "").strip()
+    if not root:
+        if not output_uri.startswith(("s3://", "minio://")):
+            raise ValueError(f"{STAGING_ENV} is not set and the step's output URI {output_uri!r} is not on "
+                             "S3/MinIO: multi-worker training needs an S3 prefix the worker pods can reach")
+        root = output_uri.rstrip("/").rsplit("/", 1)[0]
+    from kfx_components.distributed_train import worker
+    bucket, key = worker.split_uri(root)
+    return f"s3://{bucket}/{key}".rstrip("/")
+
+
+def train_with_tfjob(workers: int, transformed_examples_dir: str, transform_graph_dir: str,
+                     hyperparameters_dir: str, model_dir: str, checkpoint_dir: str, label_key: str,
+                     problem_type: str, num_classes: int, epochs: int = 8, batch_size: int = 256,
+                     seed: int = 42, output_uri: str = "", custom_api=None, core_api=None, s3=None,
+                     timeout: float = 8 * 3600, poll_seconds: float = 15.0, keep_staging: bool = False,
+                     **wait_kwargs) -> Dict[str, Any]:
+    """The distributed_train step with ``workers`` > 1: train as a TFJob instead of in this pod.
+
+    1. in-cluster Kubernetes clients (off-cluster: ValueError naming ``workers``);
+    2. the job name (from this pod, as :func:`launch_from_step` derives it) and the staging
+       URI ``<staging_root>/tfjobs/<job-name>``;
+    3. upload the three input directories there (``worker.stage_inputs``, marker last);
+    4. create the TFJob: ``workers`` replicas of ``python3 -m kfx_components.distributed_train.worker
+       --staging-uri ... --epochs ...`` in this pod's image and placement; wait. A failed
+       worker raises :class:`TFJobFailed` with its replica, exit code, message and log tail;
+    5. download the chief's model and checkpoints into ``model_dir``/``checkpoint_dir``;
+       return the chief's facts plus ``workers``, ``tfjob`` and ``staging_uri``;
+    6. delete the staging prefix (kept after a failure, for inspection, or with ``keep_staging``).
+    """
+    from kfx_components.distributed_train import worker
+
+    workers = int(workers)
+    if workers < 2:
+        raise ValueError(f"workers must be >= 2 for a TFJob, got {workers}")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs!r}")
+    if custom_api is None or core_api is None:
+        custom_api, core_api = in_cluster_clients(workers)
+    root = staging_root(output_uri)
+    namespace = current_namespace()
+    name = job_name("kfx-train", f"{namespace}/{step_pod_name()}")
+    staging_uri = f"{root}/tfjobs/{name}"
+    s3 = s3 or worker.s3_client()
+    log.info("staging the inputs of TFJob %s at %s", name, staging_uri)
+    worker.stage_inputs(staging_uri, {"transformed_examples": transformed_examples_dir,
+                                      "transform_graph": transform_graph_dir,
+                                      "hyperparameters": hyperparameters_dir}, s3)
+    args = worker.worker_args(staging_uri, epochs, label_key, problem_type, num_classes, batch_size, seed)
+    launch_from_step(list(WORKER_COMMAND), args, workers=workers, env={"PYTHONUNBUFFERED": "1"},
+                           timeout=timeout, poll_seconds=poll_seconds, custom_api=custom_api,
+                           core_api=core_api, name=name, require_env=S3_ENV_REQUIRED, **wait_kwargs)
+    facts = worker.fetch_outputs(staging_uri, model_dir, checkpoint_dir, s3)
+    if not keep_staging:
+        worker.delete_staging(staging_uri, s3)
+    facts.update({"workers": workers, "tfjob": f"{namespace}/{name}", "staging_uri": staging_uri})
+    return facts

@@ -207,3 +207,154 @@ def test_launch_from_step_reuses_the_steps_image_and_placement(monkeypatch):
     assert created["metadata"]["ownerReferences"][0] == {"apiVersion": "v1", "kind": "Pod",
                                                          "name": "kfx-tabular-abc-123", "uid": "u-1",
                                                          "controller": False, "blockOwnerDeletion": False}
+
+
+# ------------------------------------------------------------------ the step's handoff (train_with_tfjob)
+# Kubernetes API: the in-memory fakes above (no API server can run here). S3: real, the
+# moto server of the `s3_server` fixture (tests/conftest.py) on loopback.
+
+import json  # noqa: E402
+import os  # noqa: E402
+
+from kfx_components.distributed_train import worker as W  # noqa: E402
+
+S3_REFS = [k8s.V1EnvVar(name=n, value_from=k8s.V1EnvVarSource(config_map_key_ref=k8s.V1ConfigMapKeySelector(
+               name="kfx-s3-config", key=n))) for n in ("KFX_S3_ENDPOINT", "KFX_S3_SECURE", "AWS_REGION")] + \
+          [k8s.V1EnvVar(name=n, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+               name="kfx-s3-credentials", key=n))) for n in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")]
+
+
+def step_pod(env=S3_REFS):
+    return k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="kfx-tabular-xyz-dt", uid="u-9"),
+                     spec=k8s.V1PodSpec(containers=[k8s.V1Container(
+                         name="main", image="reg/kfx-distributed-train:1.0", env=list(env))]))
+
+
+class StepCore(FakeCore):
+    def __init__(self, pods=(), env=S3_REFS, **kw):
+        super().__init__(list(pods), **kw)
+        self.env = env
+
+    def read_namespaced_pod(self, name, ns):
+        assert name == "kfx-tabular-xyz-dt"
+        return step_pod(self.env)
+
+
+def _inputs(tmp_path):
+    dirs = {}
+    for name, files in {"transformed_examples": {"train/data.tfrecord.gz": b"t", "eval/data.tfrecord.gz": b"e"},
+                        "transform_graph": {"transform_fn/saved_model.pb": b"g"},
+                        "hyperparameters": {"hyperparameters.json": b'{"width": 8}'}}.items():
+        for rel, data in files.items():
+            p = tmp_path / "in" / name / rel
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        dirs[f"{name}_dir" if name != "transformed_examples" else "transformed_examples_dir"] = str(tmp_path / "in" / name)
+    return dirs
+
+
+def _objects(uri):
+    bucket, key = W.split_uri(uri)
+    return sorted(o.object_name[len(key) + 1:] for o in W.s3_client().list_objects(bucket, prefix=key + "/", recursive=True))
+
+
+def _handoff(tmp_path, custom, core, **kw):
+    return T.train_with_tfjob(
+        workers=2, model_dir=str(tmp_path / "out/model"), checkpoint_dir=str(tmp_path / "out/ckpt"),
+        label_key="tips", problem_type="binary", num_classes=2, epochs=3,
+        output_uri="minio://kfx-artifacts/pipeline-root/kfx-tabular/run-7/distributed-train/model",
+        custom_api=custom, core_api=core, poll_seconds=0, sleep=lambda s: None, **_inputs(tmp_path), **kw)
+
+
+@pytest.fixture()
+def in_step_pod(monkeypatch):
+    monkeypatch.setenv("HOSTNAME", "kfx-tabular-xyz-dt")
+    monkeypatch.delenv("KFX_POD_NAME", raising=False)
+    monkeypatch.delenv(T.STAGING_ENV, raising=False)
+    monkeypatch.setattr(T, "current_namespace", lambda default="kubeflow": "team-a")
+
+
+def test_staging_root_from_env_or_the_steps_output_folder():
+    out = "minio://kfx-artifacts/pipeline-root/p/run-1/task/model"
+    assert T.staging_root(out, {}) == "s3://kfx-artifacts/pipeline-root/p/run-1/task"
+    assert T.staging_root(out, {T.STAGING_ENV: "s3://scratch/kfx/"}) == "s3://scratch/kfx"
+    with pytest.raises(ValueError, match=T.STAGING_ENV):
+        T.staging_root("/local/out/model", {})
+    with pytest.raises(ValueError, match="not s3://"):
+        T.staging_root(out, {T.STAGING_ENV: "gs://bucket/x"})
+
+
+def test_workers_off_cluster_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ValueError, match=r"workers=3.*TF_CONFIG"):
+        T.in_cluster_clients(3)
+
+
+def test_launch_refuses_workers_without_s3_settings(monkeypatch, in_step_pod):
+    custom = FakeCustom([("Succeeded", "", "")])
+    with pytest.raises(T.TFJobError, match="AWS_SECRET_ACCESS_KEY"):
+        T.launch_from_step(["python3"], workers=2, custom_api=custom, core_api=StepCore(env=S3_REFS[:4]),
+                           require_env=T.S3_ENV_REQUIRED)
+    assert custom.created == []
+
+
+def test_handoff_stages_inputs_creates_the_job_and_fetches_the_chiefs_outputs(s3_server, tmp_path, in_step_pod):
+    """The chief is simulated with worker.publish_outputs (the real two-worker run is in
+    tests/stages/test_distributed_train.py)."""
+    seen = {}
+
+    class Operator(FakeCustom):
+        def create_namespaced_custom_object(self, group, version, ns, plural, body):
+            super().create_namespaced_custom_object(group, version, ns, plural, body)
+            args = body["spec"]["tfReplicaSpecs"]["Worker"]["template"]["spec"]["containers"][0]["args"]
+            uri = args[args.index("--staging-uri") + 1]
+            seen["at_create"] = _objects(uri)  # inputs are complete before the job exists
+            model, ckpt = tmp_path / "chief/model", tmp_path / "chief/ckpt"
+            (model / "variables").mkdir(parents=True)
+            (model / "assets").mkdir()
+            (model / "saved_model.pb").write_bytes(b"pb")
+            (model / "variables/variables.index").write_bytes(b"ix")
+            ckpt.mkdir()
+            (ckpt / "epoch-0003.ckpt.index").write_bytes(b"c")
+            W.publish_outputs(uri, str(model), str(ckpt), {"strategy": "multi_worker_mirrored", "replicas": 2,
+                                                           "epochs": 3, "checkpoints": 1, "is_chief": True})
+
+    custom = Operator([("Running", "", ""), ("Succeeded", "TFJobSucceeded", "")])
+    facts = _handoff(tmp_path, custom, StepCore())
+    job = custom.created[0]
+    w = job["spec"]["tfReplicaSpecs"]["Worker"]
+    c = w["template"]["spec"]["containers"][0]
+    assert w["replicas"] == 2 and c["command"] == ["python3", "-m", "kfx_components.distributed_train.worker"]
+    staging = "s3://kfx-artifacts/pipeline-root/kfx-tabular/run-7/distributed-train/tfjobs/" + job["metadata"]["name"]
+    assert c["args"][:4] == ["--staging-uri", staging, "--epochs", "3"]
+    assert c["image"] == "reg/kfx-distributed-train:1.0" and job["metadata"]["namespace"] == "team-a"
+    refs = {e["name"]: e.get("valueFrom") for e in c["env"]}
+    assert refs["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "kfx-s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert s3_server["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job)  # never a literal credential
+    assert seen["at_create"] == ["inputs/_COMPLETE", "inputs/hyperparameters/hyperparameters.json",
+                                 "inputs/transform_graph/transform_fn/saved_model.pb",
+                                 "inputs/transformed_examples/eval/data.tfrecord.gz",
+                                 "inputs/transformed_examples/train/data.tfrecord.gz"]
+    out = tmp_path / "out"
+    assert (out / "model/saved_model.pb").read_bytes() == b"pb" and (out / "model/assets").is_dir()
+    assert (out / "ckpt/epoch-0003.ckpt.index").exists()
+    assert facts["workers"] == 2 and facts["strategy"] == "multi_worker_mirrored" and facts["replicas"] == 2
+    assert facts["tfjob"] == "team-a/" + job["metadata"]["name"] and facts["staging_uri"] == staging
+    assert _objects(staging) == []  # staging removed after success
+
+
+def test_handoff_surfaces_the_failed_replica_and_keeps_the_staging(s3_server, tmp_path, in_step_pod):
+    custom = FakeCustom([("Failed", "TFJobFailed", "1 Worker replica(s) failed.")])
+    core = StepCore([pod("w-0", 0, 0), pod("w-1", 1, 1, "Error", "ValueError: hyperparameters file lacks ['depth']")])
+    with pytest.raises(T.TFJobFailed, match=r"failing replica worker-1 .*exit code 1.*lacks \['depth'\]") as ei:
+        _handoff(tmp_path, custom, core)
+    assert ei.value.replica == "worker-1"
+    assert not (tmp_path / "out/model").exists()
+    staging = T.staging_root("minio://kfx-artifacts/pipeline-root/kfx-tabular/run-7/distributed-train/model")
+    assert "inputs/_COMPLETE" in _objects(f"{staging}/tfjobs/{custom.created[0]['metadata']['name']}")
+
+
+def test_handoff_without_the_chiefs_marker_fails(s3_server, tmp_path, in_step_pod):
+    custom = FakeCustom([("Succeeded", "", "")])
+    with pytest.raises(W.StagingError, match=r"outputs/_COMPLETE is missing.*chief"):
+        _handoff(tmp_path, custom, StepCore())

@@ -183,3 +183,192 @@ def test_component_compiles_without_tensorflow(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     text = (tmp_path / "dt.yaml").read_text()
     assert "kfx-distributed-train:" in text and "executor.run(" in text
+
+
+# ------------------------------------------------------------------ workers > 1: the TFJob handoff, end to end
+# No Kubernetes API server can run here, so the Kubernetes API + Training Operator are a
+# stand-in (`_LocalTrainingOperator`) that runs every replica of the TFJob the step creates
+# as a local process: the spec's own command and args, its env (Secret/ConfigMap references
+# resolved from this test's environment), and TF_CONFIG per replica on loopback ports, as
+# the operator would set it. S3 is real: the moto server of the `s3_server` fixture.
+
+import types  # noqa: E402
+
+
+class _Metrics:
+    def __init__(self):
+        self.metadata, self.logged = {}, {}
+
+    def log_metric(self, key, value):
+        self.logged[key] = value
+
+
+class _LocalTrainingOperator:
+    """CustomObjectsApi + CoreV1Api stand-in: a created TFJob runs as local worker processes."""
+
+    S3_VARS = ("KFX_S3_ENDPOINT", "KFX_S3_SECURE", "AWS_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+
+    def __init__(self, tmp_path):
+        from kubernetes import client as k8s
+        self.k8s, self.tmp = k8s, tmp_path
+        self.created, self.procs, self.results, self.staged_at_create = [], [], [], []
+        refs = [k8s.V1EnvVar(name=n, value_from=k8s.V1EnvVarSource(config_map_key_ref=k8s.V1ConfigMapKeySelector(
+                    name="kfx-s3-config", key=n))) for n in self.S3_VARS[:3]]
+        refs += [k8s.V1EnvVar(name=n, value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(
+                     name="kfx-s3-credentials", key=n))) for n in self.S3_VARS[3:]]
+        self.step_pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="kfx-tabular-r1-dt", uid="u-1"),
+                                  spec=k8s.V1PodSpec(containers=[k8s.V1Container(
+                                      name="main", image="reg/kfx-distributed-train:1.0", env=refs)]))
+
+    # CustomObjectsApi
+    def create_namespaced_custom_object(self, group, version, ns, plural, body):
+        from kfx_components.distributed_train import worker
+        self.created.append(body)
+        spec = body["spec"]["tfReplicaSpecs"]["Worker"]
+        container = spec["template"]["spec"]["containers"][0]
+        args = container["args"]
+        staging = args[args.index("--staging-uri") + 1]
+        bucket, key = worker.split_uri(staging)
+        self.staged_at_create = sorted(o.object_name[len(key) + 1:] for o in worker.s3_client().list_objects(
+            bucket, prefix=key + "/", recursive=True))
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(spec["replicas"])]}
+        base = {k: v for k, v in os.environ.items() if k not in self.S3_VARS and k != "TF_CONFIG"}
+        for index in range(spec["replicas"]):
+            env = dict(base, TF_CPP_MIN_LOG_LEVEL="2",
+                       TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                       KFX_TERMINATION_MESSAGE_PATH=str(self.tmp / f"termination-{index}"))
+            for e in container["env"]:  # the spec's env; references resolve like a Secret/ConfigMap would
+                ref = e.get("valueFrom")
+                env[e["name"]] = e["value"] if ref is None else os.environ[
+                    (ref.get("secretKeyRef") or ref.get("configMapKeyRef"))["key"]]
+            command = [sys.executable if c == "python3" else c for c in container["command"]]
+            self.procs.append(subprocess.Popen(command + args, env=env, cwd=self.tmp, stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True))
+
+    def get_namespaced_custom_object(self, group, version, ns, plural, name):
+        if not self.results:  # the job runs to the end while the step polls
+            try:
+                for p in self.procs:
+                    self.results.append((p.communicate(timeout=400)[0], p.returncode))
+            finally:
+                for p in self.procs:
+                    if p.poll() is None:
+                        p.kill()
+        ok = all(code == 0 for _, code in self.results)
+        cond = {"type": "Succeeded" if ok else "Failed", "status": "True", "reason": "TFJobSucceeded" if ok else
+                "TFJobFailed", "message": "" if ok else "TFJob has failed because a Worker replica failed."}
+        return {"metadata": {"name": name, "namespace": ns}, "status": {"conditions": [cond]}}
+
+    def delete_namespaced_custom_object(self, *a):
+        raise AssertionError("no job should be deleted")
+
+    # CoreV1Api
+    def read_namespaced_pod(self, name, ns):
+        assert name == "kfx-tabular-r1-dt"
+        return self.step_pod
+
+    def list_namespaced_pod(self, ns, label_selector=None):
+        k8s, pods = self.k8s, []
+        name = label_selector.split("=", 1)[1]
+        for index, (_, code) in enumerate(self.results):
+            msg_file = self.tmp / f"termination-{index}"
+            term = k8s.V1ContainerStateTerminated(exit_code=code, reason="Error" if code else "Completed",
+                                                  message=msg_file.read_text() if msg_file.exists() else None,
+                                                  finished_at=f"2026-01-01T00:00:0{index}Z")
+            pods.append(k8s.V1Pod(
+                metadata=k8s.V1ObjectMeta(name=f"{name}-worker-{index}", labels={
+                    "training.kubeflow.org/replica-type": "worker", "training.kubeflow.org/replica-index": str(index)}),
+                status=k8s.V1PodStatus(phase="Failed" if code else "Succeeded", container_statuses=[
+                    k8s.V1ContainerStatus(name="tensorflow", image="i", image_id="", ready=False, restart_count=0,
+                                          state=k8s.V1ContainerState(terminated=term))])))
+        return k8s.V1PodList(items=pods)
+
+    def read_namespaced_pod_log(self, name, ns, container=None, tail_lines=None):
+        index = int(name.rsplit("-", 1)[1])
+        return "\n".join(self.results[index][0].splitlines()[-(tail_lines or 20):])
+
+
+def _step(model_args, hyperparameters_dir, tmp_path, workers, epochs=1):
+    """Call the component body as the KFP executor would (artifacts with .path/.uri/.metadata)."""
+    from kfx_components.distributed_train.component import distributed_train
+    art = lambda path, meta=None, uri="": types.SimpleNamespace(path=str(path), uri=uri, metadata=dict(meta or {}))  # noqa: E731
+    meta = {"label_key": model_args["label_key"], "problem_type": model_args["problem_type"],
+            "num_classes": model_args["num_classes"]}
+    root = "minio://kfx-artifacts/pipeline-root/kfx-tabular/run-1/distributed-train"
+    outs = dict(model=art(tmp_path / "model", uri=f"{root}/model"),
+                checkpoints=art(tmp_path / "checkpoints", uri=f"{root}/checkpoints"), metrics=_Metrics())
+    distributed_train.python_func(
+        transformed_examples=art(model_args["transformed_examples_dir"], meta),
+        transform_graph=art(model_args["transform_graph_dir"]), hyperparameters=art(hyperparameters_dir),
+        epochs=epochs, workers=workers, **outs)
+    return types.SimpleNamespace(**outs)
+
+
+@pytest.fixture()
+def on_cluster(monkeypatch, tmp_path):
+    """The step 'in a pod': in-cluster clients are the local operator; HOSTNAME is the pod name."""
+    from kfx_components.distributed_train import tfjob
+    operator = _LocalTrainingOperator(tmp_path)
+    monkeypatch.setenv("HOSTNAME", "kfx-tabular-r1-dt")
+    monkeypatch.delenv(tfjob.STAGING_ENV, raising=False)
+    monkeypatch.setattr(tfjob, "current_namespace", lambda default="kubeflow": "kubeflow")
+    monkeypatch.setattr(tfjob, "in_cluster_clients", lambda workers: (operator, operator))
+    return operator
+
+
+def test_two_worker_tfjob_handoff_trains_and_the_step_model_serves(s3_server, on_cluster, model_args,
+                                                                  hyperparameters, examples, tmp_path):
+    """workers=2: the step stages inputs on S3, creates a 2-replica TFJob running worker.py, the two
+    workers train under MultiWorkerMirroredStrategy, the chief publishes, the step downloads and serves."""
+    import tensorflow as tf
+    from kfx_components.distributed_train import worker
+    start = time.time()
+    out = _step(model_args, hyperparameters.path, tmp_path / "step", workers=2)
+    print(f"two-worker TFJob handoff wall time {time.time() - start:.1f}s")
+    operator = on_cluster
+    (job,) = operator.created
+    w = job["spec"]["tfReplicaSpecs"]["Worker"]
+    c = w["template"]["spec"]["containers"][0]
+    staging = ("s3://kfx-artifacts/pipeline-root/kfx-tabular/run-1/distributed-train/tfjobs/"
+               + job["metadata"]["name"])
+    assert w["replicas"] == 2 and c["command"] == ["python3", "-m", "kfx_components.distributed_train.worker"]
+    assert c["args"][:4] == ["--staging-uri", staging, "--epochs", "1"]
+    assert s3_server["AWS_SECRET_ACCESS_KEY"] not in json.dumps(job)
+    assert "inputs/_COMPLETE" in operator.staged_at_create and \
+        "inputs/hyperparameters/hyperparameters.json" in operator.staged_at_create
+    facts = [json.loads(next(l for l in o.splitlines() if l.startswith("KFX_WORKER_FACTS "))[17:])
+             for o, _ in operator.results]
+    assert [f["is_chief"] for f in facts] == [True, False]
+    assert facts[0]["eval_loss"] == pytest.approx(facts[1]["eval_loss"], rel=1e-5)  # in sync
+    meta = out.model.metadata
+    assert meta["workers"] == 2 and meta["strategy"] == "multi_worker_mirrored" and meta["replicas"] == 2
+    assert meta["eval_loss"] == pytest.approx(facts[0]["eval_loss"]) and meta["label_key"] == model_args["label_key"]
+    assert out.checkpoints.metadata["workers"] == 2 and out.metrics.logged["workers"] == 2
+    assert (tmp_path / "step/checkpoints/epoch-0001.ckpt.index").exists()
+    bucket, key = worker.split_uri(staging)
+    assert list(worker.s3_client().list_objects(bucket, prefix=key + "/", recursive=True)) == []
+    files = sorted(os.path.join(examples.path, "eval", f) for f in os.listdir(os.path.join(examples.path, "eval")))
+    raw = [r.numpy() for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(16)]
+    probs = tf.saved_model.load(out.model.path).signatures["serving_default"](
+        examples=tf.constant(raw))["probabilities"].numpy()
+    assert probs.shape == (16, 1) and np.all((probs >= 0) & (probs <= 1))
+
+
+def test_two_worker_tfjob_failure_names_the_replica(s3_server, on_cluster, model_args, tmp_path):
+    """A worker that fails (bad hyperparameters) fails the step with its replica and message."""
+    from kfx_components.distributed_train import tfjob
+    bad = tmp_path / "hp"
+    bad.mkdir()
+    (bad / "hyperparameters.json").write_text('{"width": 8}')
+    with pytest.raises(tfjob.TFJobFailed, match=r"failing replica worker-0 .*exit code 1.*ValueError: "
+                                                 r"hyperparameters file .* lacks \['depth', 'learning_rate'\]"):
+        _step(model_args, str(bad), tmp_path / "step", workers=2)
+    assert not (tmp_path / "step/model").exists()
+
+
+def test_workers_off_cluster_raise_naming_workers(model_args, hyperparameters, tmp_path, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ValueError, match=r"workers=2.*one process per worker .*TF_CONFIG"):
+        _step(model_args, hyperparameters.path, tmp_path, workers=2)
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        _step(model_args, hyperparameters.path, tmp_path, workers=0)
