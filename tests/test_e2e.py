@@ -162,3 +162,30 @@ def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker
     [local_examples] = local_root.glob("artifacts/kfx-tabular/*/ingest/examples")
     local_auc = _eval_auc(Path(_pushed_uri(local_first)) / "saved_model", local_examples)
     assert abs(docker_auc - local_auc) < 0.02, (docker_auc, local_auc)
+
+
+# ---------------------------------------------------------------- any tabular data set
+def test_another_data_set_through_the_cli_flags_alone(tmp_path):
+    """Multiclass, string labels, a column name TF cannot use as-is, no config file."""
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.datasets import load_wine
+
+    frame = load_wine(as_frame=True).frame
+    frame["cultivar"] = frame.pop("target").map({0: "barolo", 1: "grignolino", 2: "barbera"})
+    assert "od280/od315_of_diluted_wines" in frame.columns
+    data = tmp_path / "wine.csv"
+    frame.to_csv(data, index=False)
+    proc = _kfx("run", "--data", str(data), "--label", "cultivar", "--task", "multiclass",
+                "--root", str(tmp_path / "root"), *FAST)
+    pushed = Path(_pushed_uri(proc))
+    serve = tf.saved_model.load(str(pushed / "saved_model")).signatures["serving_default"]
+    [examples_dir] = (tmp_path / "root").glob("artifacts/kfx-tabular/*/ingest/examples")
+    raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
+    labels = np.array([tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw])
+    probabilities = serve(examples=tf.constant(raw))["probabilities"].numpy()
+    assert probabilities.shape == (len(raw), 3)
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    accuracy = float((probabilities.argmax(axis=1) == labels).mean())
+    majority = float(np.bincount(labels).max() / len(labels))
+    assert accuracy > majority + 0.1, (accuracy, majority)

@@ -120,6 +120,22 @@ def transformed_feature_spec(transform_output: tft.TFTransformOutput, label_key:
     return spec
 
 
+def signature_args(features) -> dict:
+    """{signature argument: feature}. Signature arguments may hold only letters, digits and
+    underscores, so a column such as 'od280/od315' is passed as 'od280_od315'."""
+    import re
+
+    args: dict = {}
+    for feature in features:
+        arg = re.sub(r"[^A-Za-z0-9_]", "_", feature)
+        arg = arg if re.match(r"[A-Za-z]", arg) else f"f_{arg}"
+        if arg in args:
+            raise ValueError(f"features {args[arg]!r} and {feature!r} both become signature "
+                             f"argument {arg!r}: rename one of the columns")
+        args[arg] = feature
+    return args
+
+
 def feature_keys(transform_output: tft.TFTransformOutput, label_key: str) -> list:
     """Sorted names of the model's input features: every transformed feature but the label."""
     return sorted(k for k in transformed_feature_spec(transform_output, label_key) if k != label_key)
@@ -316,8 +332,9 @@ def export_serving_model(model: tf.keras.Model, transform_output: tft.TFTransfor
         the raw feature spec minus the label, apply the TFT graph (tracked on the
         model as ``model.tft_layer``), return ``probabilities`` (binary ``[n,1]``,
         multiclass ``[n,K]``) or ``predictions`` (regression ``[n,1]``).
-      * ``transformed_logits(**{feature: [None] tensor})``: one keyword per
-        transformed feature (``feature_keys``; float32 or int64), returns ``logits``.
+      * ``transformed_logits(**{arg: [None] tensor})``: one keyword per
+        transformed feature (``feature_keys``; float32 or int64), named by
+        ``signature_args``, returns ``logits``.
     The directory also loads with ``tf.keras.models.load_model`` (tf-keras).
     """
     _check_problem_type(problem_type)
@@ -333,7 +350,9 @@ def export_serving_model(model: tf.keras.Model, transform_output: tft.TFTransfor
         logits = model({k: transformed[k] for k in keys}, training=False)
         return logits_to_outputs(logits, problem_type)
 
-    @tf.function(input_signature=[{k: tf.TensorSpec([None], tspec[k].dtype, name=k) for k in keys}])
+    arg_of = {feature: arg for arg, feature in signature_args(keys).items()}
+
+    @tf.function(input_signature=[{k: tf.TensorSpec([None], tspec[k].dtype, name=arg_of[k]) for k in keys}])
     def transformed_logits(features):
         return {"logits": model({k: features[k] for k in keys}, training=False)}
 

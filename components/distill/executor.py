@@ -76,7 +76,7 @@ def distillation_loss(problem_type: str, labels, student_logits, teacher_logits,
     return alpha * hard + (1.0 - alpha) * soft, hard, soft
 
 
-def _make_distiller(student, teacher_fn, teacher_keys, problem_type, alpha, temperature):
+def _make_distiller(student, teacher_fn, teacher_inputs, problem_type, alpha, temperature):
     import tensorflow as tf
 
     class Distiller(tf.keras.Model):
@@ -96,7 +96,8 @@ def _make_distiller(student, teacher_fn, teacher_keys, problem_type, alpha, temp
 
         def train_step(self, data):
             features, labels = data
-            teacher_logits = tf.stop_gradient(teacher_fn(**{k: features[k] for k in teacher_keys})["logits"])
+            teacher_logits = tf.stop_gradient(
+                teacher_fn(**{a: features[f] for a, f in teacher_inputs.items()})["logits"])
             with tf.GradientTape() as tape:
                 student_logits = self.student(features, training=True)
                 loss, hard, soft = distillation_loss(problem_type, labels, student_logits,
@@ -110,13 +111,13 @@ def _make_distiller(student, teacher_fn, teacher_keys, problem_type, alpha, temp
     return Distiller()
 
 
-def _eval_logits(dataset, teacher_fn, teacher_keys, student):
+def _eval_logits(dataset, teacher_fn, teacher_inputs, student):
     """(labels, teacher logits, student logits) over a dataset, as numpy arrays."""
     import numpy as np
 
     labels, t_out, s_out = [], [], []
     for features, y in dataset:
-        t_out.append(teacher_fn(**{k: features[k] for k in teacher_keys})["logits"].numpy())
+        t_out.append(teacher_fn(**{a: features[f] for a, f in teacher_inputs.items()})["logits"].numpy())
         s_out.append(student(features, training=False).numpy())
         labels.append(y.numpy().reshape(-1))
     return np.concatenate(labels), np.concatenate(t_out), np.concatenate(s_out)
@@ -159,8 +160,9 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         raise ValueError(f"teacher_model_dir {teacher_model_dir!r} has no {M.LOGITS_SIGNATURE!r} signature "
                          f"(has {sorted(teacher.signatures)})")
     teacher_fn = teacher.signatures[M.LOGITS_SIGNATURE]
+    args = M.signature_args(keys)
     teacher_keys = sorted(teacher_fn.structured_input_signature[1])
-    missing = sorted(set(teacher_keys) - set(keys))
+    missing = sorted(set(teacher_keys) - set(args))
     if missing:
         raise ValueError(f"teacher {M.LOGITS_SIGNATURE!r} signature wants features {missing} that "
                          f"transform_graph_dir {transform_graph_dir!r} does not produce")
@@ -168,7 +170,8 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
     tf.keras.utils.set_random_seed(int(seed))
     student = M.build_model(transform_output, label_key, problem_type, num_classes,
                             width=student_width, depth=STUDENT_DEPTH)
-    distiller = _make_distiller(student, teacher_fn, teacher_keys, problem_type, alpha, temperature)
+    teacher_inputs = {a: args[a] for a in teacher_keys}   # signature argument -> feature
+    distiller = _make_distiller(student, teacher_fn, teacher_inputs, problem_type, alpha, temperature)
     distiller.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=LEARNING_RATE))
     train = M.make_dataset(transformed_examples_dir, "train", transform_output, label_key,
                            batch_size=batch_size, shuffle=True, seed=int(seed))
@@ -176,7 +179,7 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
 
     eval_ds = M.make_dataset(transformed_examples_dir, "eval", transform_output, label_key,
                              batch_size=1024)
-    labels, t_logits, s_logits = _eval_logits(eval_ds, teacher_fn, teacher_keys, student)
+    labels, t_logits, s_logits = _eval_logits(eval_ds, teacher_fn, teacher_inputs, student)
     primary = M.primary_metric(problem_type)
     teacher_metric = M.metric_from_logits(problem_type, labels, t_logits)
     student_metric = M.metric_from_logits(problem_type, labels, s_logits)

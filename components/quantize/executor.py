@@ -49,12 +49,13 @@ def load_split(transformed_examples_dir: str, split: str, transform_output, inpu
     cols: dict = {k: [] for k in input_spec}
     labels, n = [], 0
     for features, label in ds:
-        missing = sorted(set(input_spec) - set(features))
+        by_arg = M.signature_args(features)
+        missing = sorted(set(input_spec) - set(by_arg))
         if missing:
             raise ValueError(f"signature {SIGNATURE!r} wants features {missing} that the transformed "
                              f"examples in {transformed_examples_dir!r} do not hold")
         for k in input_spec:
-            cols[k].append(features[k].numpy())
+            cols[k].append(features[by_arg[k]].numpy())
         labels.append(label.numpy().reshape(-1))
         n += len(labels[-1])
         if limit and n >= limit:
