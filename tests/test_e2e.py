@@ -182,7 +182,7 @@ def test_another_data_set_through_the_cli_flags_alone(tmp_path):
     serve = tf.saved_model.load(str(pushed / "saved_model")).signatures["serving_default"]
     [examples_dir] = (tmp_path / "root").glob("artifacts/kfx-tabular/*/ingest/examples")
     raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
-    labels = np.array([tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw])
+    labels = np.array([tf.train.Example.FromString(r).features.feature["cultivar"].int64_list.value[0] for r in raw])
     probabilities = serve(examples=tf.constant(raw))["probabilities"].numpy()
     assert probabilities.shape == (len(raw), 3)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
