@@ -16,6 +16,9 @@ export UV_NATIVE_TLS := 1
 include images/images.mk
 include deploy/k8s.mk
 
+# The image build is driven by the venv's Python.
+images: venv
+
 # The venv from the pinned lock; rebuilt when the lock or the package metadata changes.
 $(VENV)/.installed: requirements/stack.lock pyproject.toml
 	test -x $(PYTHON) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -35,8 +38,9 @@ compile: venv
 
 # Everything the tests use is set up here: the venv (with the S3 server, moto),
 # helm/kubectl/checkov, a Docker engine and the stage images.
+# KFX_NO_SKIP=1: a test that would skip for want of a tool fails instead (tests/conftest.py).
 test: venv k8s-tools images
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	KFX_NO_SKIP=1 $(VENV)/bin/pytest -q -rfEs $(PYTEST_ARGS)
 
 # Everything but the end-to-end runs.
 test-fast: venv

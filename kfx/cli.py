@@ -63,15 +63,29 @@ def pipeline_parameters(args) -> dict:
     return params
 
 
-def compile_ir(output: str, profile: str, params: dict) -> str:
+def check_parameters(params: dict, known) -> None:
+    """A misspelt --param or config key is an error, never silently dropped."""
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise UsageError(f"unknown pipeline parameter(s) {unknown}; the pipeline takes: {', '.join(sorted(known))}")
+
+
+def compile_ir(output: str, profile: str, params: dict, as_defaults: bool = False) -> str:
+    """Compiles the pipeline; with `as_defaults`, `params` become the IR's parameter defaults."""
+    from kfx import ir
     from kfx_pipelines.tabular import compile_pipeline   # the one place the platform sees pipelines
-    return compile_pipeline(output, profile=profile, curated_schema=bool(params.get("schema_uri")))
+    curated = bool(params.get("schema_uri"))
+    compile_pipeline(output, profile=profile, curated_schema=curated)
+    check_parameters(params, ir.load(output).parameters)
+    if as_defaults and params:
+        compile_pipeline(output, profile=profile, curated_schema=curated, defaults=params)
+    return output
 
 
 # ---------------------------------------------------------------- commands
 def cmd_compile(args) -> int:
     params = pipeline_parameters(args)
-    compile_ir(args.output, args.profile, params)
+    compile_ir(args.output, args.profile, params, as_defaults=True)
     print(args.output)
     return 0
 
@@ -91,9 +105,10 @@ def cmd_run(args) -> int:
         ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
         from kfx import ir
         pipeline = ir.load(ir_path)
+        check_parameters(params, pipeline.parameters)
         runner = Runner(ws, store=store, launcher=make_launcher(args.executor, pipeline),
                         cache=not args.no_cache, parallelism=args.parallelism, verbose=args.verbose)
-        result = runner.run(ir_path, {k: v for k, v in params.items() if k in pipeline.parameters})
+        result = runner.run(ir_path, params)
     page = report.write(result, result.run_dir / "report.html")
     print(f"report: {page}")
     if result.state != "COMPLETE":
@@ -161,10 +176,10 @@ def cmd_submit(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
         from kfx import ir
-        known = ir.load(ir_path).parameters
+        check_parameters(params, ir.load(ir_path).parameters)
         ids = submit(ir_path, host=args.host, pipeline_name=args.pipeline_name,
                      version_name=args.version, experiment=args.experiment, run_name=args.run_name,
-                     params={k: v for k, v in params.items() if k in known},
+                     params=params,
                      namespace=args.namespace, recurring_cron=args.cron,
                      service_account=args.service_account)
     print(json.dumps(ids, indent=2))
@@ -235,6 +250,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (UsageError, IRError, LineageError) as err:
         print(f"kfx: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as err:
+        from kfx.submit import SubmitError   # light: no kfp import until a submission is made
+        if not isinstance(err, SubmitError):
+            raise
+        print(f"kfx submit: {err}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ class DockerLauncher:
             # A limit sized for a cluster node may exceed this machine: cap it at what exists.
             kwargs["nano_cpus"] = int(min(step.cpu_limit, os.cpu_count() or 1) * 1e9)
         if step.memory_limit:
-            kwargs["mem_limit"] = memory_bytes(step.memory_limit)
+            # Swap counted in the limit, as on Kubernetes: a step over its memory is killed, not slowed.
+            kwargs["mem_limit"] = kwargs["memswap_limit"] = memory_bytes(step.memory_limit)
         container = self.client.containers.run(
             step.image, entrypoint=[step.argv[0]], command=step.argv[1:], user=f"{self.uid}:{self.uid}",
             working_dir=str(step.workdir), environment=env, volumes=volumes,
@@ -81,7 +82,13 @@ class DockerLauncher:
                 if pending:
                     log.write(pending + "\n")
                     on_line(pending)
-            return container.wait()["StatusCode"]
+                code = container.wait()["StatusCode"]
+                container.reload()
+                if container.attrs["State"].get("OOMKilled"):
+                    line = f"kfx: the container was killed for exceeding its memory limit ({step.memory_limit})"
+                    log.write(line + "\n")
+                    on_line(line)
+            return code
         finally:
             container.remove(force=True)
 

@@ -18,6 +18,7 @@ class Node:
     task: Optional[str] = None
     execution_id: Optional[int] = None
     inputs: list["Node"] = dataclasses.field(default_factory=list)
+    repeated: bool = False   # already traced above (ingested examples feed several stages)
 
     def walk(self):
         yield self
@@ -41,10 +42,13 @@ def trace(md: MetadataStore, uri: str) -> Node:
 def _node(md: MetadataStore, artifact, name: str, seen: set) -> Node:
     node = Node(artifact.id, name or "artifact", md.type_name(artifact), artifact.uri)
     execution = md.producer(artifact.id)
-    if execution is None or artifact.id in seen:
+    if execution is None:
+        return node
+    node.task, node.execution_id = prop(execution, "task_name"), execution.id
+    if artifact.id in seen:
+        node.repeated = True
         return node
     seen.add(artifact.id)
-    node.task, node.execution_id = prop(execution, "task_name"), execution.id
     node.inputs = [_node(md, art, input_name, seen) for input_name, art in md.inputs_of(execution.id)]
     return node
 
@@ -52,6 +56,8 @@ def _node(md: MetadataStore, artifact, name: str, seen: set) -> Node:
 def render(node: Node, depth: int = 0) -> str:
     pad = "    " * depth
     made_by = f"  <- {node.task} (execution {node.execution_id})" if node.task else ""
+    if node.repeated:
+        made_by += " (traced above)"
     lines = [f"{pad}{node.name} [{node.type}, artifact {node.artifact_id}] {node.uri}{made_by}"]
     lines += [render(child, depth + 1) for child in node.inputs]
     return "\n".join(lines)

@@ -180,9 +180,6 @@ class MetadataStore:
     def type_name(self, artifact: pb.Artifact) -> str:
         return self.store.get_artifact_types_by_id([artifact.type_id])[0].name
 
-    def execution_type_name(self, execution: pb.Execution) -> str:
-        return self.store.get_execution_types_by_id([execution.type_id])[0].name
-
 
 def prop(entity, name: str):
     """A custom property of an MLMD artifact/execution/context as a plain value."""

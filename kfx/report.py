@@ -82,6 +82,12 @@ def write(result: RunResult, path: Path) -> Path:
             parts.append(f"<h3>{html.escape(name)} &rarr; {html.escape(out)} "
                          f"<small>({html.escape(art.type)}, artifact {art.id})</small></h3>"
                          f"<p><code>{html.escape(art.uri)}</code></p>" + _table(rows, ["key", "value"]))
+        if step.kept:
+            # A failed step's own views (validate's anomalies page) say why the run stopped.
+            parts.append(f"<h3 class='FAILED'>{html.escape(name)}: failed; its unregistered outputs are in "
+                         f"<code>{html.escape(step.kept)}</code></h3>")
+            views += [(f"{name} / {page.relative_to(step.kept)} (failed step)", page.read_text(errors="replace"))
+                      for page in sorted(Path(step.kept).rglob("*.html"))]
     for title, body in views:
         parts.append(f"<h2>{html.escape(title)}</h2><iframe srcdoc=\"{html.escape(body, quote=True)}\"></iframe>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>kfx run {html.escape(result.run_id)}"

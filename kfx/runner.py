@@ -24,15 +24,16 @@ from kfx import ir
 from kfx.launchers import Launcher, ProcessLauncher, Step
 from kfx.metadata import (CONTAINER_EXECUTION, IMPORTER_EXECUTION, PIPELINE_CONTEXT, RUN_CONTEXT,
                           MetadataStore, State, StoredArtifact)
-from kfx.store import ArtifactStore, LocalStore, fingerprint_path, remove_tree
+from kfx.store import ArtifactStore, LocalStore, remove_tree
 
 LOG_TAIL_LINES = 40
 HEARTBEAT_SECONDS = 30
 
 
 class StepFailed(RuntimeError):
-    def __init__(self, task: str, detail: str, log_path: Optional[Path] = None):
-        self.task, self.log_path = task, log_path
+    def __init__(self, task: str, detail: str, log_path: Optional[Path] = None,
+                 kept: Optional[Path] = None):
+        self.task, self.log_path, self.kept = task, log_path, kept
         super().__init__(f"step '{task}' failed: {detail}")
 
 
@@ -45,6 +46,7 @@ class StepRecord:
     log: Optional[str] = None
     outputs: dict = dataclasses.field(default_factory=dict)      # name -> StoredArtifact
     parameters: dict = dataclasses.field(default_factory=dict)   # output parameters
+    kept: Optional[str] = None      # a failed step's unregistered outputs, moved aside for a person
 
 
 @dataclasses.dataclass
@@ -182,8 +184,9 @@ class Runner:
                     try:
                         result.steps[name] = fut.result()
                     except BaseException as err:  # noqa: BLE001 - reported after running steps end
-                        log = getattr(err, "log_path", None)
-                        result.steps[name] = StepRecord(name, "FAILED", 0.0, log=str(log) if log else None)
+                        log, kept = getattr(err, "log_path", None), getattr(err, "kept", None)
+                        result.steps[name] = StepRecord(name, "FAILED", 0.0, log=str(log) if log else None,
+                                                        kept=str(kept) if kept else None)
                         failure = failure or err
         if failure is not None:
             raise failure
@@ -216,7 +219,8 @@ class Runner:
                 params[name] = result.steps[ref["producerTask"]].parameters[ref["outputParameterKey"]]
             else:
                 raise ir.IRError(f"task '{task.name}': unsupported parameter binding {binding}")
-        return params
+        types = task.input_parameter_types()
+        return {name: ir.coerce(types.get(name, ""), value) for name, value in params.items()}
 
     def _input_artifacts(self, task: ir.Task, result: RunResult) -> dict[str, StoredArtifact]:
         arts = {}
@@ -231,15 +235,14 @@ class Runner:
         spec = task.executor["importer"]
         uri_spec = spec["artifactUri"]
         uri = params[uri_spec["runtimeParameter"]] if "runtimeParameter" in uri_spec else uri_spec["constant"]
-        path = Path(uri.removeprefix("file://")).expanduser()
-        if not path.exists():
-            raise StepFailed(task.name, f"imported artifact not found: {uri}")
-        path = path.resolve()
-        fingerprint = fingerprint_path(path)
+        try:
+            uri, fingerprint = self.store.resolve_import(uri)
+        except (OSError, ValueError) as err:   # absent, unreadable, or not for this store
+            raise StepFailed(task.name, str(err)) from err
         type_name = spec["typeSchema"]["schemaTitle"]
         with self.md_lock:
             exec_id = self.md.start_execution(IMPORTER_EXECUTION, {"task_name": task.name}, contexts)
-            art = self.md.put_artifact(type_name, str(path), "artifact", spec.get("metadata", {}),
+            art = self.md.put_artifact(type_name, uri, "artifact", spec.get("metadata", {}),
                                        fingerprint, True)
             self.md.finish_execution(exec_id, State.COMPLETE, {}, {}, {"artifact": art}, contexts)
         return StepRecord(task.name, "IMPORTED", 0.0, exec_id, outputs={"artifact": art})
@@ -286,8 +289,10 @@ class Runner:
         log_path = self.ws.run_dir(run_id) / "logs" / f"{task.name}.log"
         local_inputs = {str(Path(a.uri).parent) for a in inputs.values() if "://" not in a.uri}
         writable = [str(staging)] + [p for p in (params.get("registry_uri"),) if p and "://" not in p]
+        # Temporary files (Beam's, the IR command's mktemp) go in the step's own staging: removed with it.
+        (staging / "tmp").mkdir()
         step = Step(task.name, task.container.get("image", ""), argv,
-                    {**self.step_env, "KFX_RUN_ID": run_id, "KFX_TASK": task.name},
+                    {**self.step_env, "KFX_RUN_ID": run_id, "KFX_TASK": task.name, "TMPDIR": str(staging / "tmp")},
                     staging, sorted(local_inputs), writable, cpu, mem)
         with self.md_lock:
             exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
@@ -304,7 +309,10 @@ class Runner:
             with self.md_lock:
                 self.md.finish_execution(exec_id, State.FAILED, {"exit_code": code,
                                          "seconds": time.time() - started}, inputs, {}, contexts)
-            raise StepFailed(task.name, failure, log_path)
+            kept = self._keep_failed_outputs(staging, run_id, task.name)
+            if kept:
+                failure += f"\n--- its outputs (not registered, not reusable) are kept in {kept} ---"
+            raise StepFailed(task.name, failure, log_path, kept)
         try:
             outputs, out_params = self._commit(pipeline, task, run_id, executor_input, staging, cache_key)
         except Exception as err:  # an unreachable store, a malformed executor output
@@ -318,6 +326,19 @@ class Runner:
                 "output_parameters": out_params, "seconds": time.time() - started},
                 inputs, stored, contexts)
         return StepRecord(task.name, "COMPLETE", 0.0, exec_id, str(log_path), stored, out_params)
+
+    def _keep_failed_outputs(self, staging: Path, run_id: str, task: str) -> Optional[Path]:
+        """Moves what a failed step wrote out of staging into the run's folder, for a person to read.
+
+        Never committed to the store nor recorded in MLMD, so no later step, run or cache hit uses it.
+        """
+        outputs = staging / "outputs"
+        if not outputs.is_dir() or not any(outputs.iterdir()):
+            return None
+        kept = self.ws.run_dir(run_id) / "failed" / task
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        outputs.rename(kept)   # staging and runs/ are both under --root: one filesystem
+        return kept
 
     def _executor_input(self, task, params, inputs, staging: Path, scratch: Path) -> dict:
         in_types = task.input_artifact_types()
@@ -405,7 +426,7 @@ def _run_summary(result: RunResult) -> dict:
         "run_id": result.run_id, "pipeline": result.pipeline, "state": result.state,
         "error": result.error, "seconds": round(result.seconds, 2), "parameters": result.parameters,
         "steps": {name: {"state": s.state, "seconds": round(s.seconds, 2), "execution_id": s.execution_id,
-                         "log": s.log, "parameters": s.parameters,
+                         "log": s.log, "kept": s.kept, "parameters": s.parameters,
                          "outputs": {k: {"id": a.id, "type": a.type, "uri": a.uri, "metadata": a.metadata}
                                      for k, a in s.outputs.items()}}
                   for name, s in result.steps.items()},

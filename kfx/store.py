@@ -27,6 +27,9 @@ class ArtifactStore(Protocol):
     def local_path(self, uri: str, scratch: Path) -> str:
         """A local path holding the artifact for a step to read (downloaded into scratch if remote)."""
 
+    def resolve_import(self, uri: str) -> tuple[str, str]:
+        """(canonical URI, content fingerprint) of data a pipeline imports; FileNotFoundError if absent."""
+
 
 class LocalStore:
     """The embedded default: a directory on this machine."""
@@ -52,6 +55,21 @@ class LocalStore:
 
     def local_path(self, uri: str, scratch: Path) -> str:
         return uri
+
+    def resolve_import(self, uri: str) -> tuple[str, str]:
+        if "://" in uri and not uri.startswith("file://"):
+            raise ValueError(f"{uri}: the filesystem store imports local files; "
+                             "for s3:// data run with --artifact-store s3://BUCKET/PREFIX")
+        return import_local(uri)
+
+
+def import_local(uri: str) -> tuple[str, str]:
+    """A local file or directory a pipeline imports: its absolute path and content hash."""
+    path = Path(uri.removeprefix("file://")).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"imported artifact not found: {uri}")
+    path = path.resolve()
+    return str(path), fingerprint_path(path)
 
 
 def fingerprint_path(path: Path) -> str:

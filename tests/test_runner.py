@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from kfp import compiler, dsl
-from kfp.dsl import Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from kfx import ir, lineage
 from kfx.metadata import MetadataStore
@@ -124,6 +124,39 @@ def test_failing_step_fails_the_run_with_its_log_and_commits_nothing(setup):
     # The failure is not cached: a good run afterwards runs fit.
     good = runner.run(ir_path, {"data_uri": str(data)})
     assert good.steps["fit"].state == "COMPLETE"
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def check_rows(rows: Input[Dataset], report: Output[HTML], checked: Output[Dataset]):
+    """Writes its report, then refuses the data (as validate does on anomalies)."""
+    with open(report.path, "w") as f:
+        f.write("<p>3 rows; anomaly: value out of range</p>")
+    raise ValueError("check_rows: anomaly: value out of range")
+
+
+@dsl.pipeline(name="checked")
+def checked_pipeline(data_uri: str):
+    data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+    check_rows(rows=count_rows(data=data.output, skip=1).outputs["rows"])
+
+
+def test_a_failed_steps_outputs_are_kept_for_a_person_but_never_registered(setup, tmp_path):
+    from kfx import report
+    runner, _, data, _ = setup
+    ir_path = tmp_path / "checked.yaml"
+    compiler.Compiler().compile(checked_pipeline, str(ir_path))
+    result = runner.run(ir_path, {"data_uri": str(data)})
+    assert result.state == "FAILED" and "anomaly: value out of range" in result.error
+    kept = Path(result.steps["check-rows"].kept)
+    assert kept == result.run_dir / "failed" / "check-rows"
+    assert "value out of range" in (kept / "report").read_text()
+    assert str(kept) in result.error
+    # Not in the store, not in MLMD: nothing later can pick it up.
+    assert not (runner.ws.artifacts / "checked" / result.run_id / "check-rows").exists()
+    md = MetadataStore(str(runner.ws.metadata_path))
+    assert not [a for a in md.store.get_artifacts() if "check-rows" in a.uri or str(kept) in a.uri]
+    page = report.write(result, tmp_path / "report.html").read_text()
+    assert "check-rows: failed" in page and "value out of range" in page
 
 
 def test_bad_parameters_and_missing_data_are_named(setup):

@@ -78,3 +78,44 @@ def test_runner_with_s3_store_records_s3_uris_and_caches(store, tmp_path):
     assert [n.task for n in tree.walk()] == ["fit", "count-rows", "importer"]
     second = runner.run(ir_path, {"data_uri": str(data)})
     assert [s.state for s in second.steps.values()] == ["IMPORTED", "CACHED", "CACHED"]
+
+
+def _put(store, key, body: bytes):
+    import io
+    store.client.put_object(store.bucket, key, io.BytesIO(body), len(body))
+    return f"s3://{store.bucket}/{key}"
+
+
+def test_data_already_in_s3_is_imported_fingerprinted_and_read(store, tmp_path):
+    """An uploaded CSV (no commit marker, outside the pipeline root) feeds the pipeline as it is."""
+    ir_path = tmp_path / "toy.yaml"
+    compiler.Compiler().compile(toy, str(ir_path))
+    data_uri = _put(store, "datasets/values.csv", b"name,value\na,1\nb,5\n")
+    runner = Runner(Workspace(tmp_path / "root"), store=store, echo=lambda _: None)
+    first = runner.run(ir_path, {"data_uri": data_uri})
+    assert first.state == "COMPLETE", first.error
+    model = first.steps["fit"].outputs["model"]
+    assert Path(store.local_path(model.uri, tmp_path / "m")).read_text() == "3.0"
+    # Every URI lineage knows is in S3, the imported data included.
+    assert [n.uri for n in lineage.trace(runner.md, model.uri).walk()][-1] == data_uri
+    assert all(a.uri.startswith("s3://") for a in runner.md.store.get_artifacts())
+    cached = runner.run(ir_path, {"data_uri": data_uri})
+    assert [s.state for s in cached.steps.values()] == ["IMPORTED", "CACHED", "CACHED"]
+    # New content at the same key is new data: the steps run again.
+    _put(store, "datasets/values.csv", b"name,value\na,1\nb,5\nc,9\n")
+    changed = runner.run(ir_path, {"data_uri": data_uri})
+    assert [s.state for s in changed.steps.values()] == ["IMPORTED", "COMPLETE", "COMPLETE"]
+    assert Path(store.local_path(changed.steps["fit"].outputs["model"].uri, tmp_path / "m2")).read_text() == "5.0"
+
+
+def test_s3_imports_are_named_when_missing_or_inside_the_pipeline_root(store, tmp_path):
+    ir_path = tmp_path / "toy.yaml"
+    compiler.Compiler().compile(toy, str(ir_path))
+    runner = Runner(Workspace(tmp_path / "root"), store=store, echo=lambda _: None)
+    missing = runner.run(ir_path, {"data_uri": f"s3://{store.bucket}/datasets/nope.csv"})
+    assert missing.state == "FAILED" and "datasets/nope.csv (no such object or prefix)" in missing.error
+    inside = _put(store, "pipeline-root/stray.csv", b"name,value\na,1\n")
+    refused = runner.run(ir_path, {"data_uri": inside})
+    assert refused.state == "FAILED" and "must live outside the pipeline root" in refused.error
+    local = Runner(Workspace(tmp_path / "local"), echo=lambda _: None).run(ir_path, {"data_uri": inside})
+    assert local.state == "FAILED" and "--artifact-store s3://" in local.error
