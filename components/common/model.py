@@ -21,7 +21,7 @@ integer domain ``[0, n)`` in the transformed schema go through an
 
 Import with ``TF_USE_LEGACY_KERAS=1`` set before TensorFlow is first imported
 (tf.keras = tf-keras 2.16; Keras 3 breaks MultiWorkerMirroredStrategy, TFT
-and keras-tuner 1.3.5). This module sets it when it is not set.
+and keras-tuner 1.3.5). Importing the `kfx_components` package sets it.
 """
 from __future__ import annotations
 
@@ -30,10 +30,8 @@ import json
 import math
 import os
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-
-import tensorflow as tf  # noqa: E402
-import tensorflow_transform as tft  # noqa: E402
+import tensorflow as tf
+import tensorflow_transform as tft
 
 
 def _skip_autograph_for_tf_keras() -> None:

@@ -34,6 +34,8 @@ import time
 import uuid
 from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
+from kfx_components.common import s3
+
 _VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STAGING_PREFIX = ".staging-"
@@ -194,19 +196,6 @@ def _s3_split(registry_uri: str) -> Tuple[str, str]:
     return bucket, prefix.strip("/")
 
 
-def _s3_client():
-    from minio import Minio
-
-    endpoint = os.environ.get("KFX_S3_ENDPOINT", "")
-    if not endpoint:
-        raise ValueError("KFX_S3_ENDPOINT is not set (host:port of the S3/MinIO server)")
-    return Minio(endpoint,
-                 access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-                 secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
-                 secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
-                 region=os.environ.get("AWS_REGION", "us-east-1"))
-
-
 def _s3_model_prefix(prefix: str, model_name: str) -> str:
     return f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
 
@@ -259,7 +248,7 @@ def _s3_claim(client, bucket: str, key: str, token: bytes) -> bool:
 
 def _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files) -> Version:
     bucket, prefix = _s3_split(registry_uri)
-    client = _s3_client()
+    client = s3.client()
     if not client.bucket_exists(bucket):
         raise ValueError(f"registry_uri {registry_uri!r}: bucket {bucket!r} does not exist")
     model_prefix = _s3_model_prefix(prefix, model_name)
@@ -299,7 +288,7 @@ def versions(registry_uri: str, model_name: str) -> List[Version]:
     _check_name(model_name)
     if _is_s3(registry_uri):
         bucket, prefix = _s3_split(registry_uri)
-        client = _s3_client()
+        client = s3.client()
         if not client.bucket_exists(bucket):
             return []
         found = _s3_versions(client, bucket, _s3_model_prefix(prefix, model_name))
@@ -338,7 +327,7 @@ def fetch(version: Version, dest: str) -> str:
     os.makedirs(dest, exist_ok=True)
     if _is_s3(version.uri):
         bucket, key_prefix = _s3_split(version.uri)
-        client = _s3_client()
+        client = s3.client()
         key_prefix += "/"
         if _s3_read(client, bucket, key_prefix + COMPLETE) is None:
             raise ValueError(f"version {version.uri!r} is not complete (no {COMPLETE})")

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 PROBLEM_TYPES = ("binary", "multiclass", "regression")
 STUDENT_DEPTH = 1
@@ -170,6 +169,12 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
     tf.keras.utils.set_random_seed(int(seed))
     student = M.build_model(transform_output, label_key, problem_type, num_classes,
                             width=student_width, depth=STUDENT_DEPTH)
+    teacher_params = _count_teacher_params(teacher_model_dir, teacher)
+    student_params = int(sum(int(np.prod(w.shape)) for w in student.trainable_weights))
+    if student_params >= teacher_params:
+        raise ValueError(f"student_width={student_width} (depth {STUDENT_DEPTH}) gives a student of "
+                         f"{student_params:,} parameters, not fewer than the teacher's {teacher_params:,}: "
+                         "lower student_width")
     teacher_inputs = {a: args[a] for a in teacher_keys}   # signature argument -> feature
     distiller = _make_distiller(student, teacher_fn, teacher_inputs, problem_type, alpha, temperature)
     distiller.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=LEARNING_RATE))
@@ -190,8 +195,6 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         M.export_serving_model(student, transform_output, label_key, problem_type,
                                stage.dir(student_model_dir))
 
-    teacher_params = _count_teacher_params(teacher_model_dir, teacher)
-    student_params = int(sum(int(np.prod(w.shape)) for w in student.trainable_weights))
     return {
         "label_key": label_key,
         "problem_type": problem_type,

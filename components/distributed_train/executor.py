@@ -26,7 +26,6 @@ import shutil
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def _tf_config() -> dict:

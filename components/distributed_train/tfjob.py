@@ -373,7 +373,7 @@ def step_pod_name() -> str:
 
 def launch_from_step(command: Sequence[str], args: Sequence[str] = (), workers: int = 2,
                      env: Optional[Mapping[str, str]] = None, name_prefix: str = "kfx-train",
-                     timeout: float = 8 * 3600, poll_seconds: float = 10.0,
+                     timeout: float = 8 * 3600 - 900, poll_seconds: float = 10.0,
                      custom_api=None, core_api=None, name: Optional[str] = None,
                      require_env: Sequence[str] = (), **wait_kwargs) -> Dict[str, Any]:
     """From inside a KFP step pod: run ``command args`` as ``workers`` TFJob workers and wait.
@@ -409,7 +409,9 @@ def launch_from_step(command: Sequence[str], args: Sequence[str] = (), workers: 
                       workers=workers, env=env,
                       owner_pod={"name": pod_name, "uid": _get(pod, "metadata", "uid")}
                       if _get(pod, "metadata", "uid") else None,
-                      **placement)
+                      # The job ends by itself when the step stops waiting: workers (and their GPUs)
+                      # never outlive a step that timed out or was killed.
+                      active_deadline_seconds=int(timeout), **placement)
     return run_tfjob(job, custom_api, core_api, timeout=timeout, poll_seconds=poll_seconds, **wait_kwargs)
 
 
@@ -458,9 +460,12 @@ def train_with_tfjob(workers: int, transformed_examples_dir: str, transform_grap
                      hyperparameters_dir: str, model_dir: str, checkpoint_dir: str, label_key: str,
                      problem_type: str, num_classes: int, epochs: int = 8, batch_size: int = 256,
                      seed: int = 42, output_uri: str = "", custom_api=None, core_api=None, s3=None,
-                     timeout: float = 8 * 3600, poll_seconds: float = 15.0, keep_staging: bool = False,
+                     timeout: float = 8 * 3600 - 900, poll_seconds: float = 15.0, keep_staging: bool = False,
                      **wait_kwargs) -> Dict[str, Any]:
     """The distributed_train step with ``workers`` > 1: train as a TFJob instead of in this pod.
+
+    ``timeout`` (default: 15 min inside the step's 8 h deadline, for staging and download) is
+    also the TFJob's ``activeDeadlineSeconds``.
 
     1. in-cluster Kubernetes clients (off-cluster: ValueError naming ``workers``);
     2. the job name (from this pod, as :func:`launch_from_step` derives it) and the staging

@@ -43,7 +43,9 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence
+
+from kfx_components.common.s3 import client as s3_client, split_uri  # noqa: F401 - tfjob and tests use them here
 
 INPUTS = ("transformed_examples", "transform_graph", "hyperparameters")
 MARKER = "_COMPLETE"
@@ -56,32 +58,6 @@ class StagingError(RuntimeError):
 
 
 # ------------------------------------------------------------------ S3 helpers
-
-def s3_client():
-    """A minio client from the environment settings (never literal credentials)."""
-    from minio import Minio
-    endpoint = os.environ.get("KFX_S3_ENDPOINT", "")
-    if not endpoint:
-        raise ValueError("KFX_S3_ENDPOINT is not set (host:port of the S3/MinIO server holding "
-                         "the TFJob staging prefix)")
-    missing = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
-    if missing:
-        raise ValueError(f"{' and '.join(missing)} not set: S3 credentials come from the environment")
-    return Minio(endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                 secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
-                 region=os.environ.get("AWS_REGION", "us-east-1"))
-
-
-def split_uri(uri: str) -> Tuple[str, str]:
-    """``s3://bucket/key`` (or KFP's ``minio://bucket/key``) -> (bucket, key without slashes at the ends)."""
-    for scheme in ("s3://", "minio://"):
-        if uri.startswith(scheme):
-            bucket, _, key = uri[len(scheme):].partition("/")
-            if bucket:
-                return bucket, key.strip("/")
-    raise ValueError(f"staging URI {uri!r} is not s3://bucket/prefix (or minio://bucket/prefix)")
-
 
 def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))

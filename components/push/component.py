@@ -40,6 +40,11 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[Artifact]
         "blessing": {k: bless.get(k) for k in ("blessed", "reasons", "baseline_used", "baseline_version")},
         "data": {k: ex[k] for k in ("source", "rows", "rows_train", "rows_eval") if k in ex},
         "hyperparameters": hp,
+        # How the pushed (student) model was made: distillation settings, sizes, teacher vs student.
+        "training": {k: v for k, v in dict(model.metadata).items()
+                     if k in ("temperature", "alpha", "student_width", "student_depth", "epochs",
+                              "batch_size", "seed", "teacher_params", "student_params",
+                              "compression_ratio", "teacher_metric", "student_metric")},
         "quantized": quant,
         "lineage": {"model": model.name, "quantized": quantized.name, "blessing": blessing.name,
                     "eval_metrics": eval_metrics.name, "examples": examples.name,

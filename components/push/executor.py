@@ -68,7 +68,7 @@ def render_card(card: Mapping[str, Any]) -> str:
     blessing = card.get("blessing") or {}
     out += ["## Evaluation", "",
             f"Blessed: **{'yes' if blessing.get('blessed', True) else 'no'}**"
-            + (f" (compared with baseline)" if blessing.get("baseline_used") else ""), ""]
+            + (" (compared with baseline)" if blessing.get("baseline_used") else ""), ""]
     metrics = card.get("metrics") or {}
     overall = metrics.get("overall") or {}
     out += ["### Overall", "", _kv_table(overall, ("metric", "value"))]
@@ -85,6 +85,8 @@ def render_card(card: Mapping[str, Any]) -> str:
     data = card.get("data") or {}
     out += ["## Data", "", _kv_table(data, ("fact", "value"))]
     out += ["## Hyperparameters", "", _kv_table(card.get("hyperparameters") or {})]
+    if card.get("training"):
+        out += ["## Training (distilled student)", "", _kv_table(card["training"])]
 
     quantized = card.get("quantized") or {}
     out += ["## Quantized variants (TFLite)", ""]

@@ -21,7 +21,6 @@ import json
 import os
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 SIGNATURE = "transformed_logits"
 VARIANTS = ("dynamic_range", "float16", "int8")

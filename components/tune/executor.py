@@ -18,12 +18,10 @@ The tuner's working directory is a temporary directory, removed afterwards.
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import tempfile
 import time
 
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 ALGORITHMS = ("hyperband", "random", "bayesian")
 # The search space (tests check the written values against it).

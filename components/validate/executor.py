@@ -10,16 +10,16 @@ STATS_FILE = "FeatureStats.pb"
 SCHEMA_FILE = "schema.pbtxt"
 ANOMALIES_FILE = "anomalies.pbtxt"
 
-# Free-text and long-tail string features (e.g. a company name) show a few
+# Free-text and long-tail string features (e.g. business names) show a few
 # never-seen values in every fresh sample; TFDV's default min_domain_mass of 1.0
-# flags any single one (taxi eval: 0.25% of `company` values are unseen rare
-# names). Up to 1% of a split's values outside the training domain is
+# flags any single one (bundled taxi sample: 0.25% of its free-text column's
+# eval values are unseen rare names). Up to 1% of a split's values outside the training domain is
 # sampling noise; more is a real shift (or a broken feed) and is flagged.
 MIN_DOMAIN_MASS = 0.99
 # Train/eval drift on categorical features: L-infinity distance between the
 # value distributions. A random 80/20 split of a few thousand rows moves the
-# most frequent value by a few points at most (taxi: 0.013 on company, 0.005
-# on payment_type); 0.1 catches a real change of mix.
+# most frequent value by a few points at most (bundled taxi sample: 0.013 at
+# most); 0.1 catches a real change of mix.
 DRIFT_LINF_THRESHOLD = 0.1
 # A nearly empty column can, by chance, have all its few values land in eval:
 # TFDV would call it a "New column". Such a feature (present in at most this
@@ -230,8 +230,6 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
                                               previous_statistics=stats[io.TRAIN]),
         }
         anomalies = [a for split in io.SPLITS for a in _anomaly_list(found[split], split)]
-        if anomalies and stop_on_anomalies:
-            raise AnomaliesFoundError(anomalies)
 
         schema_staging = stage.dir(schema_dir)
         tfdv.write_schema_text(schema, os.path.join(schema_staging, SCHEMA_FILE))
@@ -246,6 +244,10 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
     except BaseException:
         stage.abort()
         raise
+    if anomalies and stop_on_anomalies:
+        # Raised after the (complete) statistics, anomalies and report are written: they are what
+        # a person reads to see why the run stopped. A runner never registers a failed step's outputs.
+        raise AnomaliesFoundError(anomalies)
 
     return {
         "num_features": len(schema.feature),

@@ -103,6 +103,13 @@ def test_bad_parameters_raise_naming_them(bad, name, tmp_path):
     assert not (tmp_path / "student").exists()
 
 
+def test_a_student_no_smaller_than_the_teacher_is_refused_before_training(model_args, teacher, tmp_path):
+    with pytest.raises(ValueError, match=r"student_width=512 .* not fewer than the teacher's"):
+        executor.run(teacher_model_dir=teacher.path, student_model_dir=str(tmp_path / "student"),
+                     student_width=512, epochs=1, **model_args)
+    assert not (tmp_path / "student").exists()
+
+
 def test_missing_teacher_raises_naming_it(tmp_path):
     with pytest.raises(ValueError, match="teacher_model_dir"):
         executor.run(teacher_model_dir=str(tmp_path / "nowhere"), transformed_examples_dir=str(tmp_path),

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from kfx_components.common import registry
+from kfx_components.common import registry, s3
 
 
 def _source(tmp_path, name="src", content=b"weights"):
@@ -161,7 +161,7 @@ def s3_env():
 @pytest.fixture
 def bucket(s3_env):
     name = f"reg-{uuid.uuid4().hex[:8]}"
-    registry._s3_client().make_bucket(name)
+    s3.client().make_bucket(name)
     return name
 
 
@@ -183,7 +183,7 @@ def test_s3_publish_latest_fetch(tmp_path, bucket):
 def test_s3_claimed_version_is_skipped_and_incomplete_invisible(tmp_path, bucket):
     """A concurrent publisher holds the v1 claim (not complete yet): we take v2; v1 stays invisible."""
     import io
-    client = registry._s3_client()
+    client = s3.client()
     client.put_object(bucket, "m/v1/_CLAIM", io.BytesIO(b"other"), 5)
     client.put_object(bucket, "m/v1/partial.bin", io.BytesIO(b"p"), 1)
     uri = f"s3://{bucket}"
@@ -215,7 +215,7 @@ def test_s3_failed_publish_is_invisible(tmp_path, bucket, monkeypatch):
 @pytest.mark.s3
 def test_s3_claim_is_conditional(bucket):
     """The claim marker is created only if absent: a second claimant of the same N loses."""
-    client = registry._s3_client()
+    client = s3.client()
     assert registry._s3_claim(client, bucket, "m/v7/_CLAIM", b"first")
     assert not registry._s3_claim(client, bucket, "m/v7/_CLAIM", b"second")
     assert registry._s3_read(client, bucket, "m/v7/_CLAIM") == b"first"

@@ -79,14 +79,17 @@ def tightened_schema(validated, tmp_path_factory):
     return out
 
 
-def test_curated_schema_anomaly_stops_and_writes_nothing(examples, tightened_schema, tmp_path):
+def test_curated_schema_anomaly_stops_with_a_complete_report(examples, tightened_schema, tmp_path):
     from kfx_components.validate.executor import AnomaliesFoundError
     with pytest.raises(AnomaliesFoundError) as err:
         _run(examples.path, tmp_path, curated_schema_path=str(tightened_schema / "schema.pbtxt"))
     assert isinstance(err.value, ValueError)
     assert re.search(r"\[train\] company: .*(schema|domain)", str(err.value))
     assert {a["feature"] for a in err.value.anomalies} == {"company"}
-    assert _outputs(tmp_path) == []
+    # Whole outputs (the report names the anomaly) and no staging leftovers.
+    assert _outputs(tmp_path) == ["statistics", "schema", "anomalies", "report.html"]
+    assert "company" in (tmp_path / "report.html").read_text()
+    assert not [p for p in tmp_path.rglob("*") if "partial" in p.name]
 
 
 def test_curated_schema_without_stop_reports_and_catches_drift(examples, tightened_schema, tmp_path):

@@ -1,0 +1,33 @@
+"""S3/MinIO access for stages (the registry, the TFJob staging prefix).
+
+Endpoint and credentials come from the environment only (`KFX_S3_ENDPOINT`,
+`KFX_S3_SECURE`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`);
+on Kubernetes from a Secret. Never from the IR or an image.
+"""
+import os
+from typing import Tuple
+
+
+def client():
+    """A minio client from the environment settings (never literal credentials)."""
+    from minio import Minio
+    endpoint = os.environ.get("KFX_S3_ENDPOINT", "")
+    if not endpoint:
+        raise ValueError("KFX_S3_ENDPOINT is not set (host:port of the S3/MinIO server)")
+    missing = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
+    if missing:
+        raise ValueError(f"{' and '.join(missing)} not set: S3 credentials come from the environment")
+    return Minio(endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+                 secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
+                 region=os.environ.get("AWS_REGION", "us-east-1"))
+
+
+def split_uri(uri: str) -> Tuple[str, str]:
+    """``s3://bucket/key`` (or KFP's ``minio://bucket/key``) -> (bucket, key without slashes at the ends)."""
+    for scheme in ("s3://", "minio://"):
+        if uri.startswith(scheme):
+            bucket, _, key = uri[len(scheme):].partition("/")
+            if bucket:
+                return bucket, key.strip("/")
+    raise ValueError(f"{uri!r} is not s3://bucket/prefix (or minio://bucket/prefix)")
