@@ -12,6 +12,7 @@
 #   make submit        upload a pipeline version and start a run through the KFP API
 #                      (KFP_HOST, e.g. after `kubectl -n kubeflow port-forward svc/ml-pipeline 8888:8888`)
 #   make k8s-apply     kubectl apply -k manifests/overlays/standalone (the current kube context)
+#   make k8s-wait      wait for RUN_ID to finish; fails unless it SUCCEEDED
 
 K8S_PYTHON   ?= .venv/bin/python
 K8S_KFX      ?= .venv/bin/kfx
@@ -56,3 +57,14 @@ k8s-apply: k8s-tools k8s-ir
 	cp $(K8S_IR) manifests/register/pipeline.yaml
 	$(K8S_TOOLS)/bin/kubectl -n kfx delete job kfx-register-pipeline --ignore-not-found
 	$(K8S_TOOLS)/bin/kubectl apply -k manifests/overlays/standalone
+
+# Wait for a run to reach a final state; fails unless it SUCCEEDED (docs/deploy.md step 9).
+#   make k8s-wait RUN_ID=<run id> [KFP_HOST=...] [K8S_WAIT_SECONDS=21600]
+K8S_WAIT_SECONDS ?= 21600
+RUN_ID ?=
+.PHONY: k8s-wait
+k8s-wait:
+	@test -n "$(RUN_ID)" || { echo "usage: make k8s-wait RUN_ID=<run id> [KFP_HOST=$(KFP_HOST)]" >&2; exit 2; }
+	@$(K8S_PYTHON) -W ignore -c "import sys, kfp; \
+	r = kfp.Client(host='$(KFP_HOST)').wait_for_run_completion('$(RUN_ID)', $(K8S_WAIT_SECONDS), sleep_duration=5); \
+	print('run $(RUN_ID):', r.state); sys.exit(0 if r.state == 'SUCCEEDED' else 1)"

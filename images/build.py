@@ -1,7 +1,8 @@
 """Build, name and measure the kfx stage images (stdlib only; driven by images/images.mk).
 
-    python images/build.py build  [--stages a,b] [--jobs N]   build runtimes + stage images, tag them
-    python images/build.py names                              print the stage image names
+    python images/build.py build  [--stages a,b] [--jobs N] [--no-cli] [--gpu]
+                                                              build runtimes, stage images and kfx-cli, tag them
+    python images/build.py names  [--all]                     print the stage image names (--all: and kfx-cli)
     python images/build.py sizes  [--doc docs/images.md]      measure, write the figures into the doc
 
 Images (REG = $KFX_IMAGE_REGISTRY, default "kfx"; VER = the kfx package version):
@@ -9,6 +10,10 @@ Images (REG = $KFX_IMAGE_REGISTRY, default "kfx"; VER = the kfx package version)
     REG/tf-runtime:VER, REG/tf-runtime:VER-HASH      parent + /opt/venv (requirements/images/tf-runtime.lock)
     REG/push-runtime:VER, REG/push-runtime:VER-HASH  parent + /opt/venv (requirements/images/push.lock)
     REG/kfx-<stage>:TAG, REG/kfx-<stage>:VER-HASH    a runtime + the stage's code (TAG = $KFX_IMAGE_TAG or VER)
+    REG/kfx-cli:TAG, REG/kfx-cli:VER-HASH            push-runtime + the kfx platform modules the chart's
+                                                     registration Job runs (python -m kfx.submit); no stage code
+    --gpu: REG/tf-runtime-gpu (tf-runtime-gpu.lock, TensorFlow + CUDA wheels) under the TF stages,
+           TAG defaulting to VER-gpu (not built or tested on the build machine: no GPU here)
 
 HASH is the first 12 hex digits of a sha256 over the files that go into the
 image (Dockerfile, lock, the stage's sources) and, for a stage, its runtime's
@@ -44,10 +49,17 @@ STAGES = ["ingest", "validate", "transform", "tune", "distributed_train", "disti
 RUNTIME_OF = {stage: "tf-runtime" for stage in STAGES}
 RUNTIME_OF["push"] = "push-runtime"
 RUNTIME_LOCKS = {"tf-runtime": "requirements/images/tf-runtime.lock",
+                 "tf-runtime-gpu": "requirements/images/tf-runtime-gpu.lock",
                  "push-runtime": "requirements/images/push.lock"}
 # .pyc in the venv: the TF stages import ~12 s CPU of Python without it (4 s
 # with); push imports in 2 s without it, and its 300 MB budget wants the 46 MB.
-COMPILE_BYTECODE = {"tf-runtime": "1", "push-runtime": "0"}
+COMPILE_BYTECODE = {"tf-runtime": "1", "tf-runtime-gpu": "1", "push-runtime": "0"}
+# The platform image: the kfx package modules that the chart's registration Job
+# runs (python -m kfx.submit) and what they import from kfx, on the push runtime
+# (kfp + pyyaml, no TensorFlow). Not a pipeline step: the IR never names it.
+CLI = "cli"
+CLI_RUNTIME = "push-runtime"
+CLI_MODULES = ["kfx.submit"]
 DEFAULT_BASE = "kfx/python-base:3.11-bookworm"
 HOST_CA = Path(os.environ.get("KFX_BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 PYVER = "3.11"
@@ -84,6 +96,20 @@ def stage_image(stage: str) -> str:
     return f"{stage_repo(stage)}:{image_tag()}"
 
 
+def cli_repo() -> str:
+    return f"{registry()}/kfx-{CLI}"
+
+
+def cli_image() -> str:
+    """The image helm/kfx's registration Job runs (values pipeline.register.imageName)."""
+    return f"{cli_repo()}:{image_tag()}"
+
+
+def runtime_of(stage: str, gpu: bool = False) -> str:
+    rt = RUNTIME_OF[stage]
+    return "tf-runtime-gpu" if gpu and rt == "tf-runtime" else rt
+
+
 def runtime_repo(runtime: str) -> str:
     return f"{registry()}/{runtime}"
 
@@ -96,9 +122,9 @@ def git(*args: str) -> str:
         return ""
 
 
-def revision() -> str:
+def revision(*sources: str) -> str:
     rev = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", "components", "images", "requirements/images"):
+    if git("status", "--porcelain", "--", *(sources or ("components",)), "images", "requirements/images"):
         rev += "-dirty"
     return rev
 
@@ -139,22 +165,32 @@ def runtime_context(runtime: str) -> tuple[Path, str]:
     return ctx, content_hash
 
 
-def _imports(path: Path) -> set[str]:
-    """kfx_components modules a source file imports (at any depth of the file)."""
+def _in_package(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _imports(path: Path, package: str = "kfx_components") -> set[str]:
+    """Modules of `package` a source file imports (at any depth of the file)."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("kfx_components"))
+            found.update(a.name for a in node.names if _in_package(a.name, package))
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0 \
-                and node.module.startswith("kfx_components"):
+                and _in_package(node.module, package):
             found.add(node.module)
             found.update(f"{node.module}.{a.name}" for a in node.names)
     return found
 
 
+# importable package -> its folder in the repository (pyproject.toml package-dir)
+PACKAGE_DIRS = {"kfx_components": "components", "kfx": "kfx"}
+
+
 def _module_file(module: str) -> Path | None:
-    rel = module.split(".")[1:]
-    base = REPO / "components" / Path(*rel) if rel else REPO / "components"
+    parts = module.split(".")
+    root = REPO / PACKAGE_DIRS[parts[0]]
+    rel = parts[1:]
+    base = root / Path(*rel) if rel else root
     if base.is_dir() and (base / "__init__.py").exists():
         return base / "__init__.py"
     if base.with_suffix(".py").exists():
@@ -182,7 +218,25 @@ def stage_sources(stage: str) -> list[Path]:
     return sorted(seen)
 
 
-def dist_info(files: dict[str, bytes]) -> dict[str, bytes]:
+def cli_sources() -> list[Path]:
+    """kfx/__init__.py, the CLI_MODULES and the kfx modules they import (transitively)."""
+    todo = [REPO / "kfx" / "__init__.py"] + [_module_file(m) for m in CLI_MODULES]
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for module in _imports(path, "kfx"):
+            parts = module.split(".")
+            for i in range(1, len(parts) + 1):
+                f = _module_file(".".join(parts[:i]))
+                if f and f not in seen:
+                    todo.append(f)
+    return sorted(seen)
+
+
+def dist_info(files: dict[str, bytes], top_level: str = "kfx_components") -> dict[str, bytes]:
     """A kfx-<version>.dist-info so importlib.metadata / pip see kfx installed (--no-deps)."""
     ver = version()
     meta = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
@@ -193,7 +247,7 @@ def dist_info(files: dict[str, bytes]) -> dict[str, bytes]:
                              f"License: Apache-2.0\nRequires-Python: {meta.get('requires-python', '')}\n"
                              ).encode(),
         f"{info}/INSTALLER": b"kfx-images\n",
-        f"{info}/top_level.txt": b"kfx_components\n",
+        f"{info}/top_level.txt": f"{top_level}\n".encode(),
     }
     rows = []
     for name, data in sorted({**files, **out}.items()):
@@ -217,6 +271,17 @@ def stage_context(stage: str, runtime_hash: str) -> tuple[Path, str, list[str]]:
     files.update({f"site-packages/{k}": v for k, v in site.items()})
     content_hash = digest(files, runtime_hash, stage)
     ctx = BUILD / "ctx" / stage
+    write_context(ctx, files)
+    return ctx, content_hash, sorted(code)
+
+
+def cli_context(runtime_hash: str) -> tuple[Path, str, list[str]]:
+    code = {f"kfx/{p.relative_to(REPO / 'kfx').as_posix()}": p.read_bytes() for p in cli_sources()}
+    site = {**code, **dist_info(code, top_level="kfx")}
+    files = {"Dockerfile": (IMAGES / "Dockerfile.cli").read_bytes()}
+    files.update({f"site-packages/{k}": v for k, v in site.items()})
+    content_hash = digest(files, runtime_hash, CLI)
+    ctx = BUILD / "ctx" / CLI
     write_context(ctx, files)
     return ctx, content_hash, sorted(code)
 
@@ -266,7 +331,7 @@ def docker_build(name: str, ctx: Path, tags: list[str], build_args: dict[str, st
     return took
 
 
-def build(stages: list[str], jobs: int) -> dict:
+def build(stages: list[str], jobs: int, cli: bool = True, gpu: bool = False) -> dict:
     base = base_image()
     if not image_exists(base):
         if base == DEFAULT_BASE:
@@ -274,7 +339,7 @@ def build(stages: list[str], jobs: int) -> dict:
         log(f"parent {base} not present locally; the engine will pull it")
     ver, rev, src = version(), revision(), source_url()
     start = time.monotonic()
-    runtimes = sorted({RUNTIME_OF[s] for s in stages})
+    runtimes = sorted({runtime_of(s, gpu) for s in stages} | ({CLI_RUNTIME} if cli else set()))
     runtime_refs: dict[str, tuple[str, str]] = {}
     timings: dict[str, float] = {}
 
@@ -290,13 +355,13 @@ def build(stages: list[str], jobs: int) -> dict:
     # at once they make two equal chains and a later build may pick the wrong
     # one (a cache miss that reinstalls the whole TF lock); in sequence the
     # second runtime reuses the first one's apt/uv steps.
-    for rt in sorted(runtimes, key=lambda r: r != "tf-runtime"):
+    for rt in sorted(runtimes, key=lambda r: not r.startswith("tf-runtime")):
         build_runtime(rt)
 
     built = {}
 
     def build_stage(stage: str):
-        rt_ref, rt_hash = runtime_refs[RUNTIME_OF[stage]]
+        rt_ref, rt_hash = runtime_refs[runtime_of(stage, gpu)]
         ctx, h, code = stage_context(stage, rt_hash)
         tags = [f"{stage_repo(stage)}:{image_tag()}", f"{stage_repo(stage)}:{ver}-{h}"]
         timings[stage] = docker_build(stage, ctx, tags, {
@@ -304,18 +369,34 @@ def build(stages: list[str], jobs: int) -> dict:
             "SOURCE": src, "CONTENT_HASH": h})
         built[stage] = {"image": tags[0], "content_tag": tags[1], "runtime": rt_ref, "files": code}
 
+    platform = {}
+
+    def build_cli():
+        rt_ref, rt_hash = runtime_refs[CLI_RUNTIME]
+        ctx, h, code = cli_context(rt_hash)
+        tags = [cli_image(), f"{cli_repo()}:{ver}-{h}"]
+        timings[CLI] = docker_build(CLI, ctx, tags, {
+            "RUNTIME_IMAGE": rt_ref, "VERSION": ver, "REVISION": revision("kfx"),
+            "SOURCE": src, "CONTENT_HASH": h})
+        platform[CLI] = {"image": tags[0], "content_tag": tags[1], "runtime": rt_ref, "files": code}
+
     with futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for f in [pool.submit(build_stage, s) for s in stages]:
+        pending = [pool.submit(build_stage, s) for s in stages]
+        if cli:
+            pending.append(pool.submit(build_cli))
+        for f in pending:
             f.result()
     total = time.monotonic() - start
-    record = {"base_image": base, "total_seconds": round(total, 1),
+    record = {"base_image": base, "total_seconds": round(total, 1), "gpu": gpu,
               "seconds": {k: round(v, 1) for k, v in sorted(timings.items())},
-              "stages": {s: built[s] for s in stages}}
+              "stages": {s: built[s] for s in stages}, "platform": platform}
     BUILD.mkdir(parents=True, exist_ok=True)
     (BUILD / "last-build.json").write_text(json.dumps(record, indent=2) + "\n")
-    log(f"all {len(stages)} stage images built in {total:.0f}s")
+    log(f"all {len(stages)} stage images{' and kfx-cli' if cli else ''} built in {total:.0f}s")
     for s in stages:
         print(built[s]["image"], built[s]["content_tag"])
+    if cli:
+        print(platform[CLI]["image"], platform[CLI]["content_tag"])
     return record
 
 
@@ -393,9 +474,11 @@ def name_layers(layers: dict[str, dict], info: dict[str, dict]) -> None:
             v["what"] = f"parent `{base_image()}`"
         elif "useradd" in step:
             v["what"] = "user kfx (uid 1000)"
+        elif stages == [CLI] and v["tar_bytes"] < 10_000_000:
+            v["what"] = "kfx platform code of kfx-cli (" + ", ".join(CLI_MODULES) + ")"
         elif len(stages) == 1 and v["tar_bytes"] < 10_000_000:
             v["what"] = f"kfx_components code of {stages[0]}"
-        elif stages == ["push"]:
+        elif set(stages) <= {"push", CLI}:
             v["what"] = "push-runtime /opt/venv (push.lock)"
         elif set(stages) == {s for s in STAGES if RUNTIME_OF[s] == "tf-runtime"}:
             v["what"] = "tf-runtime /opt/venv (tf-runtime.lock)"
@@ -412,22 +495,22 @@ def short_step(created_by: str) -> str:
 
 
 def sizes(doc: Path | None) -> dict:
-    stages = STAGES
-    refs = [stage_image(s) for s in stages]
+    stages = STAGES + [CLI]
+    refs = [stage_image(s) for s in STAGES] + [cli_image()]
     info = {s: inspect(r) for s, r in zip(stages, refs)}
     t0 = time.monotonic()
     layers, archive = saved_layers(refs)
     took = time.monotonic() - t0
     per_image = {}
-    for s in stages:
+    for s, ref in zip(stages, refs):
         diff_ids = info[s]["RootFS"]["Layers"]
-        per_image[s] = {"image": stage_image(s), "size": info[s]["Size"], "layers": len(diff_ids),
+        per_image[s] = {"image": ref, "size": info[s]["Size"], "layers": len(diff_ids),
                         "tar_bytes": sum(layers[d]["tar_bytes"] for d in diff_ids),
                         "user": info[s]["Config"].get("User", "")}
     name_layers(layers, info)
     distinct_tar = sum(v["tar_bytes"] for v in layers.values())
     distinct_files = sum(v["file_bytes"] for v in layers.values())
-    naive = sum(p["size"] for p in per_image.values())
+    naive = sum(p["size"] for s, p in per_image.items() if s != CLI)
     result = {"per_image": per_image, "distinct_layers": len(layers), "distinct_tar_bytes": distinct_tar,
               "distinct_file_bytes": distinct_files, "docker_save_bytes": archive,
               "sum_of_image_sizes": naive, "layers": layers, "save_seconds": round(took, 1),
@@ -453,11 +536,12 @@ def render(r: dict) -> str:
     budget, push_budget = 4.1e9, 300e6
     lines = [f"Measured by `make images-sizes` (images/build.py sizes) on "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; parent `{r['base_image']}`.",
-             "", "| stage image | size (`docker image inspect` .Size) | layers |", "| --- | ---: | ---: |"]
+             "", "| image | size (`docker image inspect` .Size) | layers |", "| --- | ---: | ---: |"]
     for s, p in r["per_image"].items():
         lines.append(f"| `{p['image']}` | {mb(p['size'])} | {p['layers']} |")
     push = r["per_image"].get("push", {}).get("size", 0)
-    lines += ["", "Distinct layers over all nine stage images (each layer counted once, keyed by its "
+    cli = r["per_image"].get(CLI, {}).get("size", 0)
+    lines += ["", "Distinct layers over the nine stage images and kfx-cli (each layer counted once, keyed by its "
               "diff id, i.e. the sha256 of its uncompressed tar):", "",
               "| layer | what | files | file bytes | tar bytes | in images |", "| --- | --- | ---: | ---: | ---: | ---: |"]
     for diff_id, v in sorted(r["layers"].items(), key=lambda kv: -kv[1]["tar_bytes"]):
@@ -468,9 +552,11 @@ def render(r: dict) -> str:
               f"({r['distinct_tar_bytes']} bytes, {r['distinct_layers']} layers); budget 4.1 GB: "
               f"{'met' if r['distinct_tar_bytes'] <= budget else 'NOT MET'}.",
               f"- Same layers counted as file contents only: {gb(r['distinct_file_bytes'])}; "
-              f"one `docker save` archive of all nine images: {gb(r['docker_save_bytes'])}.",
+              f"one `docker save` archive of all ten images: {gb(r['docker_save_bytes'])}.",
               f"- **push image: {mb(push)}**; budget 300 MB: {'met' if push <= push_budget else 'NOT MET'}.",
-              f"- Summing the nine images' sizes as if nothing were shared would give {gb(r['sum_of_image_sizes'])}.",
+              f"- **kfx-cli image: {mb(cli)}** (the push runtime's layers plus its own code layer; "
+              "it adds only that code layer to the distinct sum).",
+              f"- Summing the nine stage images' sizes as if nothing were shared would give {gb(r['sum_of_image_sizes'])}.",
               f"- For comparison, one `tensorflow/tfx:1.15.1` image is 12.3 GB: the whole kfx stage set is "
               f"{r['distinct_tar_bytes'] / 12.3e9:.0%} of it."]
     return "\n".join(lines)
@@ -495,7 +581,10 @@ def main(argv=None) -> int:
     b = sub.add_parser("build")
     b.add_argument("--stages", default=",".join(STAGES))
     b.add_argument("--jobs", type=int, default=int(os.environ.get("KFX_IMAGE_JOBS", "2")))
-    sub.add_parser("names")
+    b.add_argument("--no-cli", action="store_true", help="leave out the kfx-cli platform image")
+    b.add_argument("--gpu", action="store_true",
+                   help="TF stages on tf-runtime-gpu (CUDA); tag defaults to <version>-gpu")
+    sub.add_parser("names").add_argument("--all", action="store_true", help="kfx-cli too")
     z = sub.add_parser("sizes")
     z.add_argument("--doc", type=Path, default=None)
     sub.add_parser("sources").add_argument("stage")
@@ -505,14 +594,19 @@ def main(argv=None) -> int:
         unknown = set(stages) - set(STAGES)
         if unknown:
             ap.error(f"unknown stage(s) {sorted(unknown)}; stages: {STAGES}")
-        build(stages, args.jobs)
+        if args.gpu and not os.environ.get("KFX_IMAGE_TAG"):
+            # never the CPU images' tag: the IR selects the GPU set by KFX_IMAGE_TAG
+            os.environ["KFX_IMAGE_TAG"] = f"{version()}-gpu"
+        build(stages, args.jobs, cli=not args.no_cli, gpu=args.gpu)
     elif args.cmd == "names":
         for s in STAGES:
             print(stage_image(s))
+        if args.all:
+            print(cli_image())
     elif args.cmd == "sizes":
         sizes(args.doc)
     elif args.cmd == "sources":
-        for p in stage_sources(args.stage):
+        for p in (cli_sources() if args.stage == CLI else stage_sources(args.stage)):
             print(p.relative_to(REPO))
     return 0
 

@@ -16,6 +16,7 @@ Also runnable as ``python -m kfx.submit`` (the chart's registration Job).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -181,7 +182,18 @@ def submit(ir_path: str, host: str, pipeline_name: str, version_name: str, exper
     Returns the ids: ``pipeline_id``, ``version_id``, ``experiment_id`` and either
     ``run_id`` or ``recurring_run_id`` (plus ``replaced_recurring_run_ids``), and
     ``version_reused`` when the version already existed.
+
+    ``kfp.Client`` prints "... details: URL" lines; they go to stderr, so the caller's
+    stdout carries only what it prints itself (``python -m kfx.submit``: one JSON object,
+    ready for ``jq``).
     """
+    with contextlib.redirect_stdout(sys.stderr):
+        return _submit(ir_path, host, pipeline_name, version_name, experiment, run_name, params,
+                       namespace, recurring_cron, service_account, client)
+
+
+def _submit(ir_path, host, pipeline_name, version_name, experiment, run_name, params, namespace,
+            recurring_cron, service_account, client) -> dict:
     spec = load_ir(ir_path)
     params = check_params(spec, dict(params or {}))
     if "{digest}" in (version_name or ""):

@@ -20,7 +20,15 @@ Profiles
 ``gpu``    tune, distributed_train and distill on the GPU pool with
            ``nvidia.com/gpu`` x1, the rest on the CPU pool.
 ``tpu``    the same three stages on a TPU pool (``google.com/tpu``, GKE TPU v5e
-           single-host slice), the rest on the CPU pool.
+           single-host slice) with ``TPU_NAME=local``, the rest on the CPU pool.
+
+Accelerators are used, not only held: on a GKE TPU VM node the chips are local to the
+VM, and ``TPUClusterResolver(tpu="local")`` is how TensorFlow finds them; the
+distributed_train executor builds a ``TPUStrategy`` only when ``TPU_NAME`` (or the
+legacy ``KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS``) is set, so the TPU pool sets it on every step
+it places. The image must also carry TensorFlow's TPU runtime (libtpu), and GPUs need a
+CUDA build of TensorFlow (``make images-gpu``); the default tf-runtime has neither
+(docs/deploy.md, "What runs where").
 
 The node pool labels and taints below are the contract with the cluster: the
 chart's ``nodePools`` values and docs/deploy.md label and taint the pools the
@@ -28,7 +36,7 @@ same way. Change them together.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 PROFILES: Tuple[str, ...] = ("cpu", "gpu", "tpu")
@@ -77,6 +85,7 @@ class NodePool:
     tolerations: Tuple[Toleration, ...] = ()
     accelerator_type: Optional[str] = None   # extended resource name
     accelerator_count: int = 0
+    env: Dict[str, str] = field(default_factory=dict)   # set on every step placed here
 
 
 NODE_POOLS: Dict[str, NodePool] = {
@@ -96,6 +105,9 @@ NODE_POOLS: Dict[str, NodePool] = {
         },
         (Toleration("google.com/tpu"),),
         accelerator_type="google.com/tpu", accelerator_count=1,
+        # GKE TPU VMs: the chips are attached to the node's VM; "local" makes
+        # TPUClusterResolver use them (components/distributed_train/executor.py).
+        env={"TPU_NAME": "local"},
     ),
 }
 
@@ -188,6 +200,8 @@ def place(task, stage: str, profile: Optional[str]):
     if pool.accelerator_type:
         task.set_accelerator_type(pool.accelerator_type)
         task.set_accelerator_limit(pool.accelerator_count)
+    for name, value in sorted(pool.env.items()):
+        task.set_env_variable(name, value)
     for key, value in pool.node_selector.items():
         kubernetes.add_node_selector(task, label_key=key, label_value=value)
     for tol in pool.tolerations:
@@ -218,5 +232,6 @@ def describe(profile: str) -> List[dict]:
             "cpu": f"{res.cpu_request}/{res.cpu_limit}",
             "memory": f"{res.memory_request}/{res.memory_limit}",
             "cached": CACHED[stage],
+            "env": dict(pool.env) if pool else {},
         })
     return rows

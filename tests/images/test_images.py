@@ -6,7 +6,6 @@ The lock checks at the end need no engine.
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
@@ -150,10 +149,10 @@ def test_no_credentials_in_env(stage, inspected):
     assert not leaked, f"{stage}: credential-like variables baked into the image: {leaked}"
 
 
-def _exported_files(stage: str):
+def _exported_files(stage: str, ref: str | None = None):
     """(path, TarInfo, content) of every file in the image's filesystem (docker export)."""
-    cid = _docker("create", images.stage_image(stage), "true", text=True).stdout.strip()
-    assert cid, f"docker create {stage} failed"
+    cid = _docker("create", ref or images.stage_image(stage), "true", text=True).stdout.strip()
+    assert cid, f"docker create {ref or stage} failed"
     try:
         proc = subprocess.Popen(["docker", "export", cid], stdout=subprocess.PIPE)
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
@@ -298,6 +297,160 @@ def test_tf_stages_share_one_runtime(inspected):
     assert inspected["push"]["RootFS"]["Layers"][0] == prefix[0], "push does not share the parent layer"
 
 
+# ---- kfx-cli: the platform image the chart's registration Job runs ----------------------------
+
+# (the kubernetes client is there: kfp depends on it)
+NOT_IN_CLI = ("tensorflow", "tf_keras", "keras", "tensorflow_transform", "apache_beam", "jax", "torch",
+              "kfx_components", "kfx_pipelines", "ml_metadata", "docker")
+
+
+@pytest.fixture(scope="module")
+def cli_inspected() -> dict:
+    ref = images.cli_image()
+    res = _docker("image", "inspect", ref)
+    assert res.returncode == 0, f"{ref} is not built: run `make images` ({res.stderr.decode().strip()})"
+    return json.loads(res.stdout)[0]
+
+
+def run_cli(script: str, user: str = "1000:1000", timeout: int = 300) -> subprocess.CompletedProcess:
+    return _docker("run", "--rm", "--network", "none", "--user", user, images.cli_image(), "sh", "-c", script,
+                   timeout=timeout, text=True)
+
+
+@needs_engine
+def test_cli_image_identity(cli_inspected):
+    config = cli_inspected["Config"]
+    assert config.get("User", "").split(":")[0] == "1000"
+    labels = config.get("Labels") or {}
+    missing = [key for key in OCI_LABELS if not labels.get(key)]
+    assert not missing, f"kfx-cli: OCI labels missing or empty: {missing}"
+    assert labels["org.opencontainers.image.title"] == "kfx-cli"
+    assert labels["org.opencontainers.image.version"] == images.version()
+    assert labels["org.opencontainers.image.revision"] != "unknown"
+    want = f"{images.cli_repo()}:{images.version()}-{labels['io.kfx.content-hash']}"
+    assert want in cli_inspected.get("RepoTags", []), f"{want} not among {cli_inspected.get('RepoTags')}"
+    env = dict(e.split("=", 1) for e in config.get("Env", []))
+    assert env["PATH"].startswith("/opt/venv/bin:"), env["PATH"]
+    # same runtime as the push stage: the registry stores the venv layer once
+    res = _docker("image", "inspect", images.stage_image("push"))
+    if res.returncode == 0:
+        push_layers = json.loads(res.stdout)[0]["RootFS"]["Layers"]
+        assert cli_inspected["RootFS"]["Layers"][:-1] == push_layers[:-1]
+
+
+@needs_engine
+def test_cli_runs_kfx_submit_as_uid_1000(cli_inspected):
+    res = run_cli("id -u; command -v python; python -m kfx.submit --help")
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0] == "1000" and lines[1] == "/opt/venv/bin/python", lines[:2]
+    for flag in ("--host", "--ir", "--pipeline-name", "--version", "--cron", "--service-account", "--param"):
+        assert flag in res.stdout, f"{flag} missing from `python -m kfx.submit --help`"
+
+
+@needs_engine
+def test_cli_holds_no_tensorflow_and_no_stage_code(cli_inspected):
+    assert cli_inspected["Size"] <= PUSH_BUDGET, f"kfx-cli is {cli_inspected['Size'] / 1e6:.0f} MB"
+    res = run_cli("python3 - <<'EOF'\n"
+                  "import importlib.util as u, importlib.metadata as md, os, sys\n"
+                  f"for m in {NOT_IN_CLI!r}:\n"
+                  "    assert u.find_spec(m) is None, m + ' is importable in kfx-cli'\n"
+                  "import kfx, kfx.submit, kfp, kfp_server_api, yaml\n"
+                  "assert 'tensorflow' not in sys.modules\n"
+                  "print(sorted(f for f in os.listdir(os.path.dirname(kfx.__file__)) if f.endswith('.py')))\n"
+                  "print('kfx', md.version('kfx'))\n"
+                  "EOF")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "['__init__.py', 'submit.py']" in res.stdout, res.stdout
+    assert f"kfx {images.version()}" in res.stdout
+
+
+@needs_engine
+def test_cli_has_no_credentials(cli_inspected):
+    leaked = [e.split("=", 1)[0] for e in cli_inspected["Config"].get("Env", []) if SECRET_ENV.match(e)]
+    assert not leaked, f"kfx-cli: credential-like variables baked into the image: {leaked}"
+    found = scan(_exported_files("cli", images.cli_image()))
+    assert not found, "kfx-cli: possible credentials in the image:\n" + "\n".join(found[:50])
+
+
+TINY_PIPELINE = """
+from kfp import compiler, dsl
+
+@dsl.component(base_image="kfx/kfx-ingest:test")
+def make(n: int, name: str) -> str:
+    return f"{name}:{n}"
+
+@dsl.pipeline(name="kfx-tiny")
+def tiny(n: int = 2, name: str = "x"):
+    make(n=n, name=name)
+
+import sys
+compiler.Compiler().compile(tiny, sys.argv[1])
+"""
+
+
+def _tiny_ir(path: Path) -> None:
+    """A compiled one-step pipeline with typed parameters (what the Job registers). In a
+    subprocess: this module's `from __future__ import annotations` would hide the types from kfp."""
+    script = path.parent.parent / "tiny_pipeline.py"      # kfp reads the component's source file
+    script.write_text(TINY_PIPELINE)
+    res = subprocess.run([sys.executable, str(script), str(path)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+@needs_engine
+def test_cli_runs_the_charts_registration_job(cli_inspected, tmp_path):
+    """helm/kfx's registration Job, exactly as rendered (command, args, user, read-only root,
+    HOME=/tmp, IR mounted), run in kfx-cli against the KFP API stand-in (tests/k8s/kfp_standin.py,
+    which checks each request against the kfp_server_api models): twice, the second a no-op."""
+    import yaml
+
+    from tests.k8s.kfp_standin import KfpStandIn
+    helm = REPO / ".tools" / "bin" / "helm"
+    if not helm.exists():
+        pytest.skip("helm not installed: run `make k8s-tools`")
+    ir_dir = tmp_path / "ir"
+    ir_dir.mkdir()
+    _tiny_ir(ir_dir / "pipeline.yaml")
+    ir_dir.chmod(0o755)
+    (ir_dir / "pipeline.yaml").chmod(0o644)
+    rendered = subprocess.run(
+        [str(helm), "template", "kfx", str(REPO / "helm" / "kfx"), "-n", "kfx",
+         "--set-file", f"pipeline.ir={ir_dir / 'pipeline.yaml'}", "--set", "pipeline.parameters=null",
+         "--set", "pipeline.name=kfx-tiny", "--set", f"image.registry={images.registry()}",
+         "--set", f"image.tag={images.image_tag()}"], check=True, capture_output=True, text=True).stdout
+    job = next(d for d in yaml.safe_load_all(rendered)
+               if d and d["kind"] == "Job" and d["metadata"]["name"] == "kfx-register-pipeline")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == images.cli_image()
+    mount = next(m["mountPath"] for m in container["volumeMounts"] if m["name"] == "ir")
+    sec = {**pod["securityContext"], **container["securityContext"]}
+    assert sec["readOnlyRootFilesystem"] and sec["runAsNonRoot"]
+    standin = KfpStandIn()
+    host = standin.start()
+    try:
+        args = [a for a in container["args"] if not a.startswith("--host=")] + [f"--host={host}"]
+        cmd = ["run", "--rm", "--network", "host", "--user", f"{sec['runAsUser']}:{sec['runAsGroup']}",
+               "--read-only", "--tmpfs", "/tmp", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+               "-v", f"{ir_dir}:{mount}:ro"]
+        for e in container["env"]:
+            cmd += ["-e", f"{e['name']}={e['value']}"]
+        cmd += ["--entrypoint", container["command"][0], container["image"], *container["command"][1:], *args]
+        for attempt in (1, 2):
+            res = _docker(*cmd, timeout=300, text=True)
+            assert res.returncode == 0, f"attempt {attempt}: {res.stdout}\n{res.stderr[-3000:]}"
+            out = json.loads(res.stdout)      # stdout is the ids alone (kfp's chatter goes to stderr)
+            assert standin.errors == [], standin.errors
+            assert len(standin.recurring) == 1
+        assert out["version_reused"] is True and out["replaced_recurring_run_ids"] == []
+        (rr,) = standin.recurring.values()
+        assert rr["service_account"] == "kfx-pipeline-runner"
+        assert rr["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    finally:
+        standin.stop()
+
+
 # ---- the locks (no engine needed) -----------------------------------------------------------
 
 def _pins(path: Path) -> dict[str, str]:
@@ -307,6 +460,16 @@ def _pins(path: Path) -> dict[str, str]:
         if m:
             pins[m.group(1).lower().replace("_", "-")] = m.group(2)
     return pins
+
+
+def test_gpu_lock_is_the_tf_lock_plus_cuda_wheels():
+    """tf-runtime-gpu.lock (make images-gpu; not built here) = tf-runtime.lock + nvidia-* only."""
+    cpu = _pins(REPO / "requirements" / "images" / "tf-runtime.lock")
+    gpu = _pins(REPO / "requirements" / "images" / "tf-runtime-gpu.lock")
+    assert {k: v for k, v in gpu.items() if k in cpu} == cpu
+    extra = set(gpu) - set(cpu)
+    assert extra and all(k.startswith("nvidia-") for k in extra), sorted(extra)
+    assert {"nvidia-cudnn-cu12", "nvidia-cublas-cu12"} <= extra and gpu["tensorflow"] == "2.16.2"
 
 
 @pytest.mark.parametrize("lock", ["push.lock", "tf-runtime.lock"])

@@ -41,6 +41,9 @@ K8S_VERSION = "1.33.0"
 CRD_KINDS = {("kubeflow.org/v1", "TFJob"), ("argoproj.io/v1alpha1", "Application"),
              ("argoproj.io/v1alpha1", "AppProject")}
 STEPS = ("chart", "manifests", "k8s", "tfjob", "argocd", "checkov")
+# Stands for the operator's kube-apiserver endpoint address (values networkPolicies.apiServerCIDRs,
+# docs/deploy.md step 5); the chart has no default, so the main render names one.
+API_SERVER_CIDR = "172.16.0.2/32"
 
 
 class CheckFailed(Exception):
@@ -59,12 +62,28 @@ def docs_of(text: str) -> list:
 
 
 # ------------------------------------------------------------------ 1 chart
+def api_server_blocks(text: str) -> list:
+    """The ipBlock CIDRs of every rendered NetworkPolicy egress rule."""
+    return sorted(b["ipBlock"]["cidr"] for d in docs_of(text) if d["kind"] == "NetworkPolicy"
+                  for rule in d["spec"].get("egress") or [] for b in rule.get("to") or [] if "ipBlock" in b)
+
+
 def check_chart(ir: Path, out: Path, summary: dict) -> None:
-    run([HELM, "lint", "--strict", CHART, "--namespace", "kfx", "--set-file", f"pipeline.ir={ir}"])
-    run([HELM, "lint", "--strict", CHART, "--namespace", "kfx"])            # without an IR
+    api = ["--set", f"networkPolicies.apiServerCIDRs={{{API_SERVER_CIDR}}}"]
+    run([HELM, "lint", "--strict", CHART, "--namespace", "kfx", "--set-file", f"pipeline.ir={ir}", *api])
+    run([HELM, "lint", "--strict", CHART, "--namespace", "kfx"])            # without an IR, defaults
     rendered = run([HELM, "template", "kfx", CHART, "--namespace", "kfx", "--set-file", f"pipeline.ir={ir}",
-                    "--set", "pipeline.required=true"])
+                    "--set", "pipeline.required=true", *api])
     (out / "chart.yaml").write_text(rendered)
+    if api_server_blocks(rendered) != [API_SERVER_CIDR]:
+        raise CheckFailed(f"API-server egress: expected only {API_SERVER_CIDR}, got {api_server_blocks(rendered)}")
+    default = run([HELM, "template", "kfx", CHART, "--namespace", "kfx"])
+    if api_server_blocks(default):
+        raise CheckFailed(f"the default values open egress to {api_server_blocks(default)}")
+    register = [d for d in docs_of(rendered) if d["kind"] == "Job" and d["metadata"]["name"] == "kfx-register-pipeline"]
+    if not register or not register[0]["spec"]["template"]["spec"]["containers"][0]["image"].endswith(
+            "/kfx-cli:" + yaml.safe_load((CHART / "values.yaml").read_text())["image"]["tag"]):
+        raise CheckFailed("the registration Job must run the kfx-cli image (python -m kfx.submit)")
     variants = {
         "external-s3": ["--set", "minio.enabled=false", "--set", "s3.externalEndpoint=s3.example.internal:9000",
                         "--set", "s3.secure=true"],
@@ -81,6 +100,10 @@ def check_chart(ir: Path, out: Path, summary: dict) -> None:
         "bad image tag": ["--set", "image.tag=has space"],
         "5-field cron": ["--set", "pipeline.recurringRun.cron=0 3 * * *"],
         "unknown node pool field": ["--set", "nodePools.gpu.count=2"],
+        "gpu pool labels (placement is compiled into the IR)": ["--set", "nodePools.gpu.labels.a=b"],
+        "API server egress to 0.0.0.0/0": ["--set", "networkPolicies.apiServerCIDRs={0.0.0.0/0}"],
+        "API server egress to ::/0": ["--set", "networkPolicies.apiServerCIDRs={::/0}"],
+        "API server egress to a /4": ["--set", "networkPolicies.apiServerCIDRs={16.0.0.0/4}"],
     }
     for what, extra in rejected.items():
         p = subprocess.run([HELM, "template", "kfx", str(CHART), *extra], capture_output=True, text=True)

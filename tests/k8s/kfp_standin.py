@@ -317,9 +317,10 @@ class KfpStandIn:
             data = self._json(body, "V2beta1Run")
             self._check_run_body(data)
             rid = str(uuid.uuid4())
-            self.runs[rid] = data
+            self.runs[rid] = dict(data, created_at=datetime.datetime.now(datetime.timezone.utc))
             return 200, self._out(M.V2beta1Run(run_id=rid, display_name=data["display_name"],
-                                               experiment_id=data.get("experiment_id"), state="PENDING"))
+                                               experiment_id=data.get("experiment_id"), state="PENDING",
+                                               created_at=self.runs[rid]["created_at"]))
         if method == "POST" and p == "/apis/v2beta1/recurringruns":
             data = self._json(body, "V2beta1RecurringRun")
             self._check_run_body(data)
@@ -348,8 +349,11 @@ class KfpStandIn:
         m = re.fullmatch(r"/apis/v2beta1/runs/([^/:]+)", p)
         if method == "GET" and m:
             data = self.runs[m.group(1)]
+            # a test moves a run on by setting runs[id]["state"] (SUCCEEDED, FAILED, ...)
             return 200, self._out(M.V2beta1Run(run_id=m.group(1), display_name=data["display_name"],
-                                               experiment_id=data.get("experiment_id"), state="PENDING"))
+                                               experiment_id=data.get("experiment_id"),
+                                               state=data.get("state", "PENDING"),
+                                               created_at=data.get("created_at"), storage_state="AVAILABLE"))
         m = re.fullmatch(r"/apis/v2beta1/recurringruns/([^/:]+)", p)
         if method == "GET" and m:
             r = self.recurring[m.group(1)]

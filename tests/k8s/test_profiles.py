@@ -94,6 +94,36 @@ def test_gpu_profile_puts_only_training_tuning_distillation_on_gpus(tmp_path):
     assert on_gpu == {"tune", "distributed_train", "distill"}
 
 
+@pytest.mark.parametrize("profile", P.PROFILES)
+def test_tpu_placed_steps_name_the_local_tpu(profile, tmp_path):
+    """TPU-placed steps get TPU_NAME=local (GKE TPU VM), so distributed_train's executor
+    builds a TPUStrategy instead of holding the TPU and training on the CPU; no other step
+    gets it."""
+    spec, platform = compile_all_stages(profile, tmp_path / "p.yaml")
+    for stage, (container, task, k8s) in _by_stage(spec, platform).items():
+        env = {e["name"]: e["value"] for e in container.get("env", [])}
+        on_tpu = profile == "tpu" and stage in P.ACCELERATED_STAGES
+        if on_tpu:
+            assert env.get("TPU_NAME") == "local", (stage, env)
+            assert container["resources"]["accelerator"]["resourceType"] == "google.com/tpu"
+        else:
+            assert "TPU_NAME" not in env, (profile, stage, env)
+
+
+def test_tpu_env_selects_the_tpu_strategy():
+    """The executor's strategy choice for the env the tpu profile sets (pure: no TensorFlow)."""
+    import importlib.util
+
+    from tests.k8s.conftest import REPO
+    path = REPO / "components" / "distributed_train" / "executor.py"
+    spec = importlib.util.spec_from_file_location("kfx_dt_executor", path)
+    executor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(executor)
+    assert executor.strategy_kind(dict(P.NODE_POOLS["tpu"].env), gpus=0) == "tpu"
+    assert executor.strategy_kind({}, gpus=0) == "default"
+    assert P.NODE_POOLS["gpu"].env == {} and P.NODE_POOLS["cpu"].env == {}
+
+
 def test_local_profile_has_no_kubernetes_settings(tmp_path):
     spec, platform = compile_all_stages("local", tmp_path / "p.yaml")
     assert "defaultPipelineRoot" not in spec
@@ -126,6 +156,7 @@ def test_unknown_profile_and_stage_are_errors():
 def test_describe_rows():
     rows = {r["stage"]: r for r in P.describe("tpu")}
     assert rows["distill"]["accelerator"] == "google.com/tpu x1" and rows["push"]["pool"] == "cpu"
+    assert rows["distributed_train"]["env"] == {"TPU_NAME": "local"} and rows["push"]["env"] == {}
 
 
 def test_real_pipeline_gpu_placement(tmp_path):

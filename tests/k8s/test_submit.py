@@ -153,3 +153,53 @@ def test_kfp_cli_commands_from_the_docs(tiny_ir, kfp_standin):
              "--pipeline-id", pid, "--version-id", vid, "name=taxi")
     assert kfp_standin.errors == []
     assert run["run_id"] in kfp_standin.runs and rr["recurring_run_id"] in kfp_standin.recurring
+
+
+def test_stdout_is_only_the_ids(tiny_ir, kfp_standin, capsys):
+    """kfp.Client's "... details: URL" lines go to stderr: `python -m kfx.submit | jq` works."""
+    rc = S.main(["--host", kfp_standin.host, "--ir", tiny_ir, "--pipeline-name", "kfx-tiny",
+                 "--version", "v10", "--run-name", "jq"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    ids = json.loads(captured.out)
+    assert ids["run_id"] in kfp_standin.runs
+    assert "details:" in captured.err
+
+
+def _first_json(text: str):
+    """`jq -s '.[0]'`: the first JSON value of a stream (`kfp run get` prints the run, then its id)."""
+    return json.JSONDecoder().raw_decode(text[text.index("{"):])[0]
+
+
+@pytest.mark.parametrize("final", ["SUCCEEDED", "FAILED"])
+def test_waiting_for_a_run_as_the_docs_show(tiny_ir, kfp_standin, final, capsys):
+    """docs/deploy.md step 9 against the stand-in: `kfp run get --watch` returns at a final
+    state, `--output json run get | jq -rs '.[0].state'` reads it, and `make k8s-wait`
+    exits 0 only for SUCCEEDED."""
+    import subprocess
+    import warnings
+
+    from click.testing import CliRunner
+    from kfp.cli.cli import cli as kfp_cli
+
+    from tests.k8s.conftest import REPO
+    assert S.main(["--host", kfp_standin.host, "--ir", tiny_ir, "--pipeline-name", "kfx-tiny",
+                   "--version", "v-wait", "--run-name", "wait"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    kfp_standin.runs[run_id]["state"] = final
+
+    def kfp(*args):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = CliRunner().invoke(kfp_cli, ["--endpoint", kfp_standin.host, *args], obj={},
+                                     catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return res.output
+
+    assert f"Run is finished with state {final}." in kfp("run", "get", "--watch", run_id)
+    assert _first_json(kfp("--output", "json", "run", "get", run_id))["state"] == final
+    res = subprocess.run(["make", "-s", "-f", "deploy/k8s.mk", "k8s-wait", f"RUN_ID={run_id}",
+                          f"KFP_HOST={kfp_standin.host}", "K8S_WAIT_SECONDS=60"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert res.returncode == (0 if final == "SUCCEEDED" else 2), res.stdout + res.stderr
+    assert f"run {run_id}: {final}" in res.stdout

@@ -207,6 +207,8 @@ def test_launch_from_step_reuses_the_steps_image_and_placement(monkeypatch):
     assert created["metadata"]["ownerReferences"][0] == {"apiVersion": "v1", "kind": "Pod",
                                                          "name": "kfx-tabular-abc-123", "uid": "u-1",
                                                          "controller": False, "blockOwnerDeletion": False}
+    # The job ends when the step stops waiting (15 min inside the step pod's 8 h deadline).
+    assert created["spec"]["runPolicy"]["activeDeadlineSeconds"] == 8 * 3600 - 900
 
 
 # ------------------------------------------------------------------ the step's handoff (train_with_tfjob)
@@ -214,7 +216,6 @@ def test_launch_from_step_reuses_the_steps_image_and_placement(monkeypatch):
 # moto server of the `s3_server` fixture (tests/conftest.py) on loopback.
 
 import json  # noqa: E402
-import os  # noqa: E402
 
 from kfx_components.distributed_train import worker as W  # noqa: E402
 
