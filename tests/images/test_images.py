@@ -297,6 +297,32 @@ def test_tf_stages_share_one_runtime(inspected):
     assert inspected["push"]["RootFS"]["Layers"][0] == prefix[0], "push does not share the parent layer"
 
 
+STAGE_SET_BUDGET = 4_100_000_000   # a third of one tensorflow/tfx 1.15.1 image (12.3 GB)
+
+
+def _own_layer_bytes(ref: str) -> int:
+    """Bytes of the image's newest non-empty layer (a stage image: its code layer)."""
+    res = _docker("history", "--no-trunc", "--human=false", "--format", "{{.Size}}", ref, text=True)
+    assert res.returncode == 0, res.stderr
+    return next(int(size) for size in res.stdout.split() if int(size) > 0)
+
+
+@needs_engine
+def test_the_nine_stage_images_fit_the_budget(inspected):
+    """Distinct layer bytes over every stage image <= 4.1 GB, as an upper bound cheap enough for every
+    test run (`make images-sizes` measures exactly, with `docker save`: docs/images.md).
+
+    The TF stages share all but their code layer (test above): their shared part once, each code
+    layer, and the whole push image (its parent layer, shared with the TF runtime, counted twice).
+    """
+    first = TF_STAGES[0]
+    shared = inspected[first]["Size"] - _own_layer_bytes(images.stage_image(first))
+    code = sum(_own_layer_bytes(images.stage_image(s)) for s in TF_STAGES)
+    bound = shared + code + inspected["push"]["Size"]
+    assert 0 < code < 10_000_000, f"the TF stages' code layers add up to {code} bytes"
+    assert bound <= STAGE_SET_BUDGET, f"stage images: up to {bound / 1e9:.2f} GB of distinct layers > 4.1 GB"
+
+
 # ---- kfx-cli: the platform image the chart's registration Job runs ----------------------------
 
 # (the kubernetes client is there: kfp depends on it)
