@@ -1,0 +1,127 @@
+"""What the benchmarks share: the environment every step inherits, a process launcher
+that times its steps, one method per forked worker (so peak RSS is per method), the
+machine's facts, and rewriting a generated block of docs/benchmarks.md.
+
+Imported by the bench scripts, which run as `python bench/<script>.py` (bench/ is then
+first on sys.path); importing it puts the repository on sys.path too.
+"""
+import contextlib
+import datetime
+import multiprocessing
+import os
+import platform
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from importlib.metadata import version
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+DOC = REPO / "docs" / "benchmarks.md"
+
+# Inherited by every step process (the runners pass os.environ on).
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from kfx.launchers import ProcessLauncher  # noqa: E402
+
+
+class TimedLauncher(ProcessLauncher):
+    """The process launcher, recording each step process's (start, end) wall times and the
+    running peak RSS of the step processes (RUSAGE_CHILDREN: the largest reaped so far)."""
+
+    def __init__(self):
+        self.spans: dict[str, tuple[float, float]] = {}
+        self.rss_after: dict[str, int] = {}
+
+    def launch(self, step, log_path, on_line):
+        start = time.time()
+        try:
+            return super().launch(step, log_path, on_line)
+        finally:
+            self.spans[step.task] = (start, time.time())
+            self.rss_after[step.task] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def _worker(conn, fn: Callable, arg, tmp: Path) -> None:
+    log = open(tmp / "worker.log", "w")
+    os.dup2(log.fileno(), 1)
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    # Temporary files of the method itself (kfp.local's component `mktemp -d`, Beam's) land here.
+    os.environ["TMPDIR"] = str(tmp / "t")
+    (tmp / "t").mkdir()
+    tempfile.tempdir = None
+    try:
+        out = fn(arg, tmp)
+        out["rss_self_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        out["rss_children_kb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        out["mktemp_dirs"] = len(list((tmp / "t").iterdir()))
+        conn.send(("ok", out))
+    except BaseException:  # noqa: BLE001 - reported by the parent
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        log.flush()
+        conn.close()
+        os._exit(0)
+
+
+def in_worker(fn: Callable, arg, scratch: Path, keep: bool = False) -> dict:
+    """`fn(arg, tmp)` in a forked process; its result plus its own and its children's peak RSS."""
+    tmp = Path(tempfile.mkdtemp(prefix="rep-", dir=scratch))
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(send, fn, arg, tmp))
+    proc.start()
+    send.close()
+    try:
+        status, payload = recv.recv()
+    except EOFError:
+        status, payload = "error", f"worker died (exit code {proc.exitcode})"
+    proc.join()
+    if status != "ok":
+        tail = (tmp / "worker.log").read_text(errors="replace")[-4000:] if (tmp / "worker.log").exists() else ""
+        raise RuntimeError(f"{fn.__name__} failed:\n{payload}\n--- worker log tail ({tmp}) ---\n{tail}")
+    if not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return payload
+
+
+def machine_facts(packages: tuple[str, ...] = ()) -> dict:
+    mem = ""
+    with contextlib.suppress(OSError):
+        m = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+        mem = f"{int(m.group(1)) / 2**20:.1f} GiB" if m else ""
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True).stdout.strip()
+    versions = {}
+    for package in ("kfp", *packages):
+        with contextlib.suppress(Exception):
+            versions[package] = version(package)
+    return {"date": datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
+            "nproc": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0)), "mem": mem,
+            "python": platform.python_version(), "kfp": versions.pop("kfp", "?"), "versions": versions,
+            "platform": platform.platform(), "commit": commit or "?"}
+
+
+def mib(kb: float) -> str:
+    return f"{kb / 1024:.0f}"
+
+
+def write_block(begin: str, end: str, block: str, when_absent: Callable[[str], str]) -> None:
+    """Replaces the text between `begin` and `end` in docs/benchmarks.md with `block` (which
+    carries the markers); where they are absent, writes `when_absent(current text)`."""
+    text = DOC.read_text() if DOC.exists() else ""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        DOC.write_text(head + block + rest.split(end, 1)[1])
+    else:
+        DOC.write_text(when_absent(text))
