@@ -192,7 +192,7 @@ def m_kfx(setup: Setup, tmp: Path) -> dict:
     steps = {s: result.steps[task_name(s)] for s in STAGES}
     meta = {s: {n: dict(a.metadata) for n, a in rec.outputs.items()} for s, rec in steps.items()}
     return {"seconds": seconds, "run": result.seconds, "stages": {s: rec.seconds for s, rec in steps.items()},
-            "spans": {s: end - start for s in STAGES for start, end in [launcher.spans[task_name(s)]]},
+            "spans": {s: launcher.spans[task_name(s)][1] - launcher.spans[task_name(s)][0] for s in STAGES},
             "rss_after": {s: launcher.rss_after[task_name(s)] for s in STAGES},
             "quality": quality(meta), "pushed_uri": steps["push"].outputs["pushed_model"].uri}
 

@@ -72,14 +72,12 @@ def check_parameters(params: dict, known) -> None:
 
 def compile_ir(output: str, profile: str, params: dict, as_defaults: bool = False) -> str:
     """Compiles the pipeline; with `as_defaults`, `params` become the IR's parameter defaults."""
-    from kfx import ir
-    from kfx_pipelines.tabular import compile_pipeline   # the one place the platform sees pipelines
+    from kfx_pipelines.tabular import build_pipeline, compile_pipeline   # the one place the platform sees pipelines
     curated = bool(params.get("schema_uri"))
-    compile_pipeline(output, profile=profile, curated_schema=curated)
-    check_parameters(params, ir.load(output).parameters)
-    if as_defaults and params:
-        compile_pipeline(output, profile=profile, curated_schema=curated, defaults=params)
-    return output
+    if as_defaults:   # written into the IR: every name must be one of the pipeline's parameters
+        check_parameters(params, build_pipeline(profile, curated).component_spec.inputs)
+    return compile_pipeline(output, profile=profile, curated_schema=curated,
+                            defaults=params if as_defaults else None)
 
 
 # ---------------------------------------------------------------- commands

@@ -107,7 +107,8 @@ class S3Store:
 
     def _is_ours(self, uri: str) -> bool:
         """Under the store's root: written by a runner, readable only once committed."""
-        return split_uri(uri)[0] == self.bucket and split_uri(uri)[1].startswith(self.prefix)
+        bucket, key = split_uri(uri)
+        return bucket == self.bucket and key.startswith(self.prefix)
 
     def _external_objects(self, uri: str) -> list:
         """The object at `uri`, or else the objects below it as a prefix (a directory)."""
