@@ -198,42 +198,32 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def stage_sources(stage: str) -> list[Path]:
-    """components/__init__.py, the stage's folder and the kfx_components modules it imports (transitively)."""
-    stage_dir = REPO / "components" / stage
-    todo = sorted(stage_dir.rglob("*.py"))
-    todo.append(REPO / "components" / "__init__.py")
-    seen: set[Path] = set()
+def _import_closure(roots: list[Path], package: str) -> list[Path]:
+    """`roots` and every `package` module they import, transitively (parent packages' __init__ too)."""
+    todo, seen = list(roots), set()
     while todo:
         path = todo.pop()
         if path in seen:
             continue
         seen.add(path)
-        for module in _imports(path):
-            parts = module.split(".")
-            for i in range(2, len(parts) + 1):  # parent packages' __init__ run too
-                f = _module_file(".".join(parts[:i]))
-                if f and f not in seen:
-                    todo.append(f)
-    return sorted(seen)
-
-
-def cli_sources() -> list[Path]:
-    """kfx/__init__.py, the CLI_MODULES and the kfx modules they import (transitively)."""
-    todo = [REPO / "kfx" / "__init__.py"] + [_module_file(m) for m in CLI_MODULES]
-    seen: set[Path] = set()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        for module in _imports(path, "kfx"):
+        for module in _imports(path, package):
             parts = module.split(".")
             for i in range(1, len(parts) + 1):
                 f = _module_file(".".join(parts[:i]))
                 if f and f not in seen:
                     todo.append(f)
     return sorted(seen)
+
+
+def stage_sources(stage: str) -> list[Path]:
+    """components/__init__.py, the stage's folder and the kfx_components modules it imports (transitively)."""
+    return _import_closure([*sorted((REPO / "components" / stage).rglob("*.py")),
+                            REPO / "components" / "__init__.py"], "kfx_components")
+
+
+def cli_sources() -> list[Path]:
+    """kfx/__init__.py, the CLI_MODULES and the kfx modules they import (transitively)."""
+    return _import_closure([REPO / "kfx" / "__init__.py", *(_module_file(m) for m in CLI_MODULES)], "kfx")
 
 
 def dist_info(files: dict[str, bytes], top_level: str = "kfx_components") -> dict[str, bytes]:
