@@ -8,8 +8,9 @@ each step runs (CPU/GPU/TPU pools, resources) comes from a compile profile.
 from typing import List, Optional
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset
+from kfp.dsl import Dataset
 
+from kfx_components.common.artifacts import Schema
 from kfx_components.distill.component import distill
 from kfx_components.distributed_train.component import distributed_train
 from kfx_components.evaluate.component import evaluate
@@ -40,7 +41,8 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
         model_name: str = "model",
         registry_uri: str = "",
         schema_uri: str = "",
-        eval_ratio: float = 0.2,
+        eval_ratio: float = 0.15,
+        test_ratio: float = 0.2,
         split_key: str = "",
         drop_columns: List[str] = [],
         categorical_features: List[str] = [],
@@ -50,28 +52,31 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
         beam_pipeline_args: List[str] = ["--runner=DirectRunner"],
         tuner: str = "hyperband",
         max_trials: int = 6,
-        tune_epochs: int = 4,
-        train_epochs: int = 8,
+        tune_epochs: int = 20,
+        train_epochs: int = 100,
         train_workers: int = 1,
         temperature: float = 4.0,
         alpha: float = 0.3,
         student_width: int = 16,
-        distill_epochs: int = 8,
+        distill_epochs: int = 100,
+        distill_tolerance: float = 0.02,
+        quantize_tolerance: float = 0.02,
         slice_feature: str = "",
         metric_threshold: float = 0.0,
         baseline_tolerance: float = 0.01,
+        min_vs_reference: float = 0.85,
     ):
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         data.set_display_name("import-data")
 
         examples = place(ingest(
             data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
-            drop_columns=drop_columns, split_key=split_key), "ingest", profile)
+            test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key), "ingest", profile)
 
         schema = {}
         if curated_schema:
             schema["curated_schema"] = dsl.importer(
-                artifact_uri=schema_uri, artifact_class=Artifact, reimport=False).output
+                artifact_uri=schema_uri, artifact_class=Schema, reimport=False).output
         validated = place(validate(
             examples=examples.outputs["examples"], stop_on_anomalies=stop_on_anomalies,
             beam_pipeline_args=beam_pipeline_args, **schema), "validate", profile)
@@ -90,20 +95,23 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
             hyperparameters=tuned.outputs["hyperparameters"], epochs=train_epochs, workers=train_workers, **features),
             "distributed_train", profile)
 
-        student = place(distill(
+        # The student, or the teacher when the student falls short of it (distill's gate).
+        distilled = place(distill(
             teacher=teacher.outputs["model"], temperature=temperature, alpha=alpha,
-            student_width=student_width, epochs=distill_epochs, **features), "distill", profile)
+            student_width=student_width, epochs=distill_epochs, tolerance=distill_tolerance, **features),
+            "distill", profile)
+        model = distilled.outputs["model"]
 
-        quantized = place(quantize(model=student.outputs["student"], **features), "quantize", profile)
+        quantized = place(quantize(model=model, tolerance=quantize_tolerance, **features), "quantize", profile)
 
         evaluated = place(evaluate(
-            model=student.outputs["student"], examples=examples.outputs["examples"],
+            model=model, examples=examples.outputs["examples"],
             slice_feature=slice_feature, metric_threshold=metric_threshold,
-            baseline_tolerance=baseline_tolerance, registry_uri=registry_uri,
-            model_name=model_name), "evaluate", profile)
+            baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
+            registry_uri=registry_uri, model_name=model_name), "evaluate", profile)
 
         place(push(
-            model=student.outputs["student"], quantized=quantized.outputs["quantized"],
+            model=model, quantized=quantized.outputs["quantized"],
             blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
             examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
             registry_uri=registry_uri, model_name=model_name), "push", profile)

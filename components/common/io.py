@@ -1,7 +1,6 @@
 """Helpers shared by the stages: the examples layout, GZIP TFRecord IO, staged outputs.
 
-The examples layout (docs/design.md): ``<dir>/train/data.tfrecord.gz`` and
-``<dir>/eval/data.tfrecord.gz``, GZIP TFRecords of ``tf.train.Example``.
+The examples layout (docs/design.md): ``<dir>/{train,eval,test}/data.tfrecord.gz``, GZIP TFRecords of ``tf.train.Example``.
 TensorFlow is imported inside the functions that need it so that importing this
 module stays cheap.
 """
@@ -11,8 +10,10 @@ import shutil
 import uuid
 from typing import Dict, Iterable, Iterator, List
 
-TRAIN, EVAL = "train", "eval"
-SPLITS = (TRAIN, EVAL)
+# train fits the model; eval tunes it (search, early stopping, distillation);
+# test, which nothing trains or tunes on, judges it (blessing, card, report).
+TRAIN, EVAL, TEST = "train", "eval", "test"
+SPLITS = (TRAIN, EVAL, TEST)
 DATA_FILE = "data.tfrecord.gz"
 # Beside the splits, ingest lists every source column and its type: a column
 # with no value in any row (all cells missing) appears in no record, yet is a

@@ -11,7 +11,23 @@ and the transformed examples' layout in docs/design.md.
   -> compiled ``tf.keras.Model`` (dict of transformed features -> LOGITS)
 * ``export_serving_model(model, transform_output, label_key, problem_type, export_dir)``
   -> SavedModel with the ``serving_default`` and ``transformed_logits`` signatures
-* ``primary_metric(problem_type)`` / ``metric_direction(problem_type)``
+* ``fit_plan(rows, max_epochs)`` -> batch size, steps per epoch and epochs for a table's size
+* ``label_stats(...)`` -> the train split's label mean/std (regression) or class priors
+* ``fit_callbacks()`` -> early stopping on validation loss, best weights restored
+
+Training budget: the batch size follows the table's size (about
+``TARGET_BATCHES_PER_EPOCH`` batches per pass, between ``MIN_BATCH`` and
+``MAX_BATCH``) and an "epoch" is at least ``MIN_STEPS_PER_EPOCH`` gradient steps
+(several passes over a small table), so a 150-row table gets as many updates
+per epoch as a large one. The ``epochs`` parameters of the stages are caps;
+early stopping on the eval split's loss (``PATIENCE`` epochs) decides, and the
+best epoch's weights are kept.
+
+Regression: the network fits the standardized label; a fixed output layer
+(the train split's label mean and standard deviation) maps it back, so every
+signature returns predictions in the label's own units. Classification: the
+output bias starts at the train split's class log-priors (the trivial
+predictor), so training starts from "predict the prior", never below it.
 
 Every model input is one dense scalar transformed feature (shape ``[batch]``):
 ``float32`` features feed the network directly, ``int64`` features with an
@@ -33,6 +49,8 @@ import os
 import tensorflow as tf
 import tensorflow_transform as tft
 
+from kfx_components.common import problem
+
 
 def _skip_autograph_for_tf_keras() -> None:
     """Treat tf-keras like TF's own `keras` package: do not autograph-convert its internals.
@@ -48,30 +66,51 @@ def _skip_autograph_for_tf_keras() -> None:
 
 _skip_autograph_for_tf_keras()
 
-PROBLEM_TYPES = ("binary", "multiclass", "regression")
-SERVING_SIGNATURE = "serving_default"
-LOGITS_SIGNATURE = "transformed_logits"
+SERVING_SIGNATURE, LOGITS_SIGNATURE = problem.SERVING_SIGNATURE, problem.LOGITS_SIGNATURE
 HYPERPARAMETERS_FILE = "hyperparameters.json"
 DEFAULT_HYPERPARAMETERS = {"width": 64, "depth": 2, "learning_rate": 1e-3}
 
-_PRIMARY = {"binary": ("auc", "max"), "multiclass": ("accuracy", "max"), "regression": ("rmse", "min")}
+
+MIN_BATCH, MAX_BATCH = 16, 256
+TARGET_BATCHES_PER_EPOCH = 32
+MIN_STEPS_PER_EPOCH = 50
+MAX_STEPS_PER_EPOCH = 500  # a large table is checked against eval (early stopping) within a pass
+MAX_TOTAL_STEPS = 5000     # bounds the time on a large table; early stopping usually ends sooner
+PATIENCE = 5               # epochs without a better eval loss before training stops
 
 
-def _check_problem_type(problem_type: str) -> None:
-    if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+def fit_plan(rows: int, max_epochs: int, replicas: int = 1) -> dict:
+    """``{"batch_size", "steps_per_epoch", "epochs"}`` for ``rows`` training rows.
+
+    ``batch_size`` is per replica (a power of two in [MIN_BATCH, MAX_BATCH] near
+    rows / TARGET_BATCHES_PER_EPOCH); an epoch is one pass over the repeated data,
+    held between MIN_STEPS_PER_EPOCH and MAX_STEPS_PER_EPOCH steps;
+    ``epochs`` = min(max_epochs, MAX_TOTAL_STEPS / steps).
+    """
+    rows, max_epochs, replicas = int(rows), int(max_epochs), max(1, int(replicas))
+    if rows < 1:
+        raise ValueError(f"the train split is empty ({rows} rows)")
+    if max_epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {max_epochs!r}")
+    target = max(1.0, rows / TARGET_BATCHES_PER_EPOCH / replicas)
+    batch = int(min(MAX_BATCH, max(MIN_BATCH, 2 ** round(math.log2(target)))))
+    steps = min(max(math.ceil(rows / (batch * replicas)), MIN_STEPS_PER_EPOCH), MAX_STEPS_PER_EPOCH)
+    epochs = max(1, min(max_epochs, MAX_TOTAL_STEPS // steps))
+    return {"batch_size": batch, "steps_per_epoch": steps, "epochs": epochs}
 
 
-def primary_metric(problem_type: str) -> str:
-    """Name of the Keras metric used for tuning and reporting ("auc", "accuracy" or "rmse")."""
-    _check_problem_type(problem_type)
-    return _PRIMARY[problem_type][0]
+def fit_callbacks(monitor: str = "val_loss") -> list:
+    """Early stopping on the eval split's loss; the best epoch's weights are restored."""
+    return [tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="min", patience=PATIENCE,
+                                             restore_best_weights=True)]
 
 
-def metric_direction(problem_type: str) -> str:
-    """"max" or "min": whether a larger ``primary_metric`` is better."""
-    _check_problem_type(problem_type)
-    return _PRIMARY[problem_type][1]
+def history_summary(history) -> dict:
+    """What a person wants to know about a fit: epochs run, the best epoch, and the loss curves."""
+    logs = {k: [round(float(v), 6) for v in values] for k, values in history.history.items()}
+    monitored = logs.get("val_loss") or logs.get("loss") or []
+    best = int(min(range(len(monitored)), key=monitored.__getitem__)) + 1 if monitored else 0
+    return {"epochs_run": len(monitored), "best_epoch": best, "curves": logs}
 
 
 def metric_from_logits(problem_type: str, labels, logits) -> float:
@@ -79,7 +118,7 @@ def metric_from_logits(problem_type: str, labels, logits) -> float:
     AUC (binary), accuracy (multiclass) or RMSE (regression), from logits."""
     import numpy as np
 
-    _check_problem_type(problem_type)
+    problem.check_problem_type(problem_type)
     logits = np.asarray(logits, dtype=np.float64)
     labels = np.asarray(labels).reshape(-1)
     if problem_type == "binary":
@@ -92,7 +131,7 @@ def metric_from_logits(problem_type: str, labels, logits) -> float:
 
 def output_units(problem_type: str, num_classes: int) -> int:
     """Width of the logits layer: 1 for binary and regression, K for multiclass."""
-    _check_problem_type(problem_type)
+    problem.check_problem_type(problem_type)
     if problem_type != "multiclass":
         return 1
     if not num_classes or int(num_classes) < 2:
@@ -236,6 +275,45 @@ def make_dataset(transformed_examples_dir: str, split: str, transform_output: tf
     return ds.with_options(options)
 
 
+def label_stats(transformed_examples_dir: str, transform_output: tft.TFTransformOutput, label_key: str,
+                problem_type: str, num_classes: int = 0) -> dict:
+    """The train split's label: ``{"mean", "std"}`` (regression) or ``{"priors": [p_0..p_K-1]}``.
+
+    One pass over the label column only.
+    """
+    import numpy as np
+
+    spec = {label_key: transformed_feature_spec(transform_output, label_key)[label_key]}
+    ds = tf.data.TFRecordDataset(split_files(transformed_examples_dir, "train"), compression_type="GZIP")
+    ds = ds.batch(4096).map(lambda s: tf.io.parse_example(s, spec)[label_key])
+    labels = np.concatenate([b.numpy().reshape(-1) for b in ds])
+    if problem_type == "regression":
+        std = float(np.std(labels))
+        return {"mean": float(np.mean(labels)), "std": std if std > 0 else 1.0}
+    k = output_units(problem_type, num_classes) if problem_type == "multiclass" else 2
+    counts = np.bincount(labels.astype(np.int64), minlength=k)[:k].astype(np.float64)
+    return {"priors": [float(c) for c in (counts + 0.5) / (counts.sum() + 0.5 * k)]}
+
+
+def _output_layers(problem_type: str, units: int, stats: dict | None):
+    """(logits Dense, optional fixed rescaling) starting from the trivial predictor; see the module doc."""
+    import numpy as np
+
+    stats = stats or {}
+    bias = "zeros"
+    if problem_type == "binary" and "priors" in stats:
+        p1 = stats["priors"][1]
+        bias = tf.keras.initializers.Constant(float(np.log(p1 / (1.0 - p1))))
+    elif problem_type == "multiclass" and "priors" in stats:
+        bias = tf.keras.initializers.Constant(np.log(np.asarray(stats["priors"])).tolist())
+    rescale = problem_type == "regression" and "mean" in stats
+    dense = tf.keras.layers.Dense(units, name="standardized" if rescale else "logits", bias_initializer=bias)
+    if rescale:
+        return dense, tf.keras.layers.Rescaling(scale=float(stats["std"]), offset=float(stats["mean"]),
+                                                name="logits")
+    return dense, None
+
+
 # --------------------------------------------------------------------------- model
 
 def feature_inputs(transform_output: tft.TFTransformOutput, label_key: str) -> dict:
@@ -280,11 +358,15 @@ def _encode(transform_output, inputs: dict) -> tf.Tensor:
 
 def build_model(transform_output: tft.TFTransformOutput, label_key: str, problem_type: str,
                 num_classes: int = 0, width: int = 64, depth: int = 2,
-                learning_rate: float = 1e-3) -> tf.keras.Model:
+                learning_rate: float = 1e-3, label_stats: dict | None = None) -> tf.keras.Model:
     """A compiled MLP: transformed features -> ``depth`` x Dense(width, relu) -> logits.
 
     Output is LOGITS (1 unit for binary/regression, ``num_classes`` for
-    multiclass). Loss: BinaryCrossentropy(from_logits) / SparseCategoricalCrossentropy(from_logits) / MSE.
+    multiclass); for regression, predictions in the label's units.
+    ``label_stats`` (from ``label_stats``) sets the starting point: class
+    log-priors as the output bias, or the label's mean and std as a fixed
+    output rescaling (see the module doc).
+    Loss: BinaryCrossentropy(from_logits) / SparseCategoricalCrossentropy(from_logits) / MSE.
     Metrics: binary "auc", "accuracy"; multiclass "accuracy"; regression "rmse".
     """
     units = output_units(problem_type, num_classes)
@@ -295,7 +377,10 @@ def build_model(transform_output: tft.TFTransformOutput, label_key: str, problem
     x = _encode(transform_output, inputs)
     for i in range(depth):
         x = tf.keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
-    logits = tf.keras.layers.Dense(units, name="logits")(x)
+    dense, rescale = _output_layers(problem_type, units, label_stats)
+    logits = dense(x)
+    if rescale is not None:
+        logits = rescale(logits)
     model = tf.keras.Model(inputs=inputs, outputs=logits)
     if problem_type == "binary":
         loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
@@ -335,7 +420,7 @@ def export_serving_model(model: tf.keras.Model, transform_output: tft.TFTransfor
         ``signature_args``, returns ``logits``.
     The directory also loads with ``tf.keras.models.load_model`` (tf-keras).
     """
-    _check_problem_type(problem_type)
+    problem.check_problem_type(problem_type)
     model.tft_layer = transform_output.transform_features_layer()
     raw_spec = raw_feature_spec(transform_output, label_key)
     tspec = transformed_feature_spec(transform_output, label_key)

@@ -322,6 +322,18 @@ def publish(source_dirs: Mapping[str, str], files: Mapping[str, bytes], registry
     return _local_publish(source_dirs, files, registry_uri, model_name, versioned_files)
 
 
+def read_file(version: Version, name: str) -> Optional[bytes]:
+    """One file of a complete version (e.g. its model card), or None when the version has no such file."""
+    if _is_s3(version.uri):
+        bucket, key_prefix = _s3_split(version.uri)
+        return _s3_read(s3.client(), bucket, f"{key_prefix}/{name}")
+    path = os.path.join(_local_root(version.uri), *name.split("/"))
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return f.read()
+
+
 def fetch(version: Version, dest: str) -> str:
     """Copy a version's contents into `dest` (created); return `dest`."""
     os.makedirs(dest, exist_ok=True)

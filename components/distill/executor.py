@@ -16,25 +16,33 @@ layer. Its loss is::
 - multiclass: hard = CE(labels, softmax(s)); soft = T^2 * KL(softmax(t/T) || softmax(s/T))
 - regression: hard = MSE(labels, s); soft = MSE(t, s) (no temperature)
 
-The student is exported with ``model.export_serving_model`` (same serving
-contract as the teacher).
+Budget as the teacher's (``model.fit_plan``: ``epochs`` is a cap); training
+stops early on the distillation loss over the eval split (what it minimizes)
+with the best weights restored; the gate then judges the task metric. The student is exported with ``model.export_serving_model``
+(same serving contract as the teacher).
+
+The gate: a student whose eval metric is worse than the teacher's by more
+than ``tolerance`` (relative: below ``teacher * (1 - tolerance)`` for AUC and
+accuracy, above ``teacher * (1 + tolerance)`` for RMSE) is not passed on; the
+teacher's SavedModel is, with ``passed_on: "teacher"`` and the reason in the
+facts (the model card shows both).
 """
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
+from kfx_components.common import io, problem
 
-PROBLEM_TYPES = ("binary", "multiclass", "regression")
 STUDENT_DEPTH = 1
 LEARNING_RATE = 3e-3  # a one-layer student trained for few epochs
 
 
 def validate_parameters(problem_type: str, temperature: float, alpha: float, student_width: int,
-                        epochs: int, batch_size: int) -> None:
+                        epochs: int, tolerance: float) -> None:
     """Raise ValueError naming the first bad parameter."""
-    if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}")
+    problem.check_problem_type(problem_type)
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
@@ -43,8 +51,8 @@ def validate_parameters(problem_type: str, temperature: float, alpha: float, stu
         raise ValueError(f"student_width must be an integer >= 1, got {student_width!r}")
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if int(batch_size) != batch_size or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not isinstance(tolerance, (int, float)) or not 0.0 <= tolerance < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
 
 
 def distillation_loss(problem_type: str, labels, student_logits, teacher_logits, alpha: float,
@@ -107,6 +115,16 @@ def _make_distiller(student, teacher_fn, teacher_inputs, problem_type, alpha, te
                 self.trackers[name].update_state(value)
             return {k: m.result() for k, m in self.trackers.items()}
 
+        def test_step(self, data):
+            features, labels = data
+            teacher_logits = teacher_fn(**{a: features[f] for a, f in teacher_inputs.items()})["logits"]
+            student_logits = self.student(features, training=False)
+            loss, hard, soft = distillation_loss(problem_type, labels, student_logits, teacher_logits,
+                                                 alpha, temperature)
+            for name, value in (("loss", loss), ("hard_loss", hard), ("soft_loss", soft)):
+                self.trackers[name].update_state(value)
+            return {k: m.result() for k, m in self.trackers.items()}
+
     return Distiller()
 
 
@@ -134,91 +152,131 @@ def _count_teacher_params(teacher_model_dir: str, loaded) -> int:
 
 
 def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
-        student_model_dir: str, label_key: str, problem_type: str, num_classes: int,
-        temperature: float = 4.0, alpha: float = 0.3, student_width: int = 16, epochs: int = 8,
-        batch_size: int = 256, seed: int = 42) -> dict:
+        model_dir: str, label_key: str, problem_type: str, num_classes: int,
+        temperature: float = 4.0, alpha: float = 0.3, student_width: int = 16, epochs: int = 100,
+        tolerance: float = 0.02, seed: int = 42) -> dict:
+    """Distill a student from the teacher and write the model to pass on (student or teacher) to
+    ``model_dir``; see the module doc."""
     start = time.time()
-    validate_parameters(problem_type, temperature, alpha, student_width, epochs, batch_size)
-    if not os.path.exists(os.path.join(teacher_model_dir, "saved_model.pb")):
-        raise ValueError(f"teacher_model_dir {teacher_model_dir!r} holds no saved_model.pb")
+    validate_parameters(problem_type, temperature, alpha, student_width, epochs, tolerance)
+    problem.require_saved_model(teacher_model_dir, "teacher_model_dir")
 
-    import numpy as np
     import tensorflow as tf
 
-    from kfx_components.common import io
     from kfx_components.common import model as M
 
-    temperature, alpha = float(temperature), float(alpha)
-    student_width, epochs, batch_size = int(student_width), int(epochs), int(batch_size)
-
     transform_output = M.load_transform_output(transform_graph_dir)
-    keys = M.feature_keys(transform_output, label_key)
-
     teacher = tf.saved_model.load(teacher_model_dir)
+    teacher_fn, teacher_inputs = _teacher_logits_fn(teacher, teacher_model_dir, transform_output,
+                                                    transform_graph_dir, label_key)
+    tf.keras.utils.set_random_seed(int(seed))
+    stats = M.label_stats(transformed_examples_dir, transform_output, label_key, problem_type, num_classes)
+    student = M.build_model(transform_output, label_key, problem_type, num_classes,
+                            width=int(student_width), depth=STUDENT_DEPTH, label_stats=stats)
+    sizes = _check_sizes(teacher_model_dir, teacher, student, student_width)
+    history, plan = _distill(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
+                             label_key, problem_type, float(alpha), float(temperature), int(epochs), int(seed))
+    comparison = _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
+                          label_key, problem_type, float(tolerance))
+
+    with io.Staging() as stage:
+        out = stage.dir(model_dir)
+        if comparison["passed_on"] == "student":
+            M.export_serving_model(student, transform_output, label_key, problem_type, out)
+        else:
+            shutil.copytree(teacher_model_dir, out, dirs_exist_ok=True)
+
+    return {
+        **comparison,
+        **sizes,
+        "history": M.history_summary(history),
+        "temperature": float(temperature),
+        "alpha": float(alpha),
+        "student_width": int(student_width),
+        "student_depth": STUDENT_DEPTH,
+        "epochs": plan["epochs"],
+        "batch_size": plan["batch_size"],
+        "steps_per_epoch": plan["steps_per_epoch"],
+        "tolerance": float(tolerance),
+        "seed": int(seed),
+        "seconds": round(time.time() - start, 2),
+    }
+
+
+def _teacher_logits_fn(teacher, teacher_model_dir, transform_output, transform_graph_dir, label_key):
+    """The teacher's ``transformed_logits`` function and {signature argument: feature}."""
+    from kfx_components.common import model as M
+
     if M.LOGITS_SIGNATURE not in teacher.signatures:
         raise ValueError(f"teacher_model_dir {teacher_model_dir!r} has no {M.LOGITS_SIGNATURE!r} signature "
                          f"(has {sorted(teacher.signatures)})")
     teacher_fn = teacher.signatures[M.LOGITS_SIGNATURE]
-    args = M.signature_args(keys)
+    args = M.signature_args(M.feature_keys(transform_output, label_key))
     teacher_keys = sorted(teacher_fn.structured_input_signature[1])
     missing = sorted(set(teacher_keys) - set(args))
     if missing:
         raise ValueError(f"teacher {M.LOGITS_SIGNATURE!r} signature wants features {missing} that "
                          f"transform_graph_dir {transform_graph_dir!r} does not produce")
+    return teacher_fn, {a: args[a] for a in teacher_keys}
 
-    tf.keras.utils.set_random_seed(int(seed))
-    student = M.build_model(transform_output, label_key, problem_type, num_classes,
-                            width=student_width, depth=STUDENT_DEPTH)
+
+def _check_sizes(teacher_model_dir, teacher, student, student_width) -> dict:
+    """Parameter counts; a student no smaller than its teacher is refused before training."""
+    import numpy as np
+
     teacher_params = _count_teacher_params(teacher_model_dir, teacher)
     student_params = int(sum(int(np.prod(w.shape)) for w in student.trainable_weights))
     if student_params >= teacher_params:
         raise ValueError(f"student_width={student_width} (depth {STUDENT_DEPTH}) gives a student of "
                          f"{student_params:,} parameters, not fewer than the teacher's {teacher_params:,}: "
                          "lower student_width")
-    teacher_inputs = {a: args[a] for a in teacher_keys}   # signature argument -> feature
+    return {"teacher_params": teacher_params, "student_params": student_params,
+            "compression_ratio": round(teacher_params / student_params, 4)}
+
+
+def _distill(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output, label_key,
+             problem_type, alpha, temperature, epochs, seed):
+    """Fit the student on the distillation loss, stopping early on its value over the eval split."""
+    import tensorflow as tf
+
+    from kfx_components.common import model as M
+
     distiller = _make_distiller(student, teacher_fn, teacher_inputs, problem_type, alpha, temperature)
     distiller.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=LEARNING_RATE))
+    plan = M.fit_plan(M.count_examples(transformed_examples_dir, "train"), epochs)
     train = M.make_dataset(transformed_examples_dir, "train", transform_output, label_key,
-                           batch_size=batch_size, shuffle=True, seed=int(seed))
-    history = distiller.fit(train, epochs=epochs, verbose=0)
+                           batch_size=plan["batch_size"], shuffle=True, repeat=True, seed=seed)
+    evals = M.make_dataset(transformed_examples_dir, "eval", transform_output, label_key, batch_size=1024)
+    history = distiller.fit(train, epochs=plan["epochs"], steps_per_epoch=plan["steps_per_epoch"],
+                            validation_data=evals, callbacks=M.fit_callbacks(), verbose=0)
+    return history, plan
 
-    eval_ds = M.make_dataset(transformed_examples_dir, "eval", transform_output, label_key,
-                             batch_size=1024)
-    labels, t_logits, s_logits = _eval_logits(eval_ds, teacher_fn, teacher_inputs, student)
-    primary = M.primary_metric(problem_type)
+
+def _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output, label_key,
+             problem_type, tolerance) -> dict:
+    """Teacher and student on the eval split, and which one is passed on (the gate)."""
+    import numpy as np
+
+    from kfx_components.common import model as M
+
+    evals = M.make_dataset(transformed_examples_dir, "eval", transform_output, label_key, batch_size=1024)
+    labels, t_logits, s_logits = _eval_logits(evals, teacher_fn, teacher_inputs, student)
+    primary = problem.primary_metric(problem_type)
     teacher_metric = M.metric_from_logits(problem_type, labels, t_logits)
     student_metric = M.metric_from_logits(problem_type, labels, s_logits)
     t_flat, s_flat = t_logits.reshape(-1), s_logits.reshape(-1)
     corr = float(np.corrcoef(t_flat, s_flat)[0, 1]) if t_flat.std() > 0 and s_flat.std() > 0 else 0.0
-
-    with io.Staging() as stage:
-        M.export_serving_model(student, transform_output, label_key, problem_type,
-                               stage.dir(student_model_dir))
-
+    worse = problem.worse_by_more_than(student_metric, teacher_metric, problem_type, tolerance)
+    reason = (f"student {primary} {student_metric:.4f} is worse than the teacher's {teacher_metric:.4f} "
+              f"by more than the tolerance {tolerance:g} (relative): the teacher is passed on"
+              if worse else "")
     return {
-        "label_key": label_key,
-        "problem_type": problem_type,
-        "num_classes": int(num_classes),
+        "passed_on": "teacher" if worse else "student",
+        "reason": reason,
         "primary_metric": primary,
-        "teacher_params": teacher_params,
-        "student_params": student_params,
-        "compression_ratio": round(teacher_params / student_params, 4),
-        f"teacher_{primary}": teacher_metric,
-        f"student_{primary}": student_metric,
         "teacher_metric": teacher_metric,
         "student_metric": student_metric,
         "logit_mse_to_teacher": float(np.mean((t_flat - s_flat) ** 2)),
         "logit_corr_to_teacher": corr,
-        "final_loss": float(history.history["loss"][-1]),
-        "final_hard_loss": float(history.history["hard_loss"][-1]),
-        "final_soft_loss": float(history.history["soft_loss"][-1]),
-        "temperature": temperature,
-        "alpha": alpha,
-        "student_width": student_width,
-        "student_depth": STUDENT_DEPTH,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "seed": int(seed),
         "eval_rows": int(len(labels)),
-        "seconds": round(time.time() - start, 2),
     }

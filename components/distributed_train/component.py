@@ -1,14 +1,16 @@
 """distributed_train: the KFP component around ``kfx_components.distributed_train.executor.run``."""
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from kfx_components.common.artifacts import Checkpoints, HyperParameters, TransformGraph
 
 from kfx_components.images import stage_image
 
 
 @dsl.component(base_image=stage_image("distributed_train"), install_kfp_package=False)
-def distributed_train(transformed_examples: Input[Dataset], transform_graph: Input[Artifact],
-                      hyperparameters: Input[Artifact], epochs: int, model: Output[Model],
-                      checkpoints: Output[Artifact], metrics: Output[Metrics], workers: int = 1):
+def distributed_train(transformed_examples: Input[Dataset], transform_graph: Input[TransformGraph],
+                      hyperparameters: Input[HyperParameters], epochs: int, model: Output[Model],
+                      checkpoints: Output[Checkpoints], metrics: Output[Metrics], workers: int = 1):
     """Train under the environment's tf.distribute strategy; export the serving SavedModel.
 
     workers == 1: train in this pod. workers > 1 (on a cluster only): hand off to a
@@ -17,6 +19,7 @@ def distributed_train(transformed_examples: Input[Dataset], transform_graph: Inp
     S3 prefix KFX_TFJOB_STAGING_URI (default: next to this step's outputs), see
     kfx_components.distributed_train.tfjob.train_with_tfjob.
     """
+    from kfx_components.common import facts as travelling
     from kfx_components.distributed_train import executor
 
     if int(workers) < 1:
@@ -33,8 +36,7 @@ def distributed_train(transformed_examples: Input[Dataset], transform_graph: Inp
         facts = tfjob.train_with_tfjob(workers=int(workers), output_uri=model.uri or "", **kwargs)
     else:
         facts = {**executor.run(**kwargs), "workers": 1}
-    carried = {k: meta.get(k) for k in ("label_key", "problem_type", "num_classes", "label_vocabulary")}
-    model.metadata.update({**facts, **carried})
+    model.metadata.update({**facts, **travelling.carried(meta)})
     checkpoints.metadata.update({"epochs": facts["epochs"], "checkpoints": facts["checkpoints"],
                                  "strategy": facts["strategy"], "workers": facts["workers"],
                                  "replicas": facts["replicas"]})

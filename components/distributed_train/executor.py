@@ -10,6 +10,10 @@ The strategy comes from the environment (``select_strategy``):
 * ``mirrored``: more than one local GPU -> ``MirroredStrategy``;
 * ``default``: the default one-device strategy.
 
+Budget: ``epochs`` is a cap; the batch size and steps per epoch follow the
+table's size (``model.fit_plan``) and training stops early on the eval split's
+loss with the best epoch's weights restored (``model.fit_callbacks``).
+
 Checkpoints: ``tf.keras.callbacks.BackupAndRestore`` under
 ``<checkpoint_dir>/backup`` (a restarted worker resumes from the last finished
 epoch) and ``ModelCheckpoint`` writing weights every epoch to
@@ -26,6 +30,7 @@ import shutil
 import tempfile
 import time
 
+from kfx_components.common import problem
 
 
 def _tf_config() -> dict:
@@ -91,12 +96,10 @@ def is_chief(strategy=None) -> bool:
 
 def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters_dir: str,
         model_dir: str, checkpoint_dir: str, label_key: str, problem_type: str, num_classes: int,
-        epochs: int = 8, batch_size: int = 256, seed: int = 42) -> dict:
+        epochs: int = 100, seed: int = 42) -> dict:
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-    epochs, batch_size = int(epochs), int(batch_size)
+    epochs = int(epochs)
 
     import tensorflow as tf
     from kfx_components.common import model as m
@@ -110,20 +113,20 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
     strategy, strategy_name = select_strategy()
     replicas = int(strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
-    global_batch = batch_size * replicas
-
     n_train = m.count_examples(transformed_examples_dir, "train")
     n_eval = m.count_examples(transformed_examples_dir, "eval")
+    plan = m.fit_plan(n_train, epochs, replicas)
+    global_batch = plan["batch_size"] * replicas
     # Training: repeat + the same steps_per_epoch on every worker keeps the collectives in step.
     # Evaluation: one finite pass (tf.distribute pads the last partial batch).
-    steps = max(1, n_train // global_batch)
     train = m.make_dataset(transformed_examples_dir, "train", transform_output, label_key, global_batch,
                            shuffle=True, repeat=True, seed=seed, problem_type=problem_type)
     evals = m.make_dataset(transformed_examples_dir, "eval", transform_output, label_key, global_batch,
                            problem_type=problem_type)
+    stats = m.label_stats(transformed_examples_dir, transform_output, label_key, problem_type, num_classes)
 
     with strategy.scope():
-        model = m.build_model(transform_output, label_key, problem_type, num_classes, **hps)
+        model = m.build_model(transform_output, label_key, problem_type, num_classes, **hps, label_stats=stats)
 
     scratch = tempfile.mkdtemp(prefix="kfx-train-")
     ckpt_dir = checkpoint_dir if chief else os.path.join(scratch, "checkpoints")
@@ -137,8 +140,8 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
                                            save_weights_only=True, save_freq="epoch"),
     ]
     try:
-        history = model.fit(train, epochs=epochs, steps_per_epoch=steps, validation_data=evals,
-                            callbacks=callbacks, verbose=2)
+        history = model.fit(train, epochs=plan["epochs"], steps_per_epoch=plan["steps_per_epoch"],
+                            validation_data=evals, callbacks=callbacks + m.fit_callbacks(), verbose=2)
         if chief:  # finished: drop the resume state (Keras empties it; remove the folder too)
             shutil.rmtree(os.path.join(ckpt_dir, "backup"), ignore_errors=True)
         results = model.evaluate(evals, return_dict=True, verbose=0)
@@ -148,15 +151,15 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
     checkpoints = sorted(f[: -len(".index")] for f in os.listdir(ckpt_dir) if f.endswith(".ckpt.index")) \
         if chief else []
 
-    metric = m.primary_metric(problem_type)
+    metric = problem.primary_metric(problem_type)
     eval_metrics = {f"eval_{k}": float(v) for k, v in results.items()}
     return {
         "strategy": strategy_name,
         "replicas": replicas,
         "is_chief": chief,
-        "epochs": epochs,
-        "epochs_run": len(history.history.get("loss", [])),
-        "steps_per_epoch": steps,
+        "epochs": plan["epochs"],
+        **m.history_summary(history),
+        "steps_per_epoch": plan["steps_per_epoch"],
         "global_batch_size": global_batch,
         "rows_train": n_train,
         "rows_eval": n_eval,

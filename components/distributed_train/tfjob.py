@@ -458,8 +458,7 @@ def staging_root(output_uri: str = "", environ: Optional[Mapping[str, str]] = No
 
 def train_with_tfjob(workers: int, transformed_examples_dir: str, transform_graph_dir: str,
                      hyperparameters_dir: str, model_dir: str, checkpoint_dir: str, label_key: str,
-                     problem_type: str, num_classes: int, epochs: int = 8, batch_size: int = 256,
-                     seed: int = 42, output_uri: str = "", custom_api=None, core_api=None, s3=None,
+                     problem_type: str, num_classes: int, epochs: int = 100, seed: int = 42, output_uri: str = "", custom_api=None, core_api=None, s3=None,
                      timeout: float = 8 * 3600 - 900, poll_seconds: float = 15.0, keep_staging: bool = False,
                      **wait_kwargs) -> Dict[str, Any]:
     """The distributed_train step with ``workers`` > 1: train as a TFJob instead of in this pod.
@@ -496,7 +495,7 @@ def train_with_tfjob(workers: int, transformed_examples_dir: str, transform_grap
     worker.stage_inputs(staging_uri, {"transformed_examples": transformed_examples_dir,
                                       "transform_graph": transform_graph_dir,
                                       "hyperparameters": hyperparameters_dir}, s3)
-    args = worker.worker_args(staging_uri, epochs, label_key, problem_type, num_classes, batch_size, seed)
+    args = worker.worker_args(staging_uri, epochs, label_key, problem_type, num_classes, seed)
     launch_from_step(list(WORKER_COMMAND), args, workers=workers, env={"PYTHONUNBUFFERED": "1"},
                            timeout=timeout, poll_seconds=poll_seconds, custom_api=custom_api,
                            core_api=core_api, name=name, require_env=S3_ENV_REQUIRED, **wait_kwargs)

@@ -21,7 +21,7 @@ earlier attempt) is never read as a result.
 Each worker pod runs::
 
     python3 -m kfx_components.distributed_train.worker --staging-uri s3://... --epochs N \\
-        --label-key K --problem-type P --num-classes C [--batch-size B --seed S]
+        --label-key K --problem-type P --num-classes C [--seed S]
 
 It downloads the inputs, calls ``executor.run`` under the ``TF_CONFIG`` the Training
 Operator set for it (``MultiWorkerMirroredStrategy``; worker 0 is the chief), and the
@@ -187,11 +187,11 @@ def delete_staging(staging_uri: str, client=None) -> int:
 # ------------------------------------------------------------------ worker entry point
 
 def worker_args(staging_uri: str, epochs: int, label_key: str, problem_type: str, num_classes: int,
-                batch_size: int = 256, seed: int = 42) -> list:
+                seed: int = 42) -> list:
     """The command-line arguments :func:`main` takes (what the step puts into the TFJob)."""
     return ["--staging-uri", staging_uri, "--epochs", str(int(epochs)), "--label-key", label_key,
             "--problem-type", problem_type, "--num-classes", str(int(num_classes)),
-            "--batch-size", str(int(batch_size)), "--seed", str(int(seed))]
+            "--seed", str(int(seed))]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -202,7 +202,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--label-key", required=True)
     p.add_argument("--problem-type", required=True)
     p.add_argument("--num-classes", type=int, required=True)
-    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=42)
     return p
 
@@ -229,7 +228,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
                              hyperparameters_dir=inputs["hyperparameters"],
                              model_dir=model_dir, checkpoint_dir=ckpt_dir, label_key=args.label_key,
                              problem_type=args.problem_type, num_classes=args.num_classes,
-                             epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+                             epochs=args.epochs, seed=args.seed)
         if facts["is_chief"]:
             publish_outputs(args.staging_uri, model_dir, ckpt_dir, facts, client)
         print("KFX_WORKER_FACTS " + json.dumps(facts, sort_keys=True), flush=True)

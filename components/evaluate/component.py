@@ -1,17 +1,20 @@
 """The evaluate KFP component: TFMA on the raw eval split, blessing against the registry baseline."""
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+
+from kfx_components.common.artifacts import ModelBlessing, ModelEvaluation
 
 from kfx_components.images import stage_image
 
 
 @dsl.component(base_image=stage_image("evaluate"), install_kfp_package=False)
 def evaluate(model: Input[Model], examples: Input[Dataset], slice_feature: str, metric_threshold: float,
-             baseline_tolerance: float, registry_uri: str, model_name: str,
-             evaluation: Output[Artifact], blessing: Output[Artifact], metrics: Output[Metrics],
+             baseline_tolerance: float, min_vs_reference: float, registry_uri: str, model_name: str,
+             evaluation: Output[ModelEvaluation], blessing: Output[ModelBlessing], metrics: Output[Metrics],
              classification_metrics: Output[ClassificationMetrics], report: Output[HTML]):
-    """Evaluate the candidate with TFMA (overall + per slice), compare with the latest registry
-    version when there is one, and bless it or not."""
+    """Evaluate the candidate on the test split with TFMA (overall + per slice), against the trivial
+    predictor and a classical reference (bootstrap CIs) and the latest registry version when there
+    is one; bless it or not."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     import os
     import shutil
@@ -33,7 +36,8 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_feature: str, 
                              label_key=meta["label_key"], problem_type=meta["problem_type"],
                              num_classes=int(meta.get("num_classes") or 0),
                              slice_feature=slice_feature, baseline_model_dir=baseline_dir,
-                             metric_threshold=metric_threshold, baseline_tolerance=baseline_tolerance)
+                             metric_threshold=metric_threshold, baseline_tolerance=baseline_tolerance,
+                             min_vs_reference=min_vs_reference)
     finally:
         if workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -45,6 +49,9 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_feature: str, 
     summary = {
         "blessed": blessed,
         "reasons": facts["reasons"],
+        "warnings": facts["warnings"],
+        "trust": facts["trust"],
+        "split": facts["split"],
         "baseline_used": facts["baseline_used"],
         "baseline_version": baseline.number if baseline is not None else 0,
         "baseline_uri": baseline.uri if baseline is not None else "",
@@ -60,6 +67,13 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_feature: str, 
     for name, value in facts["overall"].items():
         if value is not None:  # undefined metrics (None) stay out of the Metrics artifact
             metrics.log_metric(name, float(value))
+    trusted, primary = facts["trust"], facts["primary_metric"]
+    for key, value in (("ci_low", trusted["model"]["ci"][0]), ("ci_high", trusted["model"]["ci"][1]),
+                       ("trivial", trusted["trivial"]["metric"]),
+                       ("reference_linear", trusted["references"]["linear"]["metric"]),
+                       ("reference_boosting", trusted["references"]["boosting"]["metric"])):
+        if value is not None:
+            metrics.log_metric(f"{primary}_{key}", float(value))
     if "roc" in facts and facts["roc"]["fpr"]:
         roc = facts["roc"]
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])

@@ -1,12 +1,15 @@
 """evaluate: TFMA model analysis of the candidate (and the registry baseline), blessing and report.
 
 `run` evaluates the candidate SavedModel (`serving_default`: serialised raw
-`tf.Example` -> `probabilities` / `predictions`) on the raw eval split with
-TensorFlow Model Analysis, overall and per value of one slice feature, applies
-a value threshold on the primary metric and, when a baseline model is given, a
-change threshold against it. The model is blessed when TFMA's validation
-result is ok. It writes TFMA's output directory and one self-contained HTML
-report, and returns JSON-serialisable facts.
+`tf.Example` -> `probabilities` / `predictions`) on the raw **test** split (which
+nothing trained or tuned on) with TensorFlow Model Analysis, overall and per
+value of one slice feature, applies a value threshold on the primary metric
+and, when a baseline model is given, a change threshold against it. Then
+`trust.assess` compares it with the trivial predictor and a classical
+reference on the same rows (bootstrap confidence intervals). The model is
+blessed when TFMA's validation result is ok and it passes those gates. It
+writes TFMA's output directory and one self-contained HTML report, and
+returns JSON-serialisable facts.
 """
 from __future__ import annotations
 
@@ -17,14 +20,11 @@ import os
 import time
 from typing import Any, Dict, List, Optional
 
-PROBLEM_TYPES = ("binary", "multiclass", "regression")
+from kfx_components.common import io, problem
+from kfx_components.evaluate import trust
 
-# Primary metric per problem type: (TFMA metric class, reported name, higher is better).
-PRIMARY = {
-    "binary": ("AUC", "auc", True),
-    "multiclass": ("SparseCategoricalAccuracy", "accuracy", True),
-    "regression": ("RootMeanSquaredError", "rmse", False),
-}
+# The TFMA metric class of each primary metric (kfx_components.common.problem).
+TFMA_CLASS = {"auc": "AUC", "accuracy": "SparseCategoricalAccuracy", "rmse": "RootMeanSquaredError"}
 
 # TFMA/Keras metric names -> the names this stage reports.
 METRIC_NAMES = {
@@ -45,15 +45,8 @@ METRIC_NAMES = {
 _CONFUSION_COUNTS = ("true_positives", "false_positives", "true_negatives", "false_negatives")
 _COUNTS = ("example_count",) + _CONFUSION_COUNTS
 CANDIDATE, BASELINE = "candidate", "baseline"
-EVAL_FILE = os.path.join("eval", "data.tfrecord.gz")
 ROC_THRESHOLDS = 100
 MAX_SLICES_REPORTED = 50
-
-
-def _check_saved_model(path: str, what: str) -> None:
-    if not os.path.isdir(path) or not (os.path.exists(os.path.join(path, "saved_model.pb"))
-                                       or os.path.exists(os.path.join(path, "saved_model.pbtxt"))):
-        raise ValueError(f"{what} {path!r} is not a SavedModel directory (no saved_model.pb)")
 
 
 def _eval_features(eval_path: str, limit: int = 20000) -> set:
@@ -73,10 +66,10 @@ def _eval_config(label_key: str, problem_type: str, num_classes: int, slice_feat
     import tensorflow_model_analysis as tfma
 
     prediction_key = "predictions" if problem_type == "regression" else "probabilities"
-    model_specs = [tfma.ModelSpec(name=CANDIDATE, signature_name="serving_default",
+    model_specs = [tfma.ModelSpec(name=CANDIDATE, signature_name=problem.SERVING_SIGNATURE,
                                   label_key=label_key, prediction_key=prediction_key)]
     if has_baseline:
-        model_specs.append(tfma.ModelSpec(name=BASELINE, signature_name="serving_default",
+        model_specs.append(tfma.ModelSpec(name=BASELINE, signature_name=problem.SERVING_SIGNATURE,
                                           label_key=label_key, prediction_key=prediction_key,
                                           is_baseline=True))
 
@@ -93,7 +86,8 @@ def _eval_config(label_key: str, problem_type: str, num_classes: int, slice_feat
         metrics = [tfma.MetricConfig(class_name=c) for c in
                    ("MeanSquaredError", "RootMeanSquaredError", "MeanAbsoluteError", "ExampleCount")]
 
-    primary_class, _, higher_is_better = PRIMARY[problem_type]
+    primary_class = TFMA_CLASS[problem.primary_metric(problem_type)]
+    higher_is_better = problem.higher_is_better(problem_type)
     threshold = tfma.MetricThreshold()
     if metric_threshold:
         bound = {"value": float(metric_threshold)}
@@ -241,79 +235,101 @@ def _change_bound(change) -> str:
 def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str,
         label_key: str, problem_type: str, num_classes: int, slice_feature: str = "",
         baseline_model_dir: str = "", metric_threshold: float = 0.0,
-        baseline_tolerance: float = 0.01) -> dict:
-    """Evaluate `model_dir` with TFMA on `examples_dir/eval`; bless it or not; write the report."""
+        baseline_tolerance: float = 0.01, min_vs_reference: float = 0.85) -> dict:
+    """Evaluate `model_dir` on `examples_dir/test`; bless it or not; write the report."""
     start = time.time()
-    if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"problem_type {problem_type!r} is not one of {PROBLEM_TYPES}")
+    test_path = _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
+                              slice_feature, baseline_model_dir)
+    tfma_start = time.time()
+    metrics, plots, validation = _analyze(model_dir, baseline_model_dir, test_path, evaluation_dir,
+                                          label_key, problem_type, int(num_classes), slice_feature,
+                                          float(metric_threshold), float(baseline_tolerance))
+    tfma_seconds = time.time() - tfma_start
+    trusted = trust.assess(model_dir, examples_dir, label_key, problem_type, int(num_classes),
+                           float(min_vs_reference))
+    reasons = (_reasons(validation) if not validation.validation_ok else []) + trusted["reasons"]
+
+    facts: Dict[str, Any] = {
+        "blessed": not reasons,
+        "reasons": reasons,
+        "warnings": trusted["warnings"],
+        "problem_type": problem_type,
+        "primary_metric": problem.primary_metric(problem_type),
+        "split": io.TEST,
+        "slice_feature": slice_feature,
+        "baseline_used": bool(baseline_model_dir),
+        "metric_threshold": float(metric_threshold),
+        "baseline_tolerance": float(baseline_tolerance),
+        "trust": trusted,
+        **_metric_facts(metrics, plots, problem_type, int(num_classes)),
+        "tfma_seconds": round(tfma_seconds, 2),
+    }
+    facts["seconds"] = round(time.time() - start, 2)
+    os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
+    with open(report_path, "w", encoding="utf-8") as f:
+        f.write(render_report(facts))
+    return facts
+
+
+def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes, slice_feature,
+                  baseline_model_dir) -> str:
+    """The test split's path; ValueError naming the parameter for any bad input."""
+    problem.check_problem_type(problem_type)
     if problem_type == "multiclass" and int(num_classes) < 2:
         raise ValueError(f"num_classes {num_classes!r} must be >= 2 for multiclass")
-    _check_saved_model(model_dir, "model_dir")
+    problem.require_saved_model(model_dir, "model_dir")
     if baseline_model_dir:
-        _check_saved_model(baseline_model_dir, "baseline_model_dir")
-    eval_path = os.path.join(examples_dir, EVAL_FILE)
-    if not os.path.isfile(eval_path):
-        raise ValueError(f"examples_dir {examples_dir!r} has no eval split ({EVAL_FILE})")
-
-    features = _eval_features(eval_path)
+        problem.require_saved_model(baseline_model_dir, "baseline_model_dir")
+    test_path = io.split_file(examples_dir, io.TEST)
+    if not os.path.isfile(test_path):
+        raise ValueError(f"examples_dir {examples_dir!r} has no test split ({test_path})")
+    features = _eval_features(test_path)
     if not features:
-        raise ValueError(f"eval split {eval_path!r} holds no examples")
+        raise ValueError(f"test split {test_path!r} holds no examples")
     if label_key not in features:
-        raise ValueError(f"label_key {label_key!r} is not a feature of {eval_path!r}")
+        raise ValueError(f"label_key {label_key!r} is not a feature of {test_path!r}")
     if slice_feature and slice_feature not in features:
-        raise ValueError(f"slice_feature {slice_feature!r} is not a feature of {eval_path!r} "
+        raise ValueError(f"slice_feature {slice_feature!r} is not a feature of {test_path!r} "
                          f"(features: {', '.join(sorted(features))})")
+    return test_path
 
+
+def _analyze(model_dir, baseline_model_dir, data_path, evaluation_dir, label_key, problem_type,
+             num_classes, slice_feature, metric_threshold, baseline_tolerance):
+    """TFMA on one split: (metrics, plots, validation result)."""
     import tensorflow_model_analysis as tfma
 
     has_baseline = bool(baseline_model_dir)
-    eval_config = _eval_config(label_key, problem_type, int(num_classes), slice_feature,
-                               has_baseline, float(metric_threshold), float(baseline_tolerance))
+    eval_config = _eval_config(label_key, problem_type, num_classes, slice_feature, has_baseline,
+                               metric_threshold, baseline_tolerance)
     shared = [tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
                                              model_name=CANDIDATE, eval_config=eval_config)]
     if has_baseline:
         shared.append(tfma.default_eval_shared_model(eval_saved_model_path=baseline_model_dir,
                                                      model_name=BASELINE, eval_config=eval_config))
     os.makedirs(evaluation_dir, exist_ok=True)
-    tfma_start = time.time()
     tfma.run_model_analysis(eval_shared_model=shared if has_baseline else shared[0],
-                            eval_config=eval_config, data_location=eval_path,
+                            eval_config=eval_config, data_location=data_path,
                             file_format="tfrecords", output_path=evaluation_dir)
-    tfma_seconds = time.time() - tfma_start
+    return (_read_metrics(evaluation_dir), _read_plots(evaluation_dir),
+            tfma.load_validation_result(evaluation_dir))
 
-    metrics = _read_metrics(evaluation_dir)
-    plots = _read_plots(evaluation_dir)
-    validation = tfma.load_validation_result(evaluation_dir)
-    blessed = bool(validation.validation_ok)
-    reasons = _reasons(validation)
-    if blessed:
-        reasons = []
 
+def _metric_facts(metrics, plots, problem_type: str, num_classes: int) -> Dict[str, Any]:
+    """Overall and per-slice metrics, baseline comparison, ROC and confusion matrix for the report."""
     candidate = metrics.get(CANDIDATE, {})
     overall_all = candidate.get("Overall", {})
-    overall = {k: v for k, v in overall_all.items() if k not in _CONFUSION_COUNTS}
-    primary_name = PRIMARY[problem_type][1]
-    per_slice = {}
+    primary_name = problem.primary_metric(problem_type)
     slice_names = sorted((s for s in candidate if s != "Overall"), key=_slice_sort_key)
-    for s in slice_names[:MAX_SLICES_REPORTED]:
-        per_slice[s] = {k: v for k, v in candidate[s].items()
-                        if k in ("example_count", primary_name, "accuracy", "mse")}
-
     facts: Dict[str, Any] = {
-        "blessed": blessed,
-        "reasons": reasons,
-        "problem_type": problem_type,
-        "primary_metric": primary_name,
-        "overall": overall,
-        "per_slice": per_slice,
-        "slice_feature": slice_feature,
+        "overall": {k: v for k, v in overall_all.items() if k not in _CONFUSION_COUNTS},
+        "per_slice": {s: {k: v for k, v in candidate[s].items()
+                          if k in ("example_count", primary_name, "accuracy", "mse")}
+                      for s in slice_names[:MAX_SLICES_REPORTED]},
         "num_slices": len(slice_names),
-        "baseline_used": has_baseline,
-        "metric_threshold": float(metric_threshold),
-        "baseline_tolerance": float(baseline_tolerance),
     }
-    if has_baseline:
-        facts["baseline_overall"] = {k: v for k, v in metrics.get(BASELINE, {}).get("Overall", {}).items()
+    if BASELINE in metrics:
+        facts["baseline_overall"] = {k: v for k, v in metrics[BASELINE].get("Overall", {}).items()
                                      if k not in _CONFUSION_COUNTS}
         facts["diff_overall"] = {k: v for k, v in metrics.get("diff", {}).get("Overall", {}).items()
                                  if k not in _CONFUSION_COUNTS}
@@ -324,18 +340,11 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
             [int(c.get("true_negatives", 0)), int(c.get("false_positives", 0))],
             [int(c.get("false_negatives", 0)), int(c.get("true_positives", 0))]]
     elif problem_type == "multiclass":
-        k = int(num_classes)
-        matrix = [[0] * k for _ in range(k)]
+        matrix = [[0] * num_classes for _ in range(num_classes)]
         for actual, predicted, count in plots.get("multiclass_entries", []):
-            if 0 <= actual < k and 0 <= predicted < k:
+            if 0 <= actual < num_classes and 0 <= predicted < num_classes:
                 matrix[actual][predicted] += int(round(count))
         facts["confusion_matrix"] = matrix
-    facts["tfma_seconds"] = round(tfma_seconds, 2)
-    facts["seconds"] = round(time.time() - start, 2)
-
-    os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
-    with open(report_path, "w", encoding="utf-8") as f:
-        f.write(render_report(facts))
     return facts
 
 
@@ -356,7 +365,7 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
 .verdict{display:inline-block;padding:6px 14px;border-radius:4px;font-weight:bold;color:#fff}
 .blessed{background:#2e7d32}.not-blessed{background:#c62828}
-.muted{color:#777}
+.muted{color:#777}.warnings{color:#8a5300}
 """
 
 
@@ -392,6 +401,32 @@ def _roc_svg(roc: Dict[str, List[float]]) -> str:
             f'transform="rotate(-90 12 {pad + size / 2})">true positive rate</text></svg>')
 
 
+def _ci_text(ci) -> str:
+    return "n/a" if not ci or ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"
+
+
+def _trust_section(t: Dict[str, Any]) -> str:
+    """The model beside the trivial predictor and the classical references, with CIs."""
+    name = t["metric"]
+    refs = t["references"]
+    rows = [["this model", t["model"]["metric"], _ci_text(t["model"]["ci"])],
+            [f"trivial: {t['trivial']['predictor']}", t["trivial"]["metric"], _ci_text(t["trivial"]["ci"])],
+            [f"reference: {refs['linear']['estimator']}", refs["linear"]["metric"], _ci_text(refs["linear"]["ci"])],
+            [f"reference: {refs['boosting']['estimator']}", refs["boosting"]["metric"],
+             _ci_text(refs["boosting"]["ci"])]]
+    out = [f"<h2>Against simple models ({t['test_rows']} test rows)</h2>",
+           _table(["predictor", name, f"{t['confidence']:.0%} CI (bootstrap, {t['resamples']} resamples)"], rows),
+           f"<p class='muted'>How much better than the trivial predictor: {_ci_text(t['vs_trivial_ci'])} "
+           f"(must be above 0). Against the linear reference: {_ci_text(t['vs_reference_ci'])}"
+           + (f"; ratio {t['vs_reference_ratio']:.3f}" if t.get("vs_reference_ratio") is not None else "")
+           + (f" (min_vs_reference {t['min_vs_reference']:g})" if t["min_vs_reference"] else "")
+           + ".</p>"]
+    if t["warnings"]:
+        out.append("<ul class='warnings'>" + "".join(f"<li>warning: {html.escape(w)}</li>"
+                                                    for w in t["warnings"]) + "</ul>")
+    return "\n".join(out)
+
+
 def render_report(facts: Dict[str, Any]) -> str:
     """One self-contained HTML page (inline CSS and SVG, no scripts, no network fetches)."""
     blessed = facts["blessed"]
@@ -415,6 +450,7 @@ def render_report(facts: Dict[str, Any]) -> str:
                           f"{facts['baseline_tolerance']:g} vs the baseline")
     parts.append("<p class='muted'>Thresholds: " + html.escape("; ".join(thresholds))
                  + f". Problem type: {html.escape(facts['problem_type'])}.</p>")
+    parts.append(_trust_section(facts["trust"]))
 
     parts.append("<h2>Overall metrics</h2>")
     names = sorted(facts["overall"])

@@ -1,24 +1,85 @@
-"""Ingest: a CSV or Parquet table -> train/eval GZIP TFRecords of tf.train.Example."""
+"""Ingest: a CSV or Parquet table -> train/eval/test GZIP TFRecords of tf.train.Example.
+
+Bad input is refused before anything is written, with a ValueError whose
+message is one line: the file, where it applies the line (CSV, counting the
+header as line 1) or row (Parquet), the column or parameter, and what to do.
+Problems that do not stop the run (a column empty in every row, labels
+missing in some rows, small classes) are named warnings: printed to the step
+log and returned in the facts under ``warnings``.
+"""
+import ast
+import codecs
+import collections
+import csv
 import hashlib
+import io as _io
 import json
 import math
 import os
-from typing import Dict, List, Sequence
+import re
+import sys
+from typing import Dict, List, Optional, Sequence
 
-from kfx_components.common import io
+from kfx_components.common import io, problem
 
-PROBLEM_TYPES = ("binary", "multiclass", "regression")
 EXPRESSION_LABEL_KEY = "label"
 _READERS = {".csv": "csv", ".csv.gz": "csv", ".parquet": "parquet", ".pq": "parquet"}
 INT64, FLOAT, BYTES = "int64", "float", "bytes"
+# A class needs a row in each of the three splits to be spread over them.
+MIN_CLASS_ROWS = len(io.SPLITS)
+# Delimiters a mis-saved "CSV" commonly uses instead of commas.
+_OTHER_DELIMITERS = (";", "\t", "|")
+_SNIFF_BYTES = 16 * 1024
+# An object column whose present cells are at least this share numbers is a
+# numeric column with stray text (a typo, a unit, a placeholder), not a text column.
+NUMERIC_SHARE = 0.9
+# Fewer test rows than this give a metric too uncertain to trust on its own.
+SMALL_TEST_ROWS = 100
+_REGRESSION_BINS = 10
+_ROWS_PER_BIN = 50
 
 
+class IngestError(ValueError):
+    """Bad input; the message is always one line (a person reads it in a terminal)."""
+
+    def __init__(self, message: str):
+        super().__init__(_one_line(message))
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _names(values, limit: int = 20) -> str:
+    values = [str(v) for v in values]
+    shown = ", ".join(values[:limit])
+    return shown + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _did_you_mean(name: str, columns) -> str:
+    import difflib
+    close = difflib.get_close_matches(name, [str(c) for c in columns], n=1, cutoff=0.6)
+    lowered = [str(c) for c in columns if str(c).lower() == name.lower()]
+    match = (lowered or close or [None])[0]
+    return f" (did you mean {match!r}?)" if match else ""
+
+
+def _warn(warnings: List[str], path: str, message: str) -> None:
+    # The step's stdout/stderr is its log: the warning is seen there and in the facts
+    # (there without the path: the facts' `source` names the file).
+    warnings.append(message)
+    print(f"warning: {path}: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ reading
 def _reader_for(path: str) -> str:
     lower = path.lower()
     for ext, kind in _READERS.items():
         if lower.endswith(ext):
             return kind
-    raise ValueError(f"data_path {path}: unsupported file type (expected one of {', '.join(_READERS)})")
+    ext = os.path.splitext(path)[1] or "(none)"
+    raise IngestError(f"{path}: unsupported file type {ext} (expected {', '.join(_READERS)}); "
+                      f"save the table as CSV or Parquet with one of those extensions")
 
 
 def _resolve_data_path(data_path: str) -> str:
@@ -28,22 +89,173 @@ def _resolve_data_path(data_path: str) -> str:
         found = [f for f in sorted(os.listdir(data_path))
                  if not f.startswith(".") and any(f.lower().endswith(e) for e in _READERS)]
         if len(found) != 1:
-            raise ValueError(f"data_path {data_path} is a directory holding {len(found)} CSV/Parquet files; expected one")
+            listed = f" ({_names(found)})" if found else ""
+            raise IngestError(f"{data_path}: a directory holding {len(found)} CSV/Parquet files{listed}; "
+                              f"expected exactly one: point the data at a single file")
         return os.path.join(data_path, found[0])
     if not os.path.isfile(data_path):
-        raise ValueError(f"data_path {data_path}: file not found")
+        raise IngestError(f"{data_path}: file not found; check the path given as the data")
     return data_path
 
 
-def _read(path: str):
-    import pandas as pd
+class Table:
+    """A read table and where each of its rows came from in the file."""
+
+    def __init__(self, df, path: str, lines: Optional[List[int]], kind: str):
+        self.df, self.path, self.lines, self.kind = df, path, lines, kind
+
+    def where(self, row: int) -> str:
+        """'line N' of a CSV file (header = line 1), else 'row N' (1-based data row)."""
+        if self.lines is not None:
+            return f"line {self.lines[row]}"
+        return f"row {row + 1}"
+
+
+def _read(path: str) -> Table:
     kind = _reader_for(path)
+    return _read_csv(path) if kind == "csv" else _read_parquet(path)
+
+
+def _read_parquet(path: str) -> Table:
+    import pandas as pd
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4))
+        tail = f.read(4)
+    if size == 0:
+        raise IngestError(f"{path}: the file is empty (0 bytes); export the table again")
+    if head != b"PAR1" or tail != b"PAR1":
+        hint = ""
+        with open(path, "rb") as f:
+            sample = f.read(4096)
+        try:
+            if "," in sample.decode("utf-8"):
+                hint = " it looks like CSV text: rename it .csv"
+        except UnicodeDecodeError:
+            pass
+        raise IngestError(f"{path}: not a Parquet file (no PAR1 marker at its start and end);"
+                          f"{hint or ' export the table again as Parquet, or as CSV'}")
     try:
-        return pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
-    except pd.errors.EmptyDataError as e:
-        raise ValueError(f"data_path {path}: no data ({e})") from e
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several kinds for a damaged file
+        raise IngestError(f"{path}: cannot read the Parquet file ({type(err).__name__}: {err}); "
+                          f"export the table again") from err
+    names = [str(c) for c in df.columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise IngestError(f"{path}: column name(s) {_names(map(repr, duplicated))} appear more than once; "
+                          f"rename the columns so that each name is unique")
+    if len(df) == 0:
+        raise IngestError(f"{path}: the table has columns ({_names(names)}) but no rows; export the data again")
+    return Table(df, path, None, "parquet")
 
 
+def _decode(raw: bytes, path: str) -> str:
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8):]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            raise IngestError(f"{path}: the file is UTF-16, not UTF-8; save it as UTF-8 CSV") from err
+        if raw[:4] == b"PAR1":
+            raise IngestError(f"{path}: this is a Parquet file, not CSV; rename it .parquet") from err
+        line = raw.count(b"\n", 0, err.start) + 1
+        bad = raw[err.start:err.start + 1].hex()
+        # Why not guess latin-1: any byte decodes as latin-1, so a wrong guess would
+        # silently turn text into different categories; the person knows the encoding.
+        raise IngestError(f"{path}: line {line} is not UTF-8 (byte 0x{bad}); save the file as UTF-8, "
+                          f"e.g. iconv -f latin1 -t utf-8 (if it is latin-1)") from err
+
+
+def _check_delimiter(text: str, header: List[str], path: str) -> None:
+    """A ';', tab or '|' separated file read as CSV has one column whose name holds them all."""
+    sample = text[:_SNIFF_BYTES]
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters="," + "".join(_OTHER_DELIMITERS)).delimiter
+    except csv.Error:  # no consistent delimiter in the sample: fall back to counting in the header
+        sniffed = max(_OTHER_DELIMITERS, key=lambda d: header[0].count(d)) if len(header) == 1 else ","
+    if sniffed == ",":
+        return
+    first_line = sample.splitlines()[0] if sample else ""
+    split = next(csv.reader([first_line], delimiter=sniffed), [])
+    if len(split) > len(header):
+        shown = {"\t": "a tab"}.get(sniffed, repr(sniffed))
+        raise IngestError(f"{path}: the delimiter looks like {shown}, not ',' (the header splits into "
+                          f"{len(split)} columns on {shown} but {len(header)} on ','); "
+                          f"save the file comma-separated")
+
+
+def _read_csv(path: str) -> Table:
+    import gzip
+    import pandas as pd
+    try:
+        if path.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            with open(path, "rb") as f:
+                raw = f.read()
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise IngestError(f"{path}: cannot read the file ({err}); check that it is a complete CSV"
+                          f"{' gzip' if path.lower().endswith('.gz') else ''} file") from err
+    if not raw.strip():
+        raise IngestError(f"{path}: the file is empty; it needs a header line and data rows")
+    text = _decode(raw, path)
+    del raw
+
+    # One pass of the csv module: the header, then every record's first line, so a
+    # ragged row is named by its line (pandas fills short rows with NaN silently).
+    reader = csv.reader(_io.StringIO(text))
+    try:
+        header = next(reader)
+        while not any(h.strip() for h in header):   # leading blank lines, as pandas skips them
+            header = next(reader)
+        header_line = reader.line_num
+        _check_delimiter(text, header, path)
+        names = [h.strip() for h in header]
+        seen: Dict[str, List[int]] = collections.defaultdict(list)
+        for position, name in enumerate(names, start=1):
+            if name:   # pandas names an unnamed column 'Unnamed: N' (a saved index): unique
+                seen[name].append(position)
+        duplicated = {n: p for n, p in seen.items() if len(p) > 1}
+        if duplicated:
+            # pandas would silently rename the second one to 'x.1'.
+            detail = "; ".join(f"{n!r} at positions {', '.join(map(str, p))}" for n, p in duplicated.items())
+            raise IngestError(f"{path}: line {header_line} (the header) repeats column name(s): {detail}; "
+                              f"rename the columns so that each name is unique")
+        lines: List[int] = []
+        previous = header_line
+        for record in reader:
+            start, previous = previous + 1, reader.line_num
+            if not record or (len(record) == 1 and not record[0].strip()):
+                continue  # a blank line: pandas skips it too
+            if len(record) != len(header):
+                raise IngestError(f"{path}: line {start} has {len(record)} fields but the header has "
+                                  f"{len(header)}; fix that row (a missing or extra comma, or an unquoted "
+                                  f"comma inside a value)")
+            lines.append(start)
+    except StopIteration:
+        raise IngestError(f"{path}: the file is empty; it needs a header line and data rows") from None
+    except csv.Error as err:
+        raise IngestError(f"{path}: line {reader.line_num}: not valid CSV ({err}); fix that line") from err
+    if not lines:
+        raise IngestError(f"{path}: the file has a header ({_names(names)}) but no data rows; "
+                          f"add rows below the header")
+    try:
+        df = pd.read_csv(_io.StringIO(text), skipinitialspace=False)
+    except Exception as err:  # pandas' parser disagrees with the csv module: rare, still one line
+        raise IngestError(f"{path}: cannot parse the CSV ({type(err).__name__}: {err}); fix the line it names") from err
+    # Names as written, minus stray spaces around them; pandas' 'Unnamed: N' for empty ones.
+    df.columns = [name or str(column) for name, column in zip(names, df.columns)]
+    if len(df) != len(lines):   # a record pandas reads differently: line numbers would be off
+        lines = None
+    return Table(df, path, lines, "csv")
+
+
+# ------------------------------------------------------------------ values
 def _canon(value) -> str:
     """A value's text, identical for CSV and Parquet reads and across machines."""
     if value is None:
@@ -82,10 +294,9 @@ def _canon_column(series) -> List[str]:
     return [_canon(v) for v in series.tolist()]
 
 
-def _is_eval(key: str, eval_ratio: float) -> bool:
+def _digest(text: str) -> int:
     # md5 of the canonical text: stable across processes and machines (unlike hash()).
-    digest = hashlib.md5(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0 ** 64 < eval_ratio
+    return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:8], "big")
 
 
 def _column_type(series) -> str:
@@ -109,8 +320,22 @@ def _column_type(series) -> str:
     return BYTES
 
 
-def _label_text(value) -> str:
-    return _canon(value)
+def _stray_text(series):
+    """(count, first row position, value) of text cells in a mostly numeric text column, else None."""
+    import pandas as pd
+    from pandas.api import types
+    if not types.is_object_dtype(series.dtype):
+        return None
+    present = series.dropna()
+    if present.empty or not all(isinstance(v, str) for v in present.head(1000)):
+        return None
+    numbers = pd.to_numeric(present, errors="coerce")
+    text = numbers.isna()
+    n_text = int(text.sum())
+    if n_text == 0 or n_text > (1 - NUMERIC_SHARE) * len(present):
+        return None
+    first = text.idxmax()
+    return n_text, series.index.get_loc(first), present[first]
 
 
 def _sort_key(value):
@@ -120,24 +345,85 @@ def _sort_key(value):
     return (1, 0.0, str(value))
 
 
-def _label(df, label: str, drop_columns: Sequence[str]):
+# ------------------------------------------------------------------ label
+_ALLOWED_NODES = (ast.Expression, ast.Compare, ast.BoolOp, ast.BinOp, ast.UnaryOp, ast.Name, ast.Load,
+                  ast.Constant, ast.List, ast.Tuple, ast.Call, ast.operator, ast.cmpop, ast.boolop,
+                  ast.unaryop)
+_BACKTICKED = re.compile(r"`([^`]*)`")
+
+
+def _math_functions() -> set:
+    try:
+        from pandas.core.computation.ops import MATHOPS
+        return set(MATHOPS)
+    except ImportError:  # pragma: no cover - pandas moved it
+        return {"sin", "cos", "exp", "log", "sqrt", "abs"}
+
+
+def _check_expression(label: str, columns: Sequence[str], path: str) -> None:
+    """Only column names, constants, arithmetic, comparisons and pandas' math functions.
+
+    pandas.eval allows attribute access (`x.__class__`); a label is data, so it
+    gets nothing beyond what a label needs.
+    """
+    placeholders = {}
+
+    def hide(match):   # `a column name` is pandas' quoting; Python cannot parse it
+        name = f"__kfx_col{len(placeholders)}"
+        placeholders[name] = match.group(1)
+        return name
+
+    source = _BACKTICKED.sub(hide, label)
+    listed = f"(columns: {_names(columns)})"
+    try:
+        tree = ast.parse(source.strip(), mode="eval")
+    except SyntaxError as err:
+        raise IngestError(f"{path}: label {label!r} is neither a column nor an expression that parses "
+                          f"({err.msg}); give a column name or an expression such as 'amount > 100' "
+                          f"(quote names with spaces in backticks) {listed}") from None
+    functions = _math_functions()
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED_NODES):
+            raise IngestError(f"{path}: label expression {label!r} uses {type(node).__name__}; only column "
+                              f"names, numbers, strings, arithmetic, comparisons and and/or/not are allowed")
+        if isinstance(node, ast.Call) and not (isinstance(node.func, ast.Name) and node.func.id in functions
+                                               and not node.keywords):
+            raise IngestError(f"{path}: label expression {label!r} calls a function other than "
+                              f"{_names(sorted(functions))}")
+    called = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    unknown = [placeholders.get(n.id, n.id) for n in ast.walk(tree)
+               if isinstance(n, ast.Name) and n.id not in called and n.id not in ("True", "False")
+               and placeholders.get(n.id, n.id) not in columns]
+    if unknown:
+        raise IngestError(f"{path}: label expression {label!r} names unknown column(s) "
+                          f"{_names(map(repr, dict.fromkeys(unknown)))}{_did_you_mean(unknown[0], columns)} "
+                          f"{listed}; fix the column name")
+
+
+def _label(table: Table, label: str, drop_columns: Sequence[str]):
     """(label_key, label Series) for a column name or a DataFrame.eval expression."""
     import pandas as pd
+    df, path = table.df, table.path
     if label in df.columns:
         return label, df[label]
+    listed = f"(columns: {_names(df.columns)})"
+    if label.strip() in df.columns:
+        raise IngestError(f"{path}: label {label!r} has stray spaces; the column is {label.strip()!r}")
     if label.isidentifier():
-        raise ValueError(f"label: column {label!r} not found (columns: {', '.join(map(str, df.columns))})")
+        raise IngestError(f"{path}: label column {label!r} not found{_did_you_mean(label, df.columns)} "
+                          f"{listed}; give one of these or an expression over them")
+    _check_expression(label, list(df.columns), path)
     try:
         values = df.eval(label)
-    except pd.errors.UndefinedVariableError as e:
-        raise ValueError(f"label expression {label!r}: {e} (columns: {', '.join(map(str, df.columns))})") from e
-    except Exception as e:  # pandas raises many kinds for a malformed expression
-        raise ValueError(f"label expression {label!r} cannot be evaluated: {e}") from e
+    except Exception as err:  # pandas raises many kinds for an expression it cannot evaluate
+        raise IngestError(f"{path}: label expression {label!r} cannot be evaluated "
+                          f"({type(err).__name__}: {err}); check the column types {listed}") from err
     if not isinstance(values, pd.Series) or len(values) != len(df):
-        raise ValueError(f"label expression {label!r} does not give one value per row")
+        raise IngestError(f"{path}: label expression {label!r} does not give one value per row; "
+                          f"compare or combine columns, e.g. 'amount > 100'")
     if EXPRESSION_LABEL_KEY in df.columns and EXPRESSION_LABEL_KEY not in drop_columns:
-        raise ValueError(f"label expression {label!r} is stored as feature {EXPRESSION_LABEL_KEY!r}, "
-                         f"but the data already has a column of that name: add it to drop_columns")
+        raise IngestError(f"{path}: label expression {label!r} is stored as feature {EXPRESSION_LABEL_KEY!r}, "
+                          f"but the data already has a column of that name: add it to drop_columns")
     return EXPRESSION_LABEL_KEY, values
 
 
@@ -151,89 +437,250 @@ def _feature(value, kind: str):
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
 
 
-def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float = 0.2,
-        drop_columns: Sequence[str] = (), split_key: str = "") -> dict:
-    """Read the table, encode the label, split by a stable hash, write GZIP TFRecords."""
+# ------------------------------------------------------------------ split
+def _round(x: float) -> int:
+    # Half up, not Python's half-to-even: the counts are what the docs promise.
+    return int(math.floor(x + 0.5))
+
+
+def _take(n: int, eval_ratio: float, test_ratio: float):
+    """(test, eval) rows of a stratum of n >= MIN_CLASS_ROWS rows: at least one each, train keeps one."""
+    n_test, n_eval = max(1, _round(n * test_ratio)), max(1, _round(n * eval_ratio))
+    while n_test + n_eval > n - 1:
+        if n_test >= n_eval:
+            n_test -= 1
+        else:
+            n_eval -= 1
+    return n_test, n_eval
+
+
+def _assign_ranked(order: List[int], n_test: int, n_eval: int, split_of: List[Optional[str]]) -> None:
+    for rank, i in enumerate(order):
+        split_of[i] = io.TEST if rank < n_test else io.EVAL if rank < n_test + n_eval else io.TRAIN
+
+
+def _split(rows: List[int], digests: List[int], texts: List[str], *, problem_type: str, encoded,
+           group_texts: Optional[List[str]], eval_ratio: float, test_ratio: float):
+    """split name per row index (None for rows not kept) and a description of the method.
+
+    Every ordering is by (md5 digest, canonical text): the same rows give the
+    same splits on any machine and in any file order.
+    """
+    split_of: List[Optional[str]] = [None] * len(digests)
+    small: List[int] = []
+    if group_texts is not None:
+        # Groups never straddle splits: walk groups in hash order, filling test, then eval.
+        groups: Dict[str, List[int]] = collections.defaultdict(list)
+        for i in rows:
+            groups[group_texts[i]].append(i)
+        want_test, want_eval = _round(len(rows) * test_ratio), _round(len(rows) * eval_ratio)
+        n_test = n_eval = 0
+        for key in sorted(groups, key=lambda k: (_digest(k), k)):
+            members = groups[key]
+            if n_test < want_test:
+                split, n_test = io.TEST, n_test + len(members)
+            elif n_eval < want_eval:
+                split, n_eval = io.EVAL, n_eval + len(members)
+            else:
+                split = io.TRAIN
+            for i in members:
+                split_of[i] = split
+        return split_of, small, f"grouped by split_key ({len(groups)} groups)"
+
+    if problem_type == "regression":
+        # Bins of the label's quantiles: each split spans the label's whole range, so a
+        # few extreme labels cannot all land in (and dominate) a small test split.
+        bins = max(1, min(_REGRESSION_BINS, len(rows) // _ROWS_PER_BIN))
+        by_label = sorted(rows, key=lambda i: (encoded[i], digests[i], texts[i]))
+        strata: Dict[int, List[int]] = collections.defaultdict(list)
+        for position, i in enumerate(by_label):
+            strata[position * bins // len(rows)].append(i)
+        method = f"stratified by label quantile ({bins} bins)" if bins > 1 else "by row hash"
+    else:
+        strata = collections.defaultdict(list)
+        for i in rows:
+            strata[encoded[i]].append(i)
+        method = "stratified by label"
+    for stratum, members in sorted(strata.items()):
+        members.sort(key=lambda i: (digests[i], texts[i]))
+        if len(members) < MIN_CLASS_ROWS:
+            if problem_type != "regression":
+                small.append(stratum)
+            _assign_ranked(members, 0, 0, split_of)
+            continue
+        _assign_ranked(members, *_take(len(members), eval_ratio, test_ratio), split_of)
+    return split_of, small, method
+
+
+# ------------------------------------------------------------------ parameters
+def _ratio(name: str, value, path: str) -> float:
+    try:
+        ratio = float(value)
+    except (TypeError, ValueError):
+        raise IngestError(f"{path}: {name} {value!r} is not a number; give a fraction such as 0.2") from None
+    if math.isnan(ratio) or not 0.0 < ratio < 1.0:
+        raise IngestError(f"{path}: {name} {value!r} must be between 0 and 1 (exclusive); "
+                          f"give a fraction such as 0.2")
+    return ratio
+
+
+def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float = 0.15,
+        test_ratio: float = 0.2, drop_columns: Sequence[str] = (), split_key: str = "") -> dict:
+    """Read the table, encode the label, split train/eval/test, write GZIP TFRecords.
+
+    Raises ValueError (IngestError) with a one-line message for any bad input;
+    nothing is written then.
+    """
+    try:
+        return _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
+                    drop_columns, split_key)
+    except IngestError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a failure nobody foresaw still reads as one line
+        raise IngestError(f"{data_path}: ingest failed unexpectedly ({type(err).__name__}: {err}); "
+                          f"the step log has the traceback") from err
+
+
+def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key) -> dict:
     import pandas as pd
 
     # Parameters first: nothing is read or written for a bad call.
-    if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"problem_type {problem_type!r}: expected one of {', '.join(PROBLEM_TYPES)}")
-    try:
-        eval_ratio = float(eval_ratio)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"eval_ratio {eval_ratio!r}: not a number") from e
-    if not 0.0 < eval_ratio < 1.0 or math.isnan(eval_ratio):
-        raise ValueError(f"eval_ratio {eval_ratio}: must be in (0, 1)")
-    if not label or not str(label).strip():
-        raise ValueError("label: empty")
-    drop_columns = list(drop_columns or ())
+    if problem_type not in problem.PROBLEM_TYPES:
+        raise IngestError(f"{data_path}: problem_type {problem_type!r} is not one of "
+                          f"{', '.join(problem.PROBLEM_TYPES)}")
+    eval_ratio = _ratio("eval_ratio", eval_ratio, data_path)
+    test_ratio = _ratio("test_ratio", test_ratio, data_path)
+    if eval_ratio + test_ratio >= 1.0:
+        raise IngestError(f"{data_path}: eval_ratio {eval_ratio} + test_ratio {test_ratio} = "
+                          f"{eval_ratio + test_ratio:g} leaves no rows to train on; make their sum below 1")
+    if not isinstance(label, str) or not label.strip():
+        raise IngestError(f"{data_path}: label is empty; give the label column or an expression")
+    if isinstance(drop_columns, str):
+        drop_columns = [drop_columns]
+    drop_columns = [str(c) for c in (drop_columns or ())]
+    split_key = str(split_key or "")
+    warnings: List[str] = []
+
     path = _resolve_data_path(data_path)
-    df = _read(path)
-    if len(df) == 0 or len(df.columns) == 0:
-        raise ValueError(f"data_path {path}: no rows")
+    table = _read(path)
+    df = table.df
     df.columns = [str(c) for c in df.columns]
+    listed = f"(columns: {_names(df.columns)})"
 
     unknown = [c for c in drop_columns if c not in df.columns]
     if unknown:
-        raise ValueError(f"drop_columns: unknown column(s) {', '.join(map(repr, unknown))} in {path}")
+        raise IngestError(f"{path}: drop_columns names unknown column(s) {_names(map(repr, unknown))}"
+                          f"{_did_you_mean(unknown[0], df.columns)} {listed}")
     if split_key and split_key not in df.columns:
-        raise ValueError(f"split_key: unknown column {split_key!r} in {path}")
+        raise IngestError(f"{path}: split_key {split_key!r} is not a column{_did_you_mean(split_key, df.columns)} "
+                          f"{listed}")
 
-    label_key, y = _label(df, label, drop_columns)
+    label_key, y = _label(table, label, drop_columns)
     keep = y.notna()
     dropped_rows = int((~keep).sum())
     if not keep.any():
-        raise ValueError(f"label {label!r}: every row's label is missing in {path}")
+        raise IngestError(f"{path}: label {label!r} is missing in every row; check the label column")
+    if dropped_rows:
+        first = table.where(int((~keep).to_numpy().argmax()))
+        _warn(warnings, path, f"label {label!r} is missing in {dropped_rows} row(s) (first at {first}); "
+                              f"those rows are dropped")
 
     if problem_type == "regression":
         if not pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
-            raise ValueError(f"label {label!r}: regression needs a numeric label, got {y.dtype}")
+            stray = _stray_text(y)
+            at = f" ({stray[0]} cell(s) are text, first at {table.where(stray[1])}: {stray[2]!r})" if stray else ""
+            raise IngestError(f"{path}: label {label!r} is not numeric{at}; regression needs a numeric label: "
+                              f"fix the cells or choose problem_type binary/multiclass")
         vocabulary: List[str] = []
-        encoded = y.astype("float64")
+        encoded = y.astype("float64").tolist()
     else:
+        stray = _stray_text(y)
+        if stray:   # '1', '2', '3' and one 'x' is likely a typo, but may be a real rare class: say so
+            _warn(warnings, path, f"label {label!r} is numeric except {stray[0]} cell(s), first at "
+                                  f"{table.where(stray[1])}: {stray[2]!r}; they are taken as classes of "
+                                  f"their own (fix or empty them if they are typos)")
         distinct = sorted(y[keep].unique().tolist(), key=_sort_key)
-        vocabulary = [_label_text(v) for v in distinct]
+        vocabulary = [_canon(v) for v in distinct]
         if len(set(vocabulary)) != len(vocabulary):
-            raise ValueError(f"label {label!r}: class values collide as text: {vocabulary}")
+            raise IngestError(f"{path}: label {label!r} has class values that collide as text: {vocabulary[:10]}")
         if problem_type == "binary" and len(vocabulary) != 2:
-            raise ValueError(f"label {label!r}: binary needs exactly 2 classes, found {len(vocabulary)}: {vocabulary[:10]}")
+            found = f"only one class ({vocabulary[0]!r})" if len(vocabulary) == 1 else \
+                f"{len(vocabulary)} classes ({_names(map(repr, vocabulary), 10)})"
+            todo = "use problem_type multiclass" if len(vocabulary) > 2 else \
+                "check the label (or its expression) and that the file holds rows of both classes"
+            raise IngestError(f"{path}: label {label!r} has {found}; binary needs exactly 2: {todo}")
         if problem_type == "multiclass" and len(vocabulary) < 2:
-            raise ValueError(f"label {label!r}: multiclass needs at least 2 classes, found {vocabulary}")
+            raise IngestError(f"{path}: label {label!r} has only one class ({vocabulary[0]!r}); "
+                              f"multiclass needs at least 2: check the label")
         index = {v: i for i, v in enumerate(vocabulary)}
-        encoded = y.map(lambda v: index[_label_text(v)] if pd.notna(v) else None)
+        encoded = [index[_canon(v)] if k else None for v, k in zip(y.tolist(), keep.tolist())]
 
     feature_columns = [c for c in df.columns if c not in drop_columns and c != label_key]
+    if not feature_columns:
+        raise IngestError(f"{path}: no feature columns left besides the label {listed}; "
+                          f"the table needs at least one column to learn from (check drop_columns)")
+    for c in feature_columns:
+        column = df[c]
+        if column.isna().all():
+            _warn(warnings, path, f"column {c!r} is empty in every row; it carries no information "
+                                  f"(add it to drop_columns to silence this warning)")
+            continue
+        stray = _stray_text(column)
+        if stray:
+            n_text, position, value = stray
+            raise IngestError(f"{path}: column {c!r} is numeric except {n_text} cell(s), first at "
+                              f"{table.where(position)}: {value!r}; fix or empty those cells (an empty cell "
+                              f"is a missing value), or add {c!r} to drop_columns")
+
     types: Dict[str, str] = {c: _column_type(df.loc[keep, c]) for c in feature_columns}
     types[label_key] = FLOAT if problem_type == "regression" else INT64
 
-    # Split on the full raw row (or the split key), so the split does not move
-    # when drop_columns or the label change.
-    key_columns = [_canon_column(df[c]) for c in ([split_key] if split_key else df.columns)]
-    is_eval = [_is_eval("\x1f".join(row), eval_ratio) for row in zip(*key_columns)]
+    # Hash the full raw row (or the split key), so the split does not move when
+    # drop_columns or the label change.
+    texts = ["\x1f".join(row) for row in zip(*[_canon_column(df[c]) for c in df.columns])]
+    digests = [_digest(t) for t in texts]
+    group_texts = _canon_column(df[split_key]) if split_key else None
+    if split_key and df[split_key].isna().any():
+        _warn(warnings, path, f"split_key {split_key!r} is missing in {int(df[split_key].isna().sum())} "
+                              f"row(s); they form one group")
+    kept_rows = [i for i, k in enumerate(keep.tolist()) if k]
+    split_of, small, method = _split(kept_rows, digests, texts, problem_type=problem_type, encoded=encoded,
+                                     group_texts=group_texts, eval_ratio=eval_ratio, test_ratio=test_ratio)
+    counts = collections.Counter(split_of[i] for i in kept_rows)
+    empty = [s for s in io.SPLITS if counts[s] == 0]
+    if empty:
+        per = ", ".join(f"{counts[s]} {s}" for s in io.SPLITS)
+        if split_key:
+            cause = (f"split_key {split_key!r} has {len(set(group_texts[i] for i in kept_rows))} group(s); "
+                     f"whole groups go to one split")
+        elif problem_type == "regression":
+            cause = "too few rows"
+        else:
+            cause = f"a class needs at least {MIN_CLASS_ROWS} rows to reach every split"
+        which = " and ".join(empty)
+        raise IngestError(f"{path}: the {which} split{'s' if len(empty) > 1 else ''} would be empty "
+                          f"({len(kept_rows)} usable rows: {per}; {cause}); add rows, or change eval_ratio/test_ratio")
+    if small:
+        names = [vocabulary[c] for c in small]
+        _warn(warnings, path, f"class(es) {_names(map(repr, names))} of label {label!r} have fewer than "
+                              f"{MIN_CLASS_ROWS} rows; they are in the train split only (not evaluated)")
+    if counts[io.TEST] < SMALL_TEST_ROWS:
+        _warn(warnings, path, f"the test split has only {counts[io.TEST]} rows; a metric on so few rows is "
+                              f"uncertain (more data or a larger test_ratio narrows it)")
 
     import tensorflow as tf
-    records = {io.TRAIN: [], io.EVAL: []}
+    records: Dict[str, List[bytes]] = {s: [] for s in io.SPLITS}
     columns = {c: df[c].tolist() for c in feature_columns}
     missing = {c: df[c].isna().tolist() for c in feature_columns}
-    labels = encoded.tolist()
-    kept = keep.tolist()
-    for i in range(len(df)):
-        if not kept[i]:
-            continue
+    for i in kept_rows:
         feats = {}
         for c in feature_columns:
             if missing[c][i]:
                 continue  # a missing cell is an absent feature
             feats[c] = _feature(columns[c][i], types[c])
-        feats[label_key] = _feature(labels[i], types[label_key])
+        feats[label_key] = _feature(encoded[i], types[label_key])
         ex = tf.train.Example(features=tf.train.Features(feature=feats))
-        records[io.EVAL if is_eval[i] else io.TRAIN].append(ex.SerializeToString())
-
-    for split, recs in records.items():
-        if not recs:
-            raise ValueError(f"eval_ratio {eval_ratio}: the {split} split of {path} is empty "
-                             f"({len(df) - dropped_rows} rows); use more data or another ratio")
+        records[split_of[i]].append(ex.SerializeToString())
 
     with io.Staging() as stage:
         staging = stage.dir(examples_dir)
@@ -242,15 +689,25 @@ def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_r
         with open(os.path.join(staging, io.COLUMNS_FILE), "w", encoding="utf-8") as f:
             json.dump(types, f, indent=1, sort_keys=True)
 
-    return {
+    facts = {
         "label_key": label_key,
         "problem_type": problem_type,
         "num_classes": len(vocabulary),
         "label_vocabulary": vocabulary,
-        "rows": len(records[io.TRAIN]) + len(records[io.EVAL]),
+        "rows": sum(len(r) for r in records.values()),
         "rows_train": len(records[io.TRAIN]),
         "rows_eval": len(records[io.EVAL]),
+        "rows_test": len(records[io.TEST]),
         "columns": types,
         "source": str(data_path),
         "dropped_rows": dropped_rows,
+        "eval_ratio": eval_ratio,
+        "test_ratio": test_ratio,
+        "split_method": method,
+        "warnings": warnings,
     }
+    if problem_type != "regression":
+        per_split = {s: collections.Counter(encoded[i] for i in kept_rows if split_of[i] == s) for s in io.SPLITS}
+        facts["class_counts"] = {s: {v: per_split[s][c] for c, v in enumerate(vocabulary)} for s in io.SPLITS}
+        facts["classes_only_in_train"] = [vocabulary[c] for c in small]
+    return facts

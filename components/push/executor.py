@@ -11,11 +11,12 @@ No TensorFlow here: the push image carries none.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 from typing import Any, Dict, Mapping
 
-from kfx_components.common import registry
+from kfx_components.common import problem, registry
 
 CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
 
@@ -68,7 +69,22 @@ def render_card(card: Mapping[str, Any]) -> str:
     blessing = card.get("blessing") or {}
     out += ["## Evaluation", "",
             f"Blessed: **{'yes' if blessing.get('blessed', True) else 'no'}**"
-            + (" (compared with baseline)" if blessing.get("baseline_used") else ""), ""]
+            + (" (compared with baseline)" if blessing.get("baseline_used") else "")
+            + " — every figure below is on the test split, which nothing trained or tuned on.", ""]
+    out += [f"- warning: {w}" for w in card.get("warnings") or []] + ([""] if card.get("warnings") else [])
+    trust = card.get("trust") or {}
+    if trust:
+        out += [f"### Against simple models ({trust.get('test_rows')} test rows, "
+                f"{trust.get('confidence', 0.95):.0%} bootstrap CI)", "",
+                f"| predictor | {trust.get('metric')} | CI |", "| --- | --- | --- |"]
+        rows = [("this model", trust.get("model") or {}),
+                (f"trivial: {(trust.get('trivial') or {}).get('predictor', '')}", trust.get("trivial") or {})]
+        rows += [(f"reference: {r.get('estimator', k)}", r) for k, r in (trust.get("references") or {}).items()]
+        for label, r in rows:
+            ci = r.get("ci") or [None, None]
+            span = "n/a" if ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"
+            out.append(f"| {_md_escape(label)} | {_md_escape(r.get('metric'))} | {span} |")
+        out.append("")
     metrics = card.get("metrics") or {}
     overall = metrics.get("overall") or {}
     out += ["### Overall", "", _kv_table(overall, ("metric", "value"))]
@@ -85,8 +101,14 @@ def render_card(card: Mapping[str, Any]) -> str:
     data = card.get("data") or {}
     out += ["## Data", "", _kv_table(data, ("fact", "value"))]
     out += ["## Hyperparameters", "", _kv_table(card.get("hyperparameters") or {})]
+    which = card.get("which_model") or {}
+    if which:
+        out += ["## Which model this is", "",
+                f"The **{which.get('passed_on', 'student')}**"
+                + (" (distilled student)." if which.get("passed_on") == "student"
+                   else f" (distributed-train): {which.get('reason', '')}"), ""]
     if card.get("training"):
-        out += ["## Training (distilled student)", "", _kv_table(card["training"])]
+        out += ["## Training (distillation)", "", _kv_table(card["training"])]
 
     quantized = card.get("quantized") or {}
     out += ["## Quantized variants (TFLite)", ""]
@@ -103,20 +125,106 @@ def render_card(card: Mapping[str, Any]) -> str:
         out.append("")
     else:
         out += ["_none recorded_", ""]
+    for variant, reason in (card.get("quantized_rejected") or {}).items():
+        out += [f"- not published: {variant}: {reason}"]
 
-    out += ["## Lineage", "", "Input artifact ids (ml-metadata):", "",
+    out += ["", "## Lineage", "", "Input artifact ids (ml-metadata):", "",
             _kv_table(card.get("lineage") or {}, ("input", "artifact id"))]
     return "\n".join(out)
 
 
-def _check_model(model_dir: str) -> None:
-    if not os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        raise ValueError(f"model_dir {model_dir!r} is not a SavedModel directory (no saved_model.pb)")
+TRAINING_FACTS = ("temperature", "alpha", "student_width", "student_depth", "epochs", "batch_size",
+                  "steps_per_epoch", "tolerance", "seed", "teacher_params", "student_params",
+                  "compression_ratio", "teacher_metric", "student_metric")
+
+
+def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str, Any],
+              blessing: Mapping[str, Any], examples: Mapping[str, Any], hyperparameters: Mapping[str, Any],
+              lineage: Mapping[str, Any]) -> Dict[str, Any]:
+    """The model card's facts, from the metadata of push's input artifacts."""
+    variants = quantized.get("variants") or {}
+    return {
+        "model_name": model_name,
+        "problem_type": examples.get("problem_type", ""),
+        "label_key": examples.get("label_key", ""),
+        "label_vocabulary": examples.get("label_vocabulary", []),
+        "metrics": {"split": blessing.get("split", ""),
+                    "overall": blessing.get("overall", {}),
+                    "per_slice": blessing.get("per_slice", {}),
+                    "slice_feature": blessing.get("slice_feature", "")},
+        "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "baseline_used", "baseline_version")},
+        "trust": blessing.get("trust", {}),
+        "warnings": blessing.get("warnings", []),
+        "data": {k: examples[k] for k in ("source", "rows", "rows_train", "rows_eval", "rows_test", "class_counts")
+                 if k in examples},
+        "hyperparameters": {k: hyperparameters[k] for k in ("width", "depth", "learning_rate")
+                            if k in hyperparameters},
+        "which_model": {k: model[k] for k in ("passed_on", "reason") if k in model},
+        "training": {k: model[k] for k in TRAINING_FACTS if k in model},
+        "quantized": {name: {k: info[k] for k in ("size_bytes", "metric", "metric_delta") if k in info}
+                      for name, info in variants.items()},
+        "quantized_rejected": quantized.get("rejected", {}),
+        "lineage": dict(lineage),
+    }
+
+
+def summary_line(facts: Mapping[str, Any], card: Mapping[str, Any]) -> str:
+    """The run's one-line outcome: what was pushed and how good it is, or why nothing was."""
+    if not facts.get("pushed"):
+        return f"not pushed: {facts.get('reason', '')}"
+    trust = card.get("trust") or {}
+    model = trust.get("model") or {}
+    ci = model.get("ci") or [None, None]
+    which = (card.get("which_model") or {}).get("passed_on", "model")
+    quality = ""
+    if model.get("metric") is not None:
+        quality = (f": {trust.get('metric')} {model['metric']:.4f} on {trust.get('test_rows')} test rows"
+                   + (f" (95% CI {ci[0]:.4f}-{ci[1]:.4f})" if ci[0] is not None else "")
+                   + f", trivial {trust['trivial']['metric']:.4f}, "
+                   f"{trust['references']['linear']['estimator']} {trust['references']['linear']['metric']:.4f}")
+    if facts.get("already"):
+        return f"already v{facts['version']}: {facts['model_name']} v{facts['version']} holds this same model"
+    return f"pushed {facts['model_name']} v{facts['version']} ({which}){quality}"
+
+
+def fingerprint(*dirs: str) -> str:
+    """sha256 over the relative paths and bytes of every file below ``dirs``: the same artifacts
+    (a cached model and its variants) give the same fingerprint."""
+    digest = hashlib.sha256()
+    for top in dirs:
+        if not top:
+            continue
+        for root, subdirs, files in os.walk(top):
+            subdirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                digest.update(os.path.relpath(path, top).encode("utf-8") + b"\0")
+                with open(path, "rb") as f:
+                    for chunk in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _already_published(registry_uri: str, model_name: str, model_fingerprint: str):
+    """The head version when it holds exactly this model, else None."""
+    head = registry.latest(registry_uri, model_name)
+    if head is None:
+        return None
+    raw = registry.read_file(head, CARD_JSON)
+    try:
+        recorded = json.loads(raw or b"{}").get("model_fingerprint")
+    except ValueError:
+        recorded = None
+    return head if recorded == model_fingerprint else None
 
 
 def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_uri: str,
         model_name: str, card: Dict[str, Any]) -> dict:
-    """Publish the blessed model as the next registry version, or nothing when not blessed."""
+    """Publish the blessed model as the next registry version, or nothing when not blessed.
+
+    Idempotent: when the registry's head version holds the same model and variants (same
+    fingerprint), nothing new is published and the head is returned (``already: True``).
+    """
     if not isinstance(blessing, Mapping) or "blessed" not in blessing:
         raise ValueError("blessing must be a dict with a 'blessed' entry")
     if not registry_uri:
@@ -126,13 +234,20 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         reason = "not blessed" + (": " + "; ".join(map(str, reasons)) if reasons else "")
         return {"pushed": False, "reason": reason, "model_name": model_name}
 
-    _check_model(model_dir)
+    problem.require_saved_model(model_dir, "model_dir")
     sources = {"saved_model": model_dir}
     if quantized_dir:
         if not os.path.isdir(quantized_dir):
             raise ValueError(f"quantized_dir {quantized_dir!r} is not a directory")
         sources["tflite"] = quantized_dir
+    model_fingerprint = fingerprint(model_dir, quantized_dir)
+    head = _already_published(registry_uri, model_name, model_fingerprint)
+    if head is not None:
+        markdown = registry.read_file(head, CARD_MD) or b""
+        return {"pushed": True, "already": True, "version": head.number, "uri": head.uri,
+                "model_name": model_name, "model_card": markdown.decode("utf-8")}
     base_card = dict(card or {})
+    base_card["model_fingerprint"] = model_fingerprint
     base_card.setdefault("model_name", model_name)
     base_card.setdefault("blessing", {k: v for k, v in blessing.items()
                                       if k in ("blessed", "reasons", "baseline_used")})
@@ -153,5 +268,5 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
 
     version = registry.publish(sources, {}, registry_uri, model_name, versioned_files=remember)
     # `model_card` (the Markdown) is for the component's Markdown output, not for metadata.
-    return {"pushed": True, "version": version.number, "uri": version.uri, "model_name": model_name,
-            "model_card": published[CARD_MD].decode("utf-8")}
+    return {"pushed": True, "already": False, "version": version.number, "uri": version.uri,
+            "model_name": model_name, "model_card": published[CARD_MD].decode("utf-8")}

@@ -11,9 +11,12 @@ up inside TFLite. Three variants are written to ``quantized_dir``:
   Integer index inputs (categorical features) stay int64: they are indices,
   not quantizable values.
 
-Each variant is run with ``tf.lite.Interpreter`` over the eval split and scored
+Each variant is run with ``tf.lite.Interpreter`` over the test split and scored
 with the same metric as the float SavedModel (AUC for binary, accuracy for
-multiclass, RMSE for regression). A ``quantization.json`` summary is written.
+multiclass, RMSE for regression). A variant whose metric is worse than the
+SavedModel's by more than ``tolerance`` (relative) is not published: its file
+is not written, and ``rejected`` says why. A ``quantization.json`` summary is
+written.
 """
 from __future__ import annotations
 
@@ -22,9 +25,10 @@ import os
 import time
 
 
-SIGNATURE = "transformed_logits"
+from kfx_components.common import io, problem
+
+SIGNATURE = problem.LOGITS_SIGNATURE
 VARIANTS = ("dynamic_range", "float16", "int8")
-PRIMARY_METRIC = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
 REPRESENTATIVE_SAMPLES = 300
 EVAL_BATCH = 512
 
@@ -157,12 +161,12 @@ def _dir_bytes(path: str) -> int:
 
 
 def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str, quantized_dir: str,
-        label_key: str, problem_type: str, num_classes: int) -> dict:
+        label_key: str, problem_type: str, num_classes: int, tolerance: float = 0.02) -> dict:
     start = time.time()
-    if problem_type not in PRIMARY_METRIC:
-        raise ValueError(f"problem_type must be one of {sorted(PRIMARY_METRIC)}, got {problem_type!r}")
-    if not os.path.exists(os.path.join(model_dir, "saved_model.pb")):
-        raise ValueError(f"model_dir {model_dir!r} holds no saved_model.pb")
+    problem.check_problem_type(problem_type)
+    problem.require_saved_model(model_dir, "model_dir")
+    if not 0.0 <= float(tolerance) < 1.0:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
 
     import numpy as np
     import tensorflow as tf
@@ -179,11 +183,11 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
     signature = loaded.signatures[SIGNATURE]
     input_spec = signature_input_spec(signature)
 
-    eval_x, eval_y = load_split(transformed_examples_dir, "eval", transform_output, input_spec, label_key)
+    eval_x, eval_y = load_split(transformed_examples_dir, io.TEST, transform_output, input_spec, label_key)
     n_eval = len(eval_y)
     if n_eval == 0:
-        raise ValueError(f"eval split of {transformed_examples_dir} is empty")
-    primary = PRIMARY_METRIC[problem_type]
+        raise ValueError(f"test split of {transformed_examples_dir} is empty")
+    primary = problem.primary_metric(problem_type)
     ref_logits = saved_model_logits(signature, eval_x, n_eval)
     reference = {
         "metric": M.metric_from_logits(problem_type, eval_y, ref_logits),
@@ -199,12 +203,10 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
         for i in range(n_rep):
             yield {k: v[i:i + 1] for k, v in rep_x.items()}
 
-    from kfx_components.common import io
-
     # Built aside and moved into quantized_dir only when every variant converted and ran.
     with io.Staging() as stage:
         out_dir = stage.dir(quantized_dir)
-        variants = {}
+        variants, rejected = {}, {}
         for name in VARIANTS:
             path = os.path.join(out_dir, f"{name}.tflite")
             try:
@@ -215,6 +217,11 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
                 f.write(blob)
             logits = tflite_logits(path, eval_x, n_eval)
             value = M.metric_from_logits(problem_type, eval_y, logits)
+            if problem.worse_by_more_than(value, reference["metric"], problem_type, float(tolerance)):
+                os.remove(path)
+                rejected[name] = (f"{primary} {value:.4f} is worse than the SavedModel's "
+                                  f"{reference['metric']:.4f} by more than the tolerance {float(tolerance):g}")
+                continue
             variants[name] = {
                 "file": os.path.basename(path),
                 "size_bytes": os.path.getsize(path),
@@ -224,22 +231,24 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
                 "tensors": tensor_dtypes(path),
             }
 
-        int8_inputs = variants["int8"]["tensors"]["inputs"]
-        notes = {
-            "int8": ("full integer (TFLITE_BUILTINS_INT8 only): float inputs, weights, activations and "
-                     "output are int8; integer index inputs stay " +
-                     ", ".join(sorted({v for v in int8_inputs.values() if v != "int8"}) or ["-"]) +
-                     " (they index embeddings, they are not quantized values)"),
-        }
+        notes = {}
+        if "int8" in variants:
+            int8_inputs = variants["int8"]["tensors"]["inputs"]
+            notes["int8"] = ("full integer (TFLITE_BUILTINS_INT8 only): float inputs, weights, activations "
+                             "and output are int8; integer index inputs stay " +
+                             ", ".join(sorted({v for v in int8_inputs.values() if v != "int8"}) or ["-"]) +
+                             " (they index embeddings, they are not quantized values)")
         summary = {
             "signature": SIGNATURE,
             "primary_metric": primary,
             "problem_type": problem_type,
             "num_classes": int(num_classes),
-            "eval_rows": int(n_eval),
+            "test_rows": int(n_eval),
+            "tolerance": float(tolerance),
             "representative_samples": int(n_rep),
             "reference": reference,
             "variants": variants,
+            "rejected": rejected,
             "notes": notes,
         }
         with open(os.path.join(out_dir, "quantization.json"), "w") as f:

@@ -2,17 +2,20 @@
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import Artifact, Dataset, Input, Output
+from kfp.dsl import Dataset, Input, Output
+
+from kfx_components.common.artifacts import Schema, TransformGraph
 
 from kfx_components.images import stage_image
 
 
 @dsl.component(base_image=stage_image("transform"), install_kfp_package=False)
-def transform(examples: Input[Dataset], schema: Input[Artifact], categorical_features: List[str],
+def transform(examples: Input[Dataset], schema: Input[Schema], categorical_features: List[str],
               bucketize_features: List[str], num_buckets: int, beam_pipeline_args: List[str],
-              transform_graph: Output[Artifact], transformed_examples: Output[Dataset]):
+              transform_graph: Output[TransformGraph], transformed_examples: Output[Dataset]):
     """Schema-driven TensorFlow Transform: z-scores, vocabularies, buckets; label unchanged."""
     # dsl.component embeds this body's source in the IR: imports must live here.
+    from kfx_components.common import facts as travelling
     from kfx_components.transform import executor
     facts = executor.run(examples_dir=examples.path, schema_dir=schema.path,
                          transform_graph_dir=transform_graph.path,
@@ -23,6 +26,4 @@ def transform(examples: Input[Dataset], schema: Input[Artifact], categorical_fea
                          beam_pipeline_args=list(beam_pipeline_args or ()))
     transform_graph.metadata.update(facts)
     # Downstream stages read the problem from here, not from pipeline parameters.
-    transformed_examples.metadata.update(facts)
-    for key in ("label_key", "problem_type", "num_classes", "label_vocabulary"):
-        transformed_examples.metadata[key] = examples.metadata[key]
+    transformed_examples.metadata.update({**facts, **travelling.carried(examples.metadata)})

@@ -211,16 +211,18 @@ def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transforme
 
         with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or ()))) as p:
             with tft_beam.Context(temp_dir=tmp):
-                train_source, eval_source = source(io.TRAIN), source(io.EVAL)
-                adapter = train_source.TensorAdapterConfig()
-                raw_train = p | f"Read[{io.TRAIN}]" >> train_source.BeamSource()
-                raw_eval = p | f"Read[{io.EVAL}]" >> eval_source.BeamSource()
-                (train, _), transform_fn = ((raw_train, adapter) | tft_beam.AnalyzeAndTransformDataset(
+                # The graph is fitted on train only; eval and test are transformed with it.
+                sources = {split: source(split) for split in io.SPLITS}
+                adapter = sources[io.TRAIN].TensorAdapterConfig()
+                raw = {split: p | f"Read[{split}]" >> src.BeamSource() for split, src in sources.items()}
+                (train, _), transform_fn = ((raw[io.TRAIN], adapter) | tft_beam.AnalyzeAndTransformDataset(
                     preprocessing_fn, output_record_batches=True))
-                evaluated, _ = (((raw_eval, adapter), transform_fn)
-                                | tft_beam.TransformDataset(output_record_batches=True))
                 write(io.TRAIN, train)
-                write(io.EVAL, evaluated)
+                for split in io.SPLITS[1:]:
+                    transformed_split, _ = (((raw[split], adapter), transform_fn)
+                                            | f"Transform[{split}]" >> tft_beam.TransformDataset(
+                                                output_record_batches=True))
+                    write(split, transformed_split)
                 _ = transform_fn | tft_beam.WriteTransformFn(graph_staging)
         shutil.rmtree(tmp, ignore_errors=True)
         # The raw schema too (metadata/), so TFTransformOutput.raw_feature_spec()

@@ -12,7 +12,10 @@ follows from ``max_epochs`` and ``factor`` (= 3). The mapping used here:
 KerasTuner) creates at most ``max_trials`` trials; the oracle's
 ``max_trials`` is set too, as a hard cap. E.g. (max_trials=6, epochs=4) ->
 max_epochs=3 (6 trials), (2, 2) -> max_epochs=2 (2 trials).
-Every trial uses EarlyStopping on the validation objective (patience 2).
+An "epoch" and the batch size follow the table's size (``model.fit_plan``):
+small tables get small batches and several passes per epoch. Every trial
+stops early on the eval split's loss (``model.fit_callbacks``); the output
+layer starts at the label's prior or mean (``model.label_stats``).
 The tuner's working directory is a temporary directory, removed afterwards.
 """
 from __future__ import annotations
@@ -22,6 +25,7 @@ import shutil
 import tempfile
 import time
 
+from kfx_components.common import problem
 
 ALGORITHMS = ("hyperband", "random", "bayesian")
 # The search space (tests check the written values against it).
@@ -71,7 +75,7 @@ def _tuner(algorithm, hypermodel, objective, max_trials, epochs, seed, directory
 
 def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters_dir: str,
         label_key: str, problem_type: str, num_classes: int, algorithm: str = "hyperband",
-        max_trials: int = 6, epochs: int = 4, batch_size: int = 256, seed: int = 42) -> dict:
+        max_trials: int = 6, epochs: int = 4, seed: int = 42) -> dict:
     algorithm = (algorithm or "").lower()
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -89,8 +93,10 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
     tf.keras.utils.set_random_seed(seed)
     transform_output = m.load_transform_output(transform_graph_dir)
     m.output_units(problem_type, num_classes)  # validates problem_type / num_classes
-    metric = m.primary_metric(problem_type)
-    objective = kt.Objective(f"val_{metric}", direction=m.metric_direction(problem_type))
+    metric = problem.primary_metric(problem_type)
+    objective = kt.Objective(f"val_{metric}", direction="max" if problem.higher_is_better(problem_type) else "min")
+
+    stats = m.label_stats(transformed_examples_dir, transform_output, label_key, problem_type, num_classes)
 
     def hypermodel(hp):
         return m.build_model(
@@ -98,18 +104,19 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
             width=hp.Choice("width", list(WIDTHS)),
             depth=hp.Int("depth", DEPTH_RANGE[0], DEPTH_RANGE[1]),
             learning_rate=hp.Float("learning_rate", LEARNING_RATE_RANGE[0], LEARNING_RATE_RANGE[1],
-                                   sampling="log"))
+                                   sampling="log"),
+            label_stats=stats)
 
-    train = m.make_dataset(transformed_examples_dir, "train", transform_output, label_key, batch_size,
-                           shuffle=True, seed=seed, problem_type=problem_type)
-    evals = m.make_dataset(transformed_examples_dir, "eval", transform_output, label_key, batch_size,
+    plan = m.fit_plan(m.count_examples(transformed_examples_dir, "train"), epochs)
+    train = m.make_dataset(transformed_examples_dir, "train", transform_output, label_key, plan["batch_size"],
+                           shuffle=True, repeat=True, seed=seed, problem_type=problem_type)
+    evals = m.make_dataset(transformed_examples_dir, "eval", transform_output, label_key, 1024,
                            problem_type=problem_type)
     workdir = tempfile.mkdtemp(prefix="kfx-tune-")
     try:
-        tuner, trial_epochs = _tuner(algorithm, hypermodel, objective, max_trials, epochs, seed, workdir)
-        stop = tf.keras.callbacks.EarlyStopping(monitor=f"val_{metric}", mode=m.metric_direction(problem_type),
-                                                patience=2, restore_best_weights=True)
-        tuner.search(train, validation_data=evals, epochs=trial_epochs, callbacks=[stop], verbose=0)
+        tuner, trial_epochs = _tuner(algorithm, hypermodel, objective, max_trials, plan["epochs"], seed, workdir)
+        tuner.search(train, validation_data=evals, epochs=trial_epochs, steps_per_epoch=plan["steps_per_epoch"],
+                     callbacks=m.fit_callbacks(), verbose=0)
         best_trial = tuner.oracle.get_best_trials(1)[0]
         best = best_trial.hyperparameters.values
         trials = [t for t in tuner.oracle.trials.values() if t.status == "COMPLETED"]
@@ -127,5 +134,7 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
         "trials": len(trials),
         "max_trials": max_trials,
         "max_epochs": int(trial_epochs),
+        "batch_size": plan["batch_size"],
+        "steps_per_epoch": plan["steps_per_epoch"],
         "seconds": round(time.time() - start, 2),
     }

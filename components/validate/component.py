@@ -2,15 +2,17 @@
 from typing import List
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, Dataset, Input, Output
+from kfp.dsl import HTML, Dataset, Input, Output
+
+from kfx_components.common.artifacts import ExampleAnomalies, ExampleStatistics, Schema
 
 from kfx_components.images import stage_image
 
 
 @dsl.component(base_image=stage_image("validate"), install_kfp_package=False)
 def validate(examples: Input[Dataset], stop_on_anomalies: bool, beam_pipeline_args: List[str],
-             statistics: Output[Artifact], schema: Output[Artifact], anomalies: Output[Artifact],
-             report: Output[HTML], curated_schema: Input[Artifact] = None):
+             statistics: Output[ExampleStatistics], schema: Output[Schema], anomalies: Output[ExampleAnomalies],
+             report: Output[HTML], curated_schema: Input[Schema] = None):
     """Statistics per split, a schema (inferred from train unless curated), anomalies, report."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     from kfx_components.validate import executor
@@ -24,5 +26,5 @@ def validate(examples: Input[Dataset], stop_on_anomalies: bool, beam_pipeline_ar
     schema.metadata.update({k: facts[k] for k in ("num_features", "features", "schema_source")})
     schema.metadata["label_key"] = examples.metadata["label_key"]
     anomalies.metadata.update({k: facts[k] for k in
-                               ("num_anomalies", "anomalies_train", "anomalies_eval", "anomalies")})
+                               ("num_anomalies", "anomalies", *(k for k in facts if k.startswith("anomalies_")))})
     report.metadata.update({"num_anomalies": facts["num_anomalies"], "seconds": facts["seconds"]})

@@ -112,16 +112,17 @@ def _add_sparse_eval_only(schema, eval_stats) -> None:
             f"kfx: absent from train, in {present} eval rows: optional")
 
 
-def _infer_schema(train_stats, eval_stats, label_key: str):
+def _infer_schema(stats: dict, label_key: str):
     import tensorflow_data_validation as tfdv
     # No inferred shapes: a fixed shape would make every feature (the label
     # too) mandatory when a serving request is parsed.
-    schema = tfdv.infer_schema(train_stats, infer_feature_shape=False)
+    schema = tfdv.infer_schema(stats[io.TRAIN], infer_feature_shape=False)
     for feature in schema.feature:
         if feature.HasField("domain") or feature.HasField("string_domain"):
             feature.distribution_constraints.min_domain_mass = MIN_DOMAIN_MASS
             feature.drift_comparator.infinity_norm.threshold = DRIFT_LINF_THRESHOLD
-    _add_sparse_eval_only(schema, eval_stats)
+    for split in io.SPLITS[1:]:
+        _add_sparse_eval_only(schema, stats[split])
     # The label is needed for training, not in a serving request.
     schema.default_environment.extend([TRAINING, SERVING])
     tfdv.get_feature(schema, label_key).not_in_environment.append(SERVING)
@@ -222,13 +223,12 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
         if label_key not in _feature_stats(stats[io.TRAIN]):
             raise ValueError(f"label_key {label_key!r}: no such feature in {io.split_file(examples_dir, io.TRAIN)}")
 
-        schema = curated if curated is not None else _infer_schema(stats[io.TRAIN], stats[io.EVAL], label_key)
+        schema = curated if curated is not None else _infer_schema(stats, label_key)
         environment = TRAINING if TRAINING in schema.default_environment else None
-        found = {
-            io.TRAIN: tfdv.validate_statistics(stats[io.TRAIN], schema, environment=environment),
-            io.EVAL: tfdv.validate_statistics(stats[io.EVAL], schema, environment=environment,
-                                              previous_statistics=stats[io.TRAIN]),
-        }
+        # eval and test are also checked against train (skew between the splits).
+        found = {split: tfdv.validate_statistics(
+            stats[split], schema, environment=environment,
+            previous_statistics=None if split == io.TRAIN else stats[io.TRAIN]) for split in io.SPLITS}
         anomalies = [a for split in io.SPLITS for a in _anomaly_list(found[split], split)]
 
         schema_staging = stage.dir(schema_dir)
@@ -254,8 +254,7 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
         "features": [f.name for f in schema.feature],
         "schema_source": "curated" if curated is not None else "inferred",
         "num_anomalies": len(anomalies),
-        "anomalies_train": sum(a["split"] == io.TRAIN for a in anomalies),
-        "anomalies_eval": sum(a["split"] == io.EVAL for a in anomalies),
+        **{f"anomalies_{split}": sum(a["split"] == split for a in anomalies) for split in io.SPLITS},
         "anomalies": anomalies,
         "statistics_seconds": round(stats_seconds, 2),
         "seconds": round(time.time() - start, 2),

@@ -1,4 +1,5 @@
 """distill: a smaller student that learns from the teacher's logits (taxi fixtures)."""
+import json
 import os
 import subprocess
 import sys
@@ -6,6 +7,7 @@ import types
 
 import numpy as np
 import pytest
+import yaml
 
 from kfx_components.distill import executor
 
@@ -30,10 +32,13 @@ def test_student_is_smaller_and_beats_chance(student, teacher):
     facts = student.metadata
     assert facts["student_params"] < facts["teacher_params"]
     assert facts["compression_ratio"] == pytest.approx(facts["teacher_params"] / facts["student_params"], rel=1e-3)
-    assert facts["primary_metric"] == "auc"
-    assert facts["student_auc"] > 0.5
-    assert 0.5 < facts["teacher_auc"] <= 1.0
+    assert facts["primary_metric"] == "auc" and facts["passed_on"] == "student"
+    assert facts["student_metric"] > 0.5
+    assert 0.5 < facts["teacher_metric"] <= 1.0
     assert facts["student_width"] == 16 and facts["student_depth"] == 1
+    # The budget adapts to the table: epochs is a cap, early stopping on eval decides.
+    assert 1 <= facts["history"]["epochs_run"] <= 3 and facts["history"]["curves"]["val_hard_loss"]
+    assert len(facts["history"]["curves"]["val_loss"]) == facts["history"]["epochs_run"]
 
 
 def test_student_serves_the_same_contract(student, examples):
@@ -51,11 +56,11 @@ def _run_component(teacher, transformed, out, **params):
     """The distill component body, in-process: returns (student artifact, metrics artifact)."""
     from kfp import dsl
     from kfx_components.distill.component import distill
-    student = types.SimpleNamespace(path=str(out), metadata={})
+    model = types.SimpleNamespace(path=str(out), metadata={})
     metrics = dsl.Metrics(name="metrics", uri=str(out) + "-metrics", metadata={})
     distill.python_func(teacher=teacher, transformed_examples=transformed.examples,
-                        transform_graph=transformed.graph, student=student, metrics=metrics, **params)
-    return student, metrics
+                        transform_graph=transformed.graph, model=model, metrics=metrics, **params)
+    return model, metrics
 
 
 def test_alpha_changes_what_is_learned(model_args, teacher, transformed, eval_features, tmp_path):
@@ -64,14 +69,14 @@ def test_alpha_changes_what_is_learned(model_args, teacher, transformed, eval_fe
     The alpha=1 run goes through the KFP component body (saves a run and checks the wrapper too).
     """
     t_logits = _logits(teacher.path, eval_features)
-    facts = {0.0: executor.run(teacher_model_dir=teacher.path, student_model_dir=str(tmp_path / "a0"),
-                               alpha=0.0, epochs=10, **model_args)}
+    facts = {0.0: executor.run(teacher_model_dir=teacher.path, model_dir=str(tmp_path / "a0"),
+                               alpha=0.0, epochs=10, tolerance=0.99, **model_args)}
     artifact, metrics = _run_component(teacher, transformed, tmp_path / "a1", temperature=4.0, alpha=1.0,
-                                       student_width=16, epochs=10)
+                                       student_width=16, epochs=10, tolerance=0.99)
     facts[1.0] = artifact.metadata
     assert os.path.isfile(os.path.join(artifact.path, "saved_model.pb"))
     assert artifact.metadata["alpha"] == 1.0 and artifact.metadata["label_key"] == model_args["label_key"]
-    for key in ("teacher_params", "student_params", "compression_ratio", "student_auc", "teacher_auc"):
+    for key in ("teacher_params", "student_params", "compression_ratio", "student_metric", "teacher_metric"):
         assert metrics.metadata[key] == pytest.approx(artifact.metadata[key])
     mse, corr = {}, {}
     for alpha, out in ((0.0, tmp_path / "a0"), (1.0, tmp_path / "a1")):
@@ -79,7 +84,7 @@ def test_alpha_changes_what_is_learned(model_args, teacher, transformed, eval_fe
         mse[alpha] = float(np.mean((s_logits - t_logits) ** 2))
         corr[alpha] = float(np.corrcoef(s_logits.ravel(), t_logits.ravel())[0, 1])
         assert facts[alpha]["logit_mse_to_teacher"] == pytest.approx(mse[alpha], rel=1e-3, abs=1e-5)
-        assert facts[alpha]["student_auc"] > 0.5
+        assert facts[alpha]["student_metric"] > 0.5
     assert mse[0.0] < 0.5 * mse[1.0], mse
     assert corr[0.0] > corr[1.0], corr
 
@@ -91,29 +96,43 @@ def test_alpha_changes_what_is_learned(model_args, teacher, transformed, eval_fe
     (dict(alpha=-0.1), "alpha"),
     (dict(student_width=0), "student_width"),
     (dict(epochs=0), "epochs"),
+    (dict(tolerance=1.0), "tolerance"),
     (dict(problem_type="ranking"), "problem_type"),
 ])
 def test_bad_parameters_raise_naming_them(bad, name, tmp_path):
     args = dict(teacher_model_dir=str(tmp_path / "none"), transformed_examples_dir=str(tmp_path),
-                transform_graph_dir=str(tmp_path), student_model_dir=str(tmp_path / "student"),
+                transform_graph_dir=str(tmp_path), model_dir=str(tmp_path / "model"),
                 label_key="label", problem_type="binary", num_classes=2)
     args.update(bad)
     with pytest.raises(ValueError, match=name):
         executor.run(**args)
-    assert not (tmp_path / "student").exists()
+    assert not (tmp_path / "model").exists()
 
 
 def test_a_student_no_smaller_than_the_teacher_is_refused_before_training(model_args, teacher, tmp_path):
     with pytest.raises(ValueError, match=r"student_width=512 .* not fewer than the teacher's"):
-        executor.run(teacher_model_dir=teacher.path, student_model_dir=str(tmp_path / "student"),
+        executor.run(teacher_model_dir=teacher.path, model_dir=str(tmp_path / "model"),
                      student_width=512, epochs=1, **model_args)
-    assert not (tmp_path / "student").exists()
+    assert not (tmp_path / "model").exists()
+
+
+def test_a_student_worse_than_the_teacher_is_not_passed_on(teacher, transformed, eval_features, tmp_path):
+    """The gate: a one-unit student trained for one epoch falls short of the teacher by more than a
+    zero tolerance, so distill passes the teacher's SavedModel on and says why, with the numbers."""
+    artifact, metrics = _run_component(teacher, transformed, tmp_path / "gated", temperature=4.0, alpha=0.3,
+                                       student_width=1, epochs=1, tolerance=0.0)
+    facts = artifact.metadata
+    assert facts["passed_on"] == "teacher" and metrics.metadata["passed_on"] == "teacher"
+    assert facts["student_metric"] < facts["teacher_metric"]
+    assert f"{facts['student_metric']:.4f}" in facts["reason"] and "teacher is passed on" in facts["reason"]
+    np.testing.assert_allclose(_logits(artifact.path, eval_features), _logits(teacher.path, eval_features),
+                               rtol=1e-6)
 
 
 def test_missing_teacher_raises_naming_it(tmp_path):
     with pytest.raises(ValueError, match="teacher_model_dir"):
         executor.run(teacher_model_dir=str(tmp_path / "nowhere"), transformed_examples_dir=str(tmp_path),
-                     transform_graph_dir=str(tmp_path), student_model_dir=str(tmp_path / "s"),
+                     transform_graph_dir=str(tmp_path), model_dir=str(tmp_path / "s"),
                      label_key="label", problem_type="binary", num_classes=2)
 
 
@@ -140,5 +159,5 @@ def test_component_compiles_without_importing_tensorflow(tmp_path):
             f"compiler.Compiler().compile(distill, {str(tmp_path / 'distill.yaml')!r}); "
             "assert 'tensorflow' not in sys.modules, 'component.py imported TensorFlow'")
     subprocess.run([sys.executable, "-c", code], check=True)
-    ir = (tmp_path / "distill.yaml").read_text()
+    ir = json.dumps(yaml.safe_load((tmp_path / "distill.yaml").read_text()))  # the embedded source unwrapped
     assert "kfx-distill:" in ir and "student_width" in ir and "kfx_components.distill import executor" in ir

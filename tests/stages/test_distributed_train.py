@@ -55,7 +55,8 @@ def test_select_strategy_builds_multi_worker_from_two_worker_tf_config(monkeypat
 def test_trains_checkpoints_every_epoch_and_beats_chance(teacher, work):
     facts = teacher.metadata
     assert facts["strategy"] == "default" and facts["replicas"] == 1
-    assert facts["epochs"] == facts["epochs_run"] == 3
+    assert facts["epochs"] == facts["epochs_run"] == 3  # a cap of 3 epochs, below the early-stopping patience
+    assert facts["steps_per_epoch"] >= 50 and facts["best_epoch"] in (1, 2, 3)
     ckpt = work / "checkpoints"
     index_files = sorted(p.name for p in ckpt.glob("epoch-*.ckpt.index"))
     assert index_files == [f"epoch-{e:04d}.ckpt.index" for e in (1, 2, 3)]
@@ -136,7 +137,7 @@ def test_two_workers_over_loopback_train_in_sync(model_args, hyperparameters, tm
         import json
         from kfx_components.distributed_train import executor
         facts = executor.run(hyperparameters_dir={hyperparameters.path!r}, model_dir={str(model_dir)!r},
-                             checkpoint_dir={str(ckpt_dir)!r}, epochs=2, batch_size=128,
+                             checkpoint_dir={str(ckpt_dir)!r}, epochs=2,
                              **json.loads({json.dumps(model_args)!r}))
         print("FACTS " + json.dumps(facts))
     """)
@@ -160,10 +161,13 @@ def test_two_workers_over_loopback_train_in_sync(model_args, hyperparameters, tm
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-4000:]
     facts = [json.loads(next(l for l in out.splitlines() if l.startswith("FACTS "))[6:]) for out in outputs]
+    from kfx_components.common import model as M
     print(f"two-worker wall time {seconds:.1f}s")
     for f in facts:
         assert f["strategy"] == "multi_worker_mirrored" and f["replicas"] == 2
-        assert f["global_batch_size"] == 256 and f["epochs_run"] == 2
+        # the batch size follows the table's size, per replica
+        plan = M.fit_plan(f["rows_train"], 2, replicas=2)
+        assert f["global_batch_size"] == 2 * plan["batch_size"] and f["epochs_run"] == 2
     assert [f["is_chief"] for f in facts] == [True, False]
     # in sync: both replicas end with the same weights, hence the same eval metrics
     assert facts[0]["eval_loss"] == pytest.approx(facts[1]["eval_loss"], rel=1e-5)

@@ -1,4 +1,4 @@
-"""evaluate: real TFMA on the raw eval split of the shared fixtures (student/teacher SavedModels)."""
+"""evaluate: real TFMA on the raw test split of the shared fixtures (student/teacher SavedModels)."""
 import json
 import os
 import re
@@ -36,7 +36,7 @@ def test_student_overall_and_per_slice(strict, examples, taxi_config):
     feature = taxi_config["slice_feature"]
     overall = facts["overall"]
     assert overall["auc"] > 0.5, overall
-    assert overall["example_count"] == examples.metadata["rows_eval"]
+    assert overall["example_count"] == examples.metadata["rows_test"]  # judged on test, not eval
     assert 0.0 <= overall["accuracy"] <= 1.0
     for name in ("precision", "recall"):  # None (undefined) when nothing is predicted positive
         assert overall[name] is None or 0.0 <= overall[name] <= 1.0
@@ -55,6 +55,41 @@ def test_student_overall_and_per_slice(strict, examples, taxi_config):
     # TFMA's own output is there and the facts are JSON.
     assert os.path.exists(out / "evaluation" / "eval_config.json")
     json.dumps(facts, allow_nan=False)
+
+
+def test_the_model_is_compared_with_the_trivial_predictor_and_a_classical_reference(strict, examples):
+    facts, out = strict
+    t = facts["trust"]
+    assert t["test_rows"] == examples.metadata["rows_test"] and t["metric"] == "auc"
+    assert t["trivial"]["metric"] == pytest.approx(0.5)  # a constant score ranks nothing
+    assert "prior" in t["trivial"]["predictor"]
+    linear, boosting = t["references"]["linear"], t["references"]["boosting"]
+    assert linear["estimator"] == "LogisticRegression" and 0.6 < linear["metric"] <= 1.0
+    assert 0.6 < boosting["metric"] <= 1.0
+    low, high = t["model"]["ci"]
+    assert low <= facts["overall"]["auc"] + 1e-3 and t["model"]["metric"] <= high
+    assert high - low < 0.2  # ~600 test rows: a usable interval
+    assert t["vs_trivial_ci"][0] > 0  # this model beats guessing, with confidence
+    page = (out / "report.html").read_text()
+    assert "Against simple models" in page and "LogisticRegression" in page
+
+
+def test_bootstrap_auc_matches_sklearn_and_covers_the_truth():
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+    from kfx_components.evaluate import trust
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 400).astype(float)
+    scores = labels * 0.8 + rng.normal(0, 0.7, 400)   # a real but imperfect signal
+    outputs = {"model": scores[:, None], "trivial": np.full((400, 1), 0.3)}
+    assert trust.metric("binary", labels, outputs["model"]) == pytest.approx(roc_auc_score(labels, scores))
+    samples = trust.bootstrap("binary", labels, outputs, resamples=400)
+    low, high = trust.interval(samples["model"])
+    assert low < roc_auc_score(labels, scores) < high and np.allclose(samples["trivial"], 0.5)
+    noise = {"model": rng.normal(size=(400, 1)), "trivial": np.full((400, 1), 0.5)}
+    low, high = trust.interval(trust.bootstrap("binary", labels, noise, resamples=400)["model"])
+    assert low < 0.5 < high  # random scores: the interval straddles the trivial AUC, no blessing
 
 
 def test_strict_threshold_is_not_blessed(strict):
@@ -92,7 +127,8 @@ def _run_component(examples, student, taxi_config, reg, out):
     evaluate.python_func(model=Model(name="1", uri=student.path, metadata={}),
                          examples=Dataset(name="2", uri=examples.path, metadata=dict(examples.metadata)),
                          slice_feature=taxi_config["slice_feature"], metric_threshold=0.0,
-                         baseline_tolerance=0.01, registry_uri=reg, model_name=taxi_config["model_name"],
+                         baseline_tolerance=0.01, min_vs_reference=0.85, registry_uri=reg,
+                         model_name=taxi_config["model_name"],
                          **arts)
     return arts
 
@@ -109,6 +145,7 @@ def test_component_first_run_then_same_model_baseline(examples, student, taxi_co
     assert meta["baseline_used"] is False and meta["baseline_version"] == 0
     assert os.path.exists(tmp_path / "first" / "blessing" / "BLESSED")
     assert first["metrics"].metadata["auc"] > 0.5
+    assert first["metrics"].metadata["auc_ci_low"] > first["metrics"].metadata["auc_trivial"] == 0.5
     cm = first["classification_metrics"].metadata
     assert len(cm["confidenceMetrics"]) > 10
     assert [a["displayName"] for a in cm["confusionMatrix"]["annotationSpecs"]] == \

@@ -1,5 +1,9 @@
-"""ingest: CSV/Parquet -> train/eval GZIP TFRecords, labels, types, split, errors."""
+"""ingest: CSV/Parquet -> train/eval/test GZIP TFRecords, labels, types, stratified splits, errors.
+
+Broken input files (one-line errors, end to end through `kfx run`) are in tests/test_bad_input.py.
+"""
 import collections
+import math
 import os
 
 import numpy as np
@@ -26,21 +30,49 @@ def _run(tmp_path, data, name="out", **kw):
     return out, executor.run(data_path=str(data), examples_dir=str(out), **args)
 
 
+def _half_up(x):
+    return int(math.floor(x + 0.5))
+
+
+def _label_counts(root, label_key, vocabulary):
+    """{split: {class text: rows}} read back from the written records."""
+    return {split: dict(collections.Counter(vocabulary[r[label_key][0]] for r in _rows(root, split)))
+            for split in io.SPLITS}
+
+
 def test_layout_and_counts(examples, sample_csv):
     m = examples.metadata
     records = _records(examples.path)
-    assert sorted(os.listdir(examples.path)) == ["columns.json", "eval", "train"]
+    assert sorted(os.listdir(examples.path)) == ["columns.json", "eval", "test", "train"]
     assert io.read_columns(examples.path) == m["columns"]
-    assert len(records["train"]) == m["rows_train"] and len(records["eval"]) == m["rows_eval"]
-    assert m["rows_train"] + m["rows_eval"] == m["rows"] == len(pd.read_csv(sample_csv)) - m["dropped_rows"]
+    assert [len(records[s]) for s in io.SPLITS] == [m["rows_train"], m["rows_eval"], m["rows_test"]]
+    assert m["rows_train"] + m["rows_eval"] + m["rows_test"] == m["rows"] == \
+        len(pd.read_csv(sample_csv)) - m["dropped_rows"]
     assert m["label_key"] == "label" and m["problem_type"] == "binary" and m["num_classes"] == 2
     assert m["label_vocabulary"] == ["false", "true"]
     assert m["source"] == sample_csv
+    # class_counts are what the records hold, not a separate estimate.
+    nonzero = {s: {c: n for c, n in counts.items() if n} for s, counts in m["class_counts"].items()}
+    assert nonzero == _label_counts(examples.path, "label", m["label_vocabulary"])
+
+
+def test_splits_are_stratified_by_label(examples, sample_csv, taxi_config):
+    """Each class is cut in the asked proportions, so every split has the table's class balance."""
+    m = examples.metadata
+    df = pd.read_csv(sample_csv)
+    overall = collections.Counter(df.eval(taxi_config["label"]).map({False: "false", True: "true"}))
+    ratios = {"eval": 0.25, "test": 0.2}   # the fixture's eval_ratio, and the default test_ratio
+    for split, ratio in ratios.items():
+        assert m["class_counts"][split] == {c: _half_up(n * ratio) for c, n in overall.items()}
+    for split in io.SPLITS:
+        rows = sum(m["class_counts"][split].values())
+        for cls, n in overall.items():   # within one row of the table's proportion
+            assert abs(m["class_counts"][split][cls] - rows * n / len(df)) <= 1, (split, cls)
 
 
 def test_split_ratio_and_determinism(examples, sample_csv, taxi_config, tmp_path):
     m = examples.metadata
-    assert abs(m["rows_eval"] / m["rows"] - 0.25) < 0.03  # fixture asked for 0.25; 4 sigma on 3000 rows
+    assert abs(m["rows_eval"] / m["rows"] - 0.25) < 0.01 and abs(m["rows_test"] / m["rows"] - 0.2) < 0.01
     out, again = _run(tmp_path, sample_csv, label=taxi_config["label"], eval_ratio=0.25,
                       drop_columns=taxi_config["drop_columns"])
     assert again == {**m, "source": sample_csv}
@@ -70,13 +102,22 @@ def test_split_key_keeps_groups_together(sample_csv, taxi_config, tmp_path):
         for row in _rows(out, split):
             where[row["trip_start_timestamp"][0]].add(split)
     assert all(len(s) == 1 for s in where.values())
-    assert any(len(rows) > 1 for rows in pd.read_csv(sample_csv).groupby("trip_start_timestamp").groups.values())
+    groups = pd.read_csv(sample_csv).groupby("trip_start_timestamp").size()
+    assert (groups > 1).any()   # otherwise "never straddles" would hold trivially
+    # Whole groups, so the ratios hold up to the size of the last group taken.
+    assert abs(m["rows_test"] - 0.2 * m["rows"]) <= groups.max()
+    assert abs(m["rows_eval"] - 0.3 * m["rows"]) <= groups.max()
+    assert m["split_method"].startswith("grouped by split_key")
 
 
 def test_full_data_ratio(repo, taxi_config, tmp_path):
-    out, m = _run(tmp_path, repo / "pipelines/configs" / taxi_config["data"], label=taxi_config["label"], eval_ratio=0.2,
-                  drop_columns=taxi_config["drop_columns"])
-    assert m["rows"] == 15002 and abs(m["rows_eval"] / m["rows"] - 0.2) < 0.015
+    out, m = _run(tmp_path, repo / "pipelines/configs" / taxi_config["data"], label=taxi_config["label"],
+                  eval_ratio=0.15, test_ratio=0.2, drop_columns=taxi_config["drop_columns"])
+    assert m["rows"] == 15002
+    # Stratified: each class rounds once, so a split is off its ratio by at most a row per class.
+    assert abs(m["rows_eval"] - 0.15 * m["rows"]) <= m["num_classes"]
+    assert abs(m["rows_test"] - 0.2 * m["rows"]) <= m["num_classes"]
+    assert m["warnings"] == []
 
 
 def test_column_types_and_missing_cells(examples, sample_csv, taxi_config):
@@ -145,6 +186,8 @@ def test_numeric_classes_sort_numerically_and_missing_labels_drop(tmp_path):
     out, m = _run(tmp_path, csv, problem_type="multiclass", eval_ratio=0.5)
     assert m["label_vocabulary"] == ["1", "2", "10"]  # not "1", "10", "2"
     assert m["dropped_rows"] == 10 and m["rows"] == 30
+    # Named in the facts with the count and the first line (header = 1, first NaN is row 4 -> line 5).
+    assert any("missing in 10 row(s)" in w and "line 5" in w for w in m["warnings"])
     assert {(r["x"][0], m["label_vocabulary"][r["y"][0]]) for r in _rows(out)} == \
         {(x, str(int(y))) for x, y in zip(df.x, df.y) if y == y}
 
@@ -156,7 +199,39 @@ def test_regression_label(tmp_path):
     df.to_csv(csv, index=False)
     out, m = _run(tmp_path, csv, label="target", problem_type="regression")
     assert m["num_classes"] == 0 and m["label_vocabulary"] == [] and m["columns"]["target"] == "float"
+    assert "class_counts" not in m
     assert sorted(r["target"][0] for r in _rows(out)) == pytest.approx(sorted(df.target), rel=1e-6)
+    # Stratified by label quantile: each split holds each quarter of the label's range in
+    # proportion (a plain hash split of a 88-row test set misses this by ~0.05 often).
+    quartiles = np.quantile(df.target, [0.25, 0.5, 0.75])
+    for split in io.SPLITS:
+        labels = np.array([r["target"][0] for r in _rows(out, split)])
+        shares = np.bincount(np.searchsorted(quartiles, labels, side="right"), minlength=4) / len(labels)
+        assert np.all(np.abs(shares - 0.25) < 0.04), (split, shares)
+
+
+def test_small_classes_stay_in_train_and_are_named(tmp_path):
+    """A class of 2 rows cannot reach three splits: train keeps it, the facts say so;
+    a class of 3 rows gets one row in each split."""
+    y = ["common"] * 60 + ["trio"] * 3 + ["pair"] * 2
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"x": range(len(y)), "y": y}).to_csv(csv, index=False)
+    out, m = _run(tmp_path, csv, problem_type="multiclass")
+    assert m["classes_only_in_train"] == ["pair"]
+    assert any("'pair'" in w and "train split only" in w for w in m["warnings"])
+    assert m["class_counts"]["train"]["pair"] == 2
+    assert m["class_counts"]["eval"]["pair"] == m["class_counts"]["test"]["pair"] == 0
+    assert [m["class_counts"][s]["trio"] for s in io.SPLITS] == [1, 1, 1]
+    assert _label_counts(out, "y", m["label_vocabulary"])["test"] == \
+        {c: n for c, n in m["class_counts"]["test"].items() if n}
+
+
+def test_empty_feature_column_is_a_named_warning(tmp_path):
+    csv = tmp_path / "d.csv"
+    pd.DataFrame({"x": range(40), "blank": [None] * 40, "y": [0, 1] * 20}).to_csv(csv, index=False)
+    out, m = _run(tmp_path, csv)
+    assert any("'blank'" in w and "empty in every row" in w for w in m["warnings"])
+    assert "blank" in m["columns"] and all("blank" not in r for r in _rows(out))
 
 
 def test_binary_needs_two_classes(iris_csv, tmp_path):
@@ -175,6 +250,9 @@ def test_binary_needs_two_classes(iris_csv, tmp_path):
     ("eval_ratio zero", dict(eval_ratio=0.0), "eval_ratio"),
     ("eval_ratio one", dict(eval_ratio=1.0), "eval_ratio"),
     ("eval_ratio above one", dict(eval_ratio=1.5), "eval_ratio"),
+    ("eval_ratio not a number", dict(eval_ratio="abc"), "eval_ratio 'abc'"),
+    ("test_ratio zero", dict(test_ratio=0.0), "test_ratio"),
+    ("ratios leave no train rows", dict(eval_ratio=0.5, test_ratio=0.5), "eval_ratio 0.5 \\+ test_ratio 0.5"),
     ("bad problem_type", dict(problem_type="ranking"), "problem_type"),
     ("empty data", dict(data="empty.csv"), "empty.csv"),
     ("regression on text", dict(label="company", problem_type="regression"), "company"),
@@ -186,6 +264,7 @@ def test_bad_input_names_culprit_and_writes_nothing(case, kwargs, culprit, sampl
     args.update(kwargs)
     data = args.pop("data", sample_csv)
     data = data if os.path.isabs(str(data)) else tmp_path / data
-    with pytest.raises(ValueError, match=culprit):
+    with pytest.raises(ValueError, match=culprit) as raised:
         _run(tmp_path, data, **args)
+    assert "\n" not in str(raised.value) and str(data) in str(raised.value)   # one line, naming the file
     assert not (tmp_path / "out").exists()

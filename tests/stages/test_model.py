@@ -165,10 +165,14 @@ def _fit_export(problem_type, graph, data, label, k, out, epochs=15):
 
 def test_primary_metric_and_bad_problem_type():
     from kfx_components.common import model as M
-    assert [M.primary_metric(p) for p in M.PROBLEM_TYPES] == ["auc", "accuracy", "rmse"]
-    assert M.metric_direction("regression") == "min"
+    from kfx_components.common import problem
+    assert [problem.primary_metric(p) for p in problem.PROBLEM_TYPES] == ["auc", "accuracy", "rmse"]
+    assert problem.higher_is_better("regression") is False and problem.higher_is_better("binary") is True
+    assert problem.worse_by_more_than(0.90, 0.95, "binary", 0.02) and not problem.worse_by_more_than(
+        0.94, 0.95, "binary", 0.02)
+    assert problem.worse_by_more_than(1.05, 1.0, "regression", 0.02)
     with pytest.raises(ValueError, match="problem_type"):
-        M.primary_metric("ranking")
+        problem.primary_metric("ranking")
     with pytest.raises(ValueError, match="num_classes"):
         M.output_units("multiclass", 1)
 
@@ -184,7 +188,8 @@ def test_builds_trains_and_serves_generic_data(problem_type, sklearn_sets, tmp_p
     units = k if problem_type == "multiclass" else 1
     assert mdl.output_shape == (None, units)
     assert mdl.get_layer("logits").activation is tf.keras.activations.linear  # logits
-    metric = M.primary_metric(problem_type)
+    from kfx_components.common.problem import primary_metric
+    metric = primary_metric(problem_type)
     if problem_type == "multiclass":
         assert "emb_petal_size" in [layer.name for layer in mdl.layers]  # string feature -> embedding
         assert results[metric] > 0.7  # iris; majority class is ~0.33

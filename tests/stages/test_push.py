@@ -71,11 +71,21 @@ def test_push_publishes_a_version_that_serves(student, examples, quantized, tmp_
     probs = serve(examples=tf.constant(records))["probabilities"].numpy()
     assert probs.shape == (16, 1) and ((probs >= 0) & (probs <= 1)).all()
 
-    # A second push is v2; v1 is left as it was.
+    # The same model again publishes nothing new: "already v1".
     before = open(os.path.join(v1, "model_card.json"), "rb").read()
+    same = executor.run(model_dir=student.path, quantized_dir=quantized, blessing=BLESSED,
+                        registry_uri=reg, model_name=name, card=_card(name))
+    assert same["already"] is True and same["version"] == 1 and same["uri"] == v1
+    assert [v.number for v in registry.versions(reg, name)] == [1]
+    assert executor.summary_line(same, {}).startswith("already v1")
+
+    # A different model (one variant changed) is v2; v1 is left as it was.
+    with open(os.path.join(quantized, "int8.tflite"), "ab") as f:
+        f.write(b"\0")
     again = executor.run(model_dir=student.path, quantized_dir=quantized, blessing=BLESSED,
                          registry_uri=reg, model_name=name, card=_card(name))
-    assert again["version"] == 2 and open(os.path.join(v1, "model_card.json"), "rb").read() == before
+    assert again["version"] == 2 and again["already"] is False
+    assert open(os.path.join(v1, "model_card.json"), "rb").read() == before
     assert "v2" in open(os.path.join(again["uri"], "model_card.md")).read()
 
 
@@ -101,10 +111,12 @@ def test_push_component_builds_the_card(student, examples, quantized, tmp_path):
             "per_slice": {"trip_start_hour=3": {"auc": 0.75, "example_count": 9.0}}}),
         eval_metrics=Metrics(name="14", uri=str(tmp_path / "m"), metadata={"auc": 0.8, "accuracy": 0.7}),
         examples=Dataset(name="15", uri=examples.path, metadata=dict(examples.metadata)),
-        hyperparameters=Artifact(name="16", uri=str(hp), metadata={}),
+        hyperparameters=Artifact(name="16", uri=str(hp), metadata={"width": 16, "depth": 2,
+                                                                   "learning_rate": 0.003}),
         registry_uri=reg, model_name="taxi", pushed_model=pushed, model_card=card_out)
     assert pushed.uri == f"{reg}/taxi/v1"
-    assert pushed.metadata == {"pushed": True, "version": 1, "model_name": "taxi"}
+    assert pushed.metadata == {"pushed": True, "already": False, "version": 1, "model_name": "taxi",
+                               "summary": "pushed taxi v1 (model)"}
     text = (tmp_path / "card.md").read_text()
     assert "taxi v1" in text and "trip_start_hour=3" in text and "2.0 KiB" in text
     card = json.load(open(f"{reg}/taxi/v1/model_card.json"))

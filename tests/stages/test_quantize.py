@@ -1,4 +1,4 @@
-"""quantize: three TFLite variants of the teacher's transformed_logits, each scored on eval (taxi fixtures)."""
+"""quantize: three TFLite variants of the teacher's transformed_logits, each scored on test (taxi fixtures)."""
 import json
 import os
 import subprocess
@@ -7,11 +7,12 @@ import types
 
 import numpy as np
 import pytest
+import yaml
 
 from kfx_components.quantize import executor
 
 VARIANTS = ("dynamic_range", "float16", "int8")
-# |variant AUC - SavedModel AUC| allowed on the taxi eval split
+# |variant AUC - SavedModel AUC| allowed on the taxi test split
 TOLERANCE = {"dynamic_range": 0.02, "float16": 0.005, "int8": 0.03}
 
 
@@ -24,7 +25,7 @@ def quantized(teacher, transformed, tmp_path_factory):
     artifact = types.SimpleNamespace(path=str(out), metadata={})
     metrics = dsl.Metrics(name="metrics", uri=str(out) + "-metrics", metadata={})
     quantize.python_func(model=teacher, transformed_examples=transformed.examples,
-                         transform_graph=transformed.graph, quantized=artifact, metrics=metrics)
+                         transform_graph=transformed.graph, tolerance=0.05, quantized=artifact, metrics=metrics)
     summary = json.loads((out / "quantization.json").read_text())
     return types.SimpleNamespace(artifact=artifact, metrics=metrics, summary=summary, path=out)
 
@@ -33,7 +34,7 @@ def quantized(teacher, transformed, tmp_path_factory):
 def eval_data(model_args):
     from kfx_components.common import model as M
     out = M.load_transform_output(model_args["transform_graph_dir"])
-    ds = M.make_dataset(model_args["transformed_examples_dir"], "eval", out, model_args["label_key"],
+    ds = M.make_dataset(model_args["transformed_examples_dir"], "test", out, model_args["label_key"],
                         batch_size=100_000)
     features, labels = next(iter(ds))
     return {k: v.numpy() for k, v in features.items()}, labels.numpy().reshape(-1)
@@ -144,5 +145,19 @@ def test_component_compiles_without_importing_tensorflow(tmp_path):
             f"compiler.Compiler().compile(quantize, {str(tmp_path / 'quantize.yaml')!r}); "
             "assert 'tensorflow' not in sys.modules, 'component.py imported TensorFlow'")
     subprocess.run([sys.executable, "-c", code], check=True)
-    ir = (tmp_path / "quantize.yaml").read_text()
+    ir = json.dumps(yaml.safe_load((tmp_path / "quantize.yaml").read_text()))  # the embedded source unwrapped
     assert "kfx-quantize:" in ir and "kfx_components.quantize import executor" in ir
+
+
+def test_a_variant_worse_than_the_tolerance_is_not_published(teacher, model_args, tmp_path):
+    """With a zero tolerance a variant any worse than the SavedModel is not written, and is named with
+    the reason and the numbers."""
+    facts = executor.run(model_dir=teacher.path, quantized_dir=str(tmp_path / "q"), tolerance=0.0,
+                         **model_args)
+    for name, reason in facts["rejected"].items():
+        assert not (tmp_path / "q" / f"{name}.tflite").exists()
+        assert "worse than the SavedModel" in reason and f"{facts['reference']['metric']:.4f}" in reason
+    assert set(facts["rejected"]) | set(facts["variants"]) == set(VARIANTS)
+    for name, v in facts["variants"].items():  # what passed a zero tolerance is at least as good
+        assert v["metric"] >= facts["reference"]["metric"]
+        assert (tmp_path / "q" / f"{name}.tflite").exists()

@@ -29,7 +29,7 @@ def _schema(path):
 def test_statistics_per_split(validated, examples):
     import tensorflow_data_validation as tfdv
     m = examples.metadata
-    for split, rows in (("train", m["rows_train"]), ("eval", m["rows_eval"])):
+    for split, rows in (("train", m["rows_train"]), ("eval", m["rows_eval"]), ("test", m["rows_test"])):
         stats = tfdv.load_stats_binary(os.path.join(validated.statistics.path, split, "FeatureStats.pb"))
         assert stats.datasets[0].num_examples == rows
         names = {f.path.step[0] for f in stats.datasets[0].features}
