@@ -43,11 +43,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 IMAGES = REPO / "images"
 BUILD = REPO / "build" / "images"
-STAGES = ["ingest", "validate", "transform", "tune", "distributed_train", "distill",
-          "quantize", "evaluate", "push"]
-# Which runtime each stage starts from. Only push is TensorFlow-free.
-RUNTIME_OF = {stage: "tf-runtime" for stage in STAGES}
-RUNTIME_OF["push"] = "push-runtime"
+
+
+def _stage_specs() -> dict:
+    """components/stages.py, the one list of stages, loaded by path (plain data: no TF, no KFP)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("kfx_stage_specs", REPO / "components" / "stages.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses resolve their module by name
+    spec.loader.exec_module(module)
+    return module.STAGES
+
+
+_SPECS = _stage_specs()
+STAGES = list(_SPECS)
+# Which runtime each stage starts from (only push's is TensorFlow-free).
+RUNTIME_OF = {name: stage.runtime for name, stage in _SPECS.items()}
 RUNTIME_LOCKS = {"tf-runtime": "requirements/images/tf-runtime.lock",
                  "tf-runtime-gpu": "requirements/images/tf-runtime-gpu.lock",
                  "push-runtime": "requirements/images/push.lock"}

@@ -39,14 +39,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from kfx_components.stages import NAMES as STAGES
+from kfx_components.stages import STAGES as STAGE_SPECS
+
 PROFILES: Tuple[str, ...] = ("cpu", "gpu", "tpu")
 LOCAL = "local"
 
-STAGES: Tuple[str, ...] = (
-    "ingest", "validate", "transform", "tune", "distributed_train",
-    "distill", "quantize", "evaluate", "push",
-)
-ACCELERATED_STAGES: Tuple[str, ...] = ("tune", "distributed_train", "distill")
+ACCELERATED_STAGES: Tuple[str, ...] = tuple(s.name for s in STAGE_SPECS.values() if s.accelerated)
 
 # Object storage: names of the Kubernetes objects every step reads its S3 settings from
 # (created by manifests/ or helm/; the Secret out of band, see docs/deploy.md).
@@ -112,43 +111,7 @@ NODE_POOLS: Dict[str, NodePool] = {
 }
 
 
-@dataclass(frozen=True)
-class Resources:
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
-
-
-# Sized for the bundled data sets (tens of MB); raise them for bigger tables.
-RESOURCES: Dict[str, Resources] = {
-    "ingest": Resources("500m", "2", "1Gi", "4Gi"),
-    "validate": Resources("1", "2", "2Gi", "6Gi"),
-    "transform": Resources("1", "2", "2Gi", "6Gi"),
-    "tune": Resources("2", "4", "4Gi", "12Gi"),
-    "distributed_train": Resources("2", "4", "4Gi", "12Gi"),
-    "distill": Resources("2", "4", "4Gi", "12Gi"),
-    "quantize": Resources("1", "2", "2Gi", "6Gi"),
-    "evaluate": Resources("1", "2", "2Gi", "8Gi"),
-    "push": Resources("250m", "1", "512Mi", "2Gi"),
-}
-
-# Caching: pure functions of their inputs are cached; evaluate reads the registry's
-# current blessed model (a baseline outside the inputs) and push writes a new registry
-# version, so both always run.
-CACHED: Dict[str, bool] = {s: s not in ("evaluate", "push") for s in STAGES}
-
-# Retries: transient node/pod failures (preemptible GPU/TPU nodes included).
-RETRIES: Dict[str, int] = {s: (1 if s == "push" else 2) for s in STAGES}
 RETRY_BACKOFF = ("30s", 2.0, "10m")         # duration, factor, max duration
-
-# Timeouts (activeDeadlineSeconds of each step's pod).
-TIMEOUT_SECONDS: Dict[str, int] = {
-    "ingest": 1800, "validate": 1800, "transform": 3600, "tune": 4 * 3600,
-    "distributed_train": 8 * 3600, "distill": 4 * 3600, "quantize": 3600,
-    "evaluate": 3600, "push": 900,
-}
-
 
 def _check(stage: str, profile: Optional[str]) -> str:
     if stage not in STAGES:
@@ -184,17 +147,18 @@ def pipeline_root(profile: Optional[str]) -> Optional[str]:
 def place(task, stage: str, profile: Optional[str]):
     """Apply the profile's placement to one pipeline task and return the task."""
     profile = _check(stage, profile)
-    res = RESOURCES[stage]
+    spec = STAGE_SPECS[stage]
+    res = spec.resources
     task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
-    task.set_caching_options(enable_caching=CACHED[stage])
+    task.set_caching_options(enable_caching=spec.cached)
     if profile == LOCAL:
         return task
 
     from kfp import kubernetes  # kfp-kubernetes; only needed for cluster profiles
 
     duration, factor, max_duration = RETRY_BACKOFF
-    task.set_retry(num_retries=RETRIES[stage], backoff_duration=duration,
+    task.set_retry(num_retries=spec.retries, backoff_duration=duration,
                    backoff_factor=factor, backoff_max_duration=max_duration)
     pool = node_pool(stage, profile)
     if pool.accelerator_type:
@@ -210,7 +174,7 @@ def place(task, stage: str, profile: Optional[str]):
     kubernetes.add_pod_label(task, PART_OF_LABEL[0], PART_OF_LABEL[1])
     kubernetes.add_pod_label(task, STAGE_LABEL, stage.replace("_", "-"))
     kubernetes.add_pod_label(task, POOL_LABEL, pool.name)
-    kubernetes.set_timeout(task, TIMEOUT_SECONDS[stage])
+    kubernetes.set_timeout(task, spec.timeout_seconds)
     kubernetes.set_image_pull_policy(task, "IfNotPresent")
     kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=dict(S3_SECRET_KEYS))
     kubernetes.use_config_map_as_env(task, config_map_name=S3_CONFIGMAP,
@@ -223,7 +187,7 @@ def describe(profile: str) -> List[dict]:
     rows = []
     for stage in STAGES:
         pool = node_pool(stage, profile)
-        res = RESOURCES[stage]
+        res = STAGE_SPECS[stage].resources
         rows.append({
             "stage": stage,
             "pool": pool.name if pool else LOCAL,
@@ -231,7 +195,7 @@ def describe(profile: str) -> List[dict]:
                             if pool and pool.accelerator_type else ""),
             "cpu": f"{res.cpu_request}/{res.cpu_limit}",
             "memory": f"{res.memory_request}/{res.memory_limit}",
-            "cached": CACHED[stage],
+            "cached": STAGE_SPECS[stage].cached,
             "env": dict(pool.env) if pool else {},
         })
     return rows

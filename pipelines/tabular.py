@@ -1,7 +1,7 @@
 """The kfx lifecycle for any tabular data set with a label, as a KFP pipeline.
 
-ingest -> validate -> transform -> tune -> distributed-train -> distill ->
-quantize -> evaluate -> push. What the data set is (file, label, problem
+resolve (the baseline) -> ingest -> validate -> transform -> tune ->
+distributed-train -> distill -> quantize -> evaluate -> push. What the data set is (file, label, problem
 type, slicing feature, column roles) arrives as pipeline parameters; where
 each step runs (CPU/GPU/TPU pools, resources) comes from a compile profile.
 """
@@ -10,13 +10,13 @@ from typing import List, Optional
 from kfp import dsl
 from kfp.dsl import Dataset
 
-from kfx_components.common.artifacts import Schema
 from kfx_components.distill.component import distill
 from kfx_components.distributed_train.component import distributed_train
 from kfx_components.evaluate.component import evaluate
 from kfx_components.ingest.component import ingest
 from kfx_components.push.component import push
 from kfx_components.quantize.component import quantize
+from kfx_components.resolve.component import resolve
 from kfx_components.transform.component import transform
 from kfx_components.tune.component import tune
 from kfx_components.validate.component import validate
@@ -25,12 +25,8 @@ from kfx_pipelines.profiles import pipeline_root, place
 PIPELINE_NAME = "kfx-tabular"
 
 
-def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
-    """The pipeline function for a compile profile.
-
-    curated_schema: the pipeline imports a curated schema (pipeline parameter
-    `schema_uri`) instead of inferring one.
-    """
+def build_pipeline(profile: str = "cpu"):
+    """The pipeline function for a compile profile."""
 
     @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0],
                   pipeline_root=pipeline_root(profile))
@@ -49,6 +45,7 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
         bucketize_features: List[str] = [],
         num_buckets: int = 10,
         stop_on_anomalies: bool = True,
+        drift_action: str = "block",
         beam_pipeline_args: List[str] = ["--runner=DirectRunner"],
         tuner: str = "hyperband",
         max_trials: int = 6,
@@ -66,6 +63,9 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
         baseline_tolerance: float = 0.01,
         min_vs_reference: float = 0.85,
     ):
+        # The model in production and the statistics it was trained on: what this run is judged against.
+        baseline = place(resolve(registry_uri=registry_uri, model_name=model_name), "resolve", profile)
+
         data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
         data.set_display_name("import-data")
 
@@ -73,13 +73,10 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
             data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
             test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key), "ingest", profile)
 
-        schema = {}
-        if curated_schema:
-            schema["curated_schema"] = dsl.importer(
-                artifact_uri=schema_uri, artifact_class=Schema, reimport=False).output
         validated = place(validate(
-            examples=examples.outputs["examples"], stop_on_anomalies=stop_on_anomalies,
-            beam_pipeline_args=beam_pipeline_args, **schema), "validate", profile)
+            examples=examples.outputs["examples"], curated_schema_uri=schema_uri,
+            baseline_statistics_uri=baseline.outputs["statistics_uri"], drift_action=drift_action,
+            stop_on_anomalies=stop_on_anomalies, beam_pipeline_args=beam_pipeline_args), "validate", profile)
 
         transformed = place(transform(
             examples=examples.outputs["examples"], schema=validated.outputs["schema"],
@@ -119,10 +116,9 @@ def build_pipeline(profile: str = "cpu", curated_schema: bool = False):
     return tabular
 
 
-def compile_pipeline(output_path: str, profile: str = "cpu", curated_schema: bool = False,
-                     defaults: Optional[dict] = None) -> str:
+def compile_pipeline(output_path: str, profile: str = "cpu", defaults: Optional[dict] = None) -> str:
     """Compiles the pipeline to KFP IR YAML; `defaults` become parameter defaults in the IR."""
     from kfp import compiler
-    compiler.Compiler().compile(build_pipeline(profile, curated_schema), output_path,
+    compiler.Compiler().compile(build_pipeline(profile), output_path,
                                 pipeline_parameters=defaults or None)
     return output_path

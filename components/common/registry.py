@@ -27,6 +27,7 @@ import ctypes.util
 import dataclasses
 import errno
 import io
+import json
 import os
 import re
 import shutil
@@ -320,6 +321,31 @@ def publish(source_dirs: Mapping[str, str], files: Mapping[str, bytes], registry
     if _is_s3(registry_uri):
         return _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files)
     return _local_publish(source_dirs, files, registry_uri, model_name, versioned_files)
+
+
+ALIASES = "aliases"   # <registry_uri>/<model_name>/aliases/<alias>.json = {"version": N, ...}
+
+
+def read_alias(registry_uri: str, model_name: str, alias: str) -> Optional[int]:
+    """The version number an alias (``staging``, ``production``) points to, or None."""
+    _check_name(model_name)
+    name = f"{ALIASES}/{alias}.json"
+    if _is_s3(registry_uri):
+        bucket, prefix = _s3_split(registry_uri)
+        raw = _s3_read(s3.client(), bucket, _s3_model_prefix(prefix, model_name) + name)
+    else:
+        path = os.path.join(_local_root(registry_uri), model_name, ALIASES, f"{alias}.json")
+        raw = None
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                raw = f.read()
+    if raw is None:
+        return None
+    try:
+        return int(json.loads(raw)["version"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"alias {alias!r} of {model_name} in {registry_uri}: not "
+                         f'{{"version": N}} JSON ({e})') from e
 
 
 def read_file(version: Version, name: str) -> Optional[bytes]:

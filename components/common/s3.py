@@ -31,3 +31,31 @@ def split_uri(uri: str) -> Tuple[str, str]:
             if bucket:
                 return bucket, key.strip("/")
     raise ValueError(f"{uri!r} is not s3://bucket/prefix (or minio://bucket/prefix)")
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(("s3://", "minio://"))
+
+
+def local_copy(uri: str, scratch: str) -> str:
+    """A local path holding ``uri``: the path itself, or the S3 object or prefix downloaded below
+    ``scratch`` (a prefix keeps its layout). A URI that names nothing is a ValueError naming it."""
+    if not is_s3(uri):
+        if not os.path.exists(uri):
+            raise ValueError(f"{uri}: no such file or directory")
+        return uri
+    bucket, key = split_uri(uri)
+    s3 = client()
+    names = [o.object_name for o in s3.list_objects(bucket, prefix=key + "/", recursive=True)]
+    if not names:   # a single object
+        dest = os.path.join(scratch, os.path.basename(key))
+        from minio.error import S3Error
+        try:
+            s3.fget_object(bucket, key, dest)
+        except S3Error as e:
+            raise ValueError(f"{uri}: no such object or prefix ({e.code})") from e
+        return dest
+    dest = os.path.join(scratch, os.path.basename(key))
+    for name in names:
+        s3.fget_object(bucket, name, os.path.join(dest, *name[len(key) + 1:].split("/")))
+    return dest

@@ -29,7 +29,7 @@ def _load_build():
 
 images = _load_build()
 
-TF_STAGES = [s for s in images.STAGES if s != "push"]
+TF_STAGES = [s for s in images.STAGES if images.RUNTIME_OF[s] == "tf-runtime"]
 # What each stage's code needs at run time, beyond its own executor module.
 HEAVY_IMPORTS = {
     "ingest": ["tensorflow", "pandas"],
@@ -42,6 +42,7 @@ HEAVY_IMPORTS = {
     "quantize": ["tensorflow", "tensorflow_transform", "tensorflow_model_optimization", "sklearn.metrics"],
     "evaluate": ["tensorflow_model_analysis", "tensorflow", "minio"],
     "push": ["minio", "yaml"],
+    "resolve": ["minio"],
 }
 OCI_LABELS = ["org.opencontainers.image.title", "org.opencontainers.image.version",
               "org.opencontainers.image.revision", "org.opencontainers.image.source",

@@ -56,7 +56,7 @@ def test_cluster_profiles_place_every_stage(profile, tmp_path):
     assert set(stages) == set(P.STAGES)
     for stage, (container, task, k8s) in stages.items():
         res = container["resources"]
-        want = P.RESOURCES[stage]
+        want = P.STAGE_SPECS[stage].resources
         assert (res["resourceCpuRequest"], res["resourceCpuLimit"]) == (want.cpu_request, want.cpu_limit)
         assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == (want.memory_request, want.memory_limit)
         accelerated = profile in ("gpu", "tpu") and stage in P.ACCELERATED_STAGES
@@ -75,14 +75,14 @@ def test_cluster_profiles_place_every_stage(profile, tmp_path):
         assert k8s["podMetadata"]["labels"] == {"app.kubernetes.io/part-of": "kfx",
                                                 "kfx.dev/stage": stage.replace("_", "-"),
                                                 "kfx.dev/node-pool": pool}
-        assert int(k8s["activeDeadlineSeconds"]) == P.TIMEOUT_SECONDS[stage]
+        assert int(k8s["activeDeadlineSeconds"]) == P.STAGE_SPECS[stage].timeout_seconds
         # S3 settings by reference only
         assert k8s["secretAsEnv"][0]["secretName"] == "kfx-s3-credentials"
         assert {e["envVar"] for e in k8s["secretAsEnv"][0]["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         assert k8s["configMapAsEnv"][0]["configMapName"] == "kfx-s3-config"
         assert "env" not in container or not any("AWS" in e["name"] for e in container["env"])
-        assert task["retryPolicy"]["maxRetryCount"] == P.RETRIES[stage]
-        assert task["cachingOptions"].get("enableCache", False) is P.CACHED[stage]
+        assert task["retryPolicy"]["maxRetryCount"] == P.STAGE_SPECS[stage].retries
+        assert task["cachingOptions"].get("enableCache", False) is P.STAGE_SPECS[stage].cached
     assert not stages["push"][1]["cachingOptions"].get("enableCache")
     assert not stages["evaluate"][1]["cachingOptions"].get("enableCache")
 

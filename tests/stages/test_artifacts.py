@@ -23,7 +23,7 @@ def test_a_schema_cannot_be_wired_into_a_transform_graph_input():
 
 def test_the_lifecycle_ir_names_each_type(tmp_path):
     from kfx_pipelines.tabular import compile_pipeline
-    ir = compile_pipeline(str(tmp_path / "p.yaml"), curated_schema=True)
+    ir = compile_pipeline(str(tmp_path / "p.yaml"))
     text = open(ir).read()
     for kind in (artifacts.ExampleStatistics, artifacts.Schema, artifacts.ExampleAnomalies,
                  artifacts.TransformGraph, artifacts.HyperParameters, artifacts.Checkpoints,

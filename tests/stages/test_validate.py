@@ -144,3 +144,50 @@ def test_missing_examples_named(tmp_path):
     with pytest.raises(ValueError, match="examples_dir"):
         _run(tmp_path / "nothing", tmp_path)
     assert _outputs(tmp_path) == []
+
+
+# ---------------------------------------------------------------- drift against the previous span
+def _shifted_copy(examples, dest, feature: str, shift) -> str:
+    """The examples with one feature changed in every split: a new span whose data moved."""
+    import tensorflow as tf
+    shutil.copytree(examples.path, dest)
+    for split in io.SPLITS:
+        records = []
+        for r in io.read_records(io.split_file(examples.path, split)):
+            ex = tf.train.Example.FromString(r)
+            if feature in ex.features.feature:
+                shift(ex.features.feature[feature])
+            records.append(ex.SerializeToString())
+        os.remove(io.split_file(str(dest), split))
+        io.write_records(io.split_file(str(dest), split), records)
+    return str(dest)
+
+
+def test_the_same_data_has_no_drift_against_its_own_statistics(examples, validated, tmp_path):
+    facts = _run(examples.path, tmp_path, baseline_statistics_path=validated.statistics.path)
+    assert facts["drift_checked"] is True and facts["drift"] == [] and facts["num_anomalies"] == 0
+    assert "No drift against the previous span" in (tmp_path / "report.html").read_text()
+
+
+def test_a_shifted_numeric_feature_blocks_the_run_naming_it(examples, validated, tmp_path):
+    def double_and_more(feature):
+        feature.float_list.value[:] = [v * 3 + 10 for v in feature.float_list.value]
+    from kfx_components.validate import executor
+    span = _shifted_copy(examples, tmp_path / "span", "trip_miles", double_and_more)
+    with pytest.raises(executor.AnomaliesFoundError, match=r"previous span\] trip_miles") as err:
+        _run(span, tmp_path / "out", baseline_statistics_path=validated.statistics.path)
+    assert [a["feature"] for a in err.value.anomalies if a["split"] == "previous span"] == ["trip_miles"]
+    report = (tmp_path / "out" / "report.html").read_text()   # written before the run stops
+    assert "Drift against the previous span" in report and 'aria-label="trip_miles distributions"' in report
+
+
+def test_drift_can_warn_instead_of_blocking(examples, validated, tmp_path):
+    def all_cash(feature):
+        feature.bytes_list.value[:] = [b"Cash"]
+    span = _shifted_copy(examples, tmp_path / "span", "payment_type", all_cash)
+    facts = _run(span, tmp_path / "out", baseline_statistics_path=validated.statistics.path,
+                 drift_action="warn")
+    assert facts["drifted_features"] == ["payment_type"] and facts["drift"][0]["action"] == "warn"
+    assert not any(a["split"] == "previous span" for a in facts["anomalies"])
+    with pytest.raises(ValueError, match="drift_action"):
+        _run(span, tmp_path / "bad", drift_action="ignore")

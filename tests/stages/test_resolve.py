@@ -1,0 +1,43 @@
+"""resolve: the baseline is the model in production (the alias) or the newest version, with the
+statistics it was trained on; nothing on a first run."""
+import json
+import os
+
+from kfx_components.common import registry
+from kfx_components.resolve import executor
+
+
+def _publish(reg, name, with_statistics=True):
+    """A version as push publishes it: saved_model/ and, since resolve exists, statistics/."""
+    import tempfile
+    model = tempfile.mkdtemp()
+    open(os.path.join(model, "saved_model.pb"), "wb").write(b"pb")
+    sources = {"saved_model": model}
+    if with_statistics:
+        stats = tempfile.mkdtemp()
+        os.makedirs(os.path.join(stats, "train"))
+        open(os.path.join(stats, "train", "FeatureStats.pb"), "wb").write(b"stats")
+        sources["statistics"] = stats
+    return registry.publish(sources, {"model_card.json": b"{}"}, reg, name)
+
+
+def test_first_run_has_no_baseline(tmp_path):
+    facts = executor.run(str(tmp_path / "registry"), "m")
+    assert facts == {"version": 0, "model_uri": "", "statistics_uri": "", "source": "the registry holds no version"}
+    assert "no baseline" in executor.describe(facts)
+
+
+def test_newest_version_unless_production_points_elsewhere(tmp_path):
+    reg = str(tmp_path / "registry")
+    v1 = _publish(reg, "m")
+    v2 = _publish(reg, "m", with_statistics=False)
+    facts = executor.run(reg, "m")
+    assert facts["version"] == 2 and facts["model_uri"] == f"{v2.uri}/saved_model"
+    assert facts["statistics_uri"] == ""   # v2 was published without statistics
+    os.makedirs(os.path.join(reg, "m", "aliases"))
+    with open(os.path.join(reg, "m", "aliases", "production.json"), "w") as f:
+        json.dump({"version": 1}, f)
+    facts = executor.run(reg, "m")
+    assert facts["version"] == 1 and facts["source"] == "the 'production' alias"
+    assert facts["statistics_uri"] == f"{v1.uri}/statistics"
+    assert os.path.isfile(os.path.join(facts["statistics_uri"], "train", "FeatureStats.pb"))
