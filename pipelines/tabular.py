@@ -19,7 +19,7 @@ from kfx_components.quantize.component import quantize
 from kfx_components.resolve.component import resolve
 from kfx_components.transform.component import transform
 from kfx_components.tune.component import tune
-from kfx_components.validate.component import validate
+from kfx_components.validate.component import check_drift, validate
 from kfx_pipelines.profiles import pipeline_root, place
 
 PIPELINE_NAME = "kfx-tabular"
@@ -75,13 +75,18 @@ def build_pipeline(profile: str = "cpu"):
 
         validated = place(validate(
             examples=examples.outputs["examples"], curated_schema_uri=schema_uri,
-            baseline_statistics_uri=baseline.outputs["statistics_uri"], drift_action=drift_action,
             stop_on_anomalies=stop_on_anomalies, beam_pipeline_args=beam_pipeline_args), "validate", profile)
+        # A step of its own: a new baseline re-runs this check, not everything downstream of the schema.
+        drift = place(check_drift(
+            statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
+            baseline_statistics_uri=baseline.outputs["statistics_uri"], drift_action=drift_action),
+            "validate", profile)
 
+        # After the drift check: drift that blocks stops the run before any training.
         transformed = place(transform(
             examples=examples.outputs["examples"], schema=validated.outputs["schema"],
             categorical_features=categorical_features, bucketize_features=bucketize_features,
-            num_buckets=num_buckets, beam_pipeline_args=beam_pipeline_args), "transform", profile)
+            num_buckets=num_buckets, beam_pipeline_args=beam_pipeline_args), "transform", profile).after(drift)
         features = dict(transformed_examples=transformed.outputs["transformed_examples"],
                         transform_graph=transformed.outputs["transform_graph"])
 

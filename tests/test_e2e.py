@@ -1,8 +1,10 @@
 """The whole lifecycle, from the compiled IR, on the bundled data, through the CLI.
 
-One run (module fixture) then a second identical run; assertions on what a
-user gets: a pushed, blessed model that serves raw examples and beats the
-majority-class baseline, full MLMD lineage, a report, and a fully cached rerun.
+One run (module fixture) then two identical runs; assertions on what a user
+gets: a pushed, blessed model that serves raw examples and beats the trivial
+predictor on the test split, full MLMD lineage, a report, and reruns that push
+nothing new and re-run only what the new baseline changed (then nothing but
+resolve and push).
 """
 import json
 import re
@@ -33,7 +35,8 @@ def runs(repo, tmp_path_factory):
     config = str(repo / "pipelines/configs/chicago_taxi.yaml")
     first = _kfx("run", "--config", config, "--root", str(root), *FAST)
     second = _kfx("run", "--config", config, "--root", str(root), *FAST)
-    return root, first, second
+    third = _kfx("run", "--config", config, "--root", str(root), *FAST)
+    return root, first, second, third
 
 
 def _pushed_uri(proc) -> str:
@@ -46,20 +49,25 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
 
-    root, first, _ = runs
+    root, first, *_ = runs
     uri = Path(_pushed_uri(first))
     assert re.fullmatch(r"v\d+", uri.name) and uri.parent.name == "chicago-taxi-big-tipper"
-    assert "## Training (distilled student)" in (uri / "model_card.md").read_text()
+    assert "## Training (distillation)" in (uri / "model_card.md").read_text()
     card = json.loads((uri / "model_card.json").read_text())
     assert card["training"]["temperature"] == 4.0 and card["training"]["compression_ratio"] > 1
     assert card["blessing"]["blessed"] is True and card["metrics"]["overall"]
+    assert card["metrics"]["split"] == "test" and card["trust"]["vs_trivial_ci"][0] > 0
+    # The run's one-line outcome names the model, its test metric with its interval and the comparisons.
+    assert re.search(r"^pushed chicago-taxi-big-tipper v1 \((student|teacher)\): auc 0\.\d{4} on \d+ test rows "
+                     r"\(95% CI 0\.\d{4}-[01]\.\d{4}\), trivial 0\.5000, LogisticRegression 0\.\d{4}$",
+                     first.stdout, re.M), first.stdout
     model = tf.saved_model.load(str(uri / "saved_model"))
     serve = model.signatures["serving_default"]
 
-    # The raw eval split exactly as ingested: serialized tf.Examples, label included
+    # The raw test split exactly as ingested: serialized tf.Examples, label included
     # (the signature ignores it), no transformation applied by the caller.
     [examples_dir] = root.glob("artifacts/kfx-tabular/*/ingest/examples")
-    raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
+    raw = list(tf.data.TFRecordDataset(str(examples_dir / "test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
     labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw]
     probabilities = serve(examples=tf.constant(raw))["probabilities"].numpy().ravel()
     assert len(probabilities) == len(raw) > 2000
@@ -72,7 +80,7 @@ def test_lineage_links_pushed_model_back_to_the_ingested_data(runs, repo):
     from kfx import lineage
     from kfx.metadata import MetadataStore
 
-    root, first, _ = runs
+    root, first, *_ = runs
     tree = lineage.trace(MetadataStore(str(root / "metadata.sqlite")), _pushed_uri(first))
 
     traced = {n.artifact_id: n for n in tree.walk() if not n.repeated}
@@ -105,14 +113,27 @@ def test_lineage_links_pushed_model_back_to_the_ingested_data(runs, repo):
     assert "<- push" in cli.stdout and "<- ingest" in cli.stdout and "data.csv" in cli.stdout
 
 
-def test_second_run_is_fully_cached(runs):
-    _, first, second = runs
-    assert re.search(r"\(9 of 10 steps cached\)", second.stdout), second.stdout
-    assert _pushed_uri(second) == _pushed_uri(first)
+def _states(root, proc) -> dict:
+    run_id = re.search(r"^run (\S+) COMPLETE", proc.stdout, re.M).group(1)
+    summary = json.loads((root / "runs" / run_id / "run.json").read_text())
+    return {task: step["state"] for task, step in summary["steps"].items()}
+
+
+def test_reruns_push_nothing_new_and_re_run_only_what_the_baseline_changed(runs):
+    """KFP's caching semantics: resolve and push always run; check-drift and evaluate re-run in the
+    second run because their baseline went from none to v1; the third run re-runs nothing else."""
+    root, first, second, third = runs
+    assert _pushed_uri(second) == _pushed_uri(first) == _pushed_uri(third)
+    assert re.search(r"^already v1: ", second.stdout, re.M) and re.search(r"^already v1: ", third.stdout, re.M)
+    assert [p.name for p in (root / "registry" / "chicago-taxi-big-tipper").glob("v*")] == ["v1"]
+    ran = {t for t, s in _states(root, second).items() if s == "COMPLETE"}
+    assert ran == {"resolve", "check-drift", "evaluate", "push"}, _states(root, second)
+    ran = {t for t, s in _states(root, third).items() if s == "COMPLETE"}
+    assert ran == {"resolve", "push"}, _states(root, third)
 
 
 def test_report_shows_stats_anomalies_metrics_and_model_sizes(runs):
-    root, first, _ = runs
+    root, first, *_ = runs
     report = Path(re.search(r"^report: (\S+)$", first.stdout, re.M).group(1))
     page = report.read_text()
     for stage in ("ingest", "validate", "transform", "tune", "distributed-train", "distill",
@@ -141,7 +162,7 @@ def _eval_auc(saved_model_dir, examples_dir) -> float:
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
     serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
-    raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
+    raw = list(tf.data.TFRecordDataset(str(examples_dir / "test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
     labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw]
     return roc_auc_score(labels, serve(examples=tf.constant(raw))["probabilities"].numpy().ravel())
 
@@ -154,14 +175,14 @@ def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker
     from kfx.s3 import S3Store
     from kfx_components.common import registry
 
-    local_root, local_first, _ = runs
+    local_root, local_first, *_ = runs
     root, store_uri, proc = docker_run
     pushed = _pushed_uri(proc)
     assert pushed.startswith(store_uri + "/registry/chicago-taxi-big-tipper/v")
 
     md = MetadataStore(str(root / "metadata.sqlite"))
     executions = [e for e in md.store.get_executions() if prop(e, "image")]
-    assert len(executions) == 9 and {prop(e, "launcher") for e in executions} == {"docker"}
+    assert len(executions) == 11 and {prop(e, "launcher") for e in executions} == {"docker"}
     uris = [a.uri for a in md.store.get_artifacts()]
     assert all(u.startswith("s3://") for u in uris), uris
     tree = lineage.trace(md, pushed)
@@ -197,7 +218,7 @@ def test_another_data_set_through_the_cli_flags_alone(tmp_path):
     pushed = Path(_pushed_uri(proc))
     serve = tf.saved_model.load(str(pushed / "saved_model")).signatures["serving_default"]
     [examples_dir] = (tmp_path / "root").glob("artifacts/kfx-tabular/*/ingest/examples")
-    raw = list(tf.data.TFRecordDataset(str(examples_dir / "eval/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
+    raw = list(tf.data.TFRecordDataset(str(examples_dir / "test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
     labels = np.array([tf.train.Example.FromString(r).features.feature["cultivar"].int64_list.value[0] for r in raw])
     probabilities = serve(examples=tf.constant(raw))["probabilities"].numpy()
     assert probabilities.shape == (len(raw), 3)

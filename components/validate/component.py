@@ -1,4 +1,5 @@
-"""The validate KFP component: TFDV statistics, schema, anomalies, drift and an HTML report."""
+"""The validate stage's KFP components: TFDV statistics, schema and anomalies; drift against the
+previous span."""
 from typing import List
 
 from kfp import dsl
@@ -9,13 +10,11 @@ from kfx_components.images import stage_image
 
 
 @dsl.component(base_image=stage_image("validate"), install_kfp_package=False)
-def validate(examples: Input[Dataset], curated_schema_uri: str, baseline_statistics_uri: str,
-             drift_action: str, stop_on_anomalies: bool, beam_pipeline_args: List[str],
-             statistics: Output[ExampleStatistics], schema: Output[Schema],
+def validate(examples: Input[Dataset], curated_schema_uri: str, stop_on_anomalies: bool,
+             beam_pipeline_args: List[str], statistics: Output[ExampleStatistics], schema: Output[Schema],
              anomalies: Output[ExampleAnomalies], report: Output[HTML]):
     """Statistics per split, a schema (inferred from train unless curated_schema_uri names one),
-    anomalies, and drift against the previous span's statistics (baseline_statistics_uri, from
-    resolve; "" on a first run): block the run or warn (drift_action)."""
+    anomalies per split and between the splits, and a report."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     import tempfile
 
@@ -24,19 +23,33 @@ def validate(examples: Input[Dataset], curated_schema_uri: str, baseline_statist
     with tempfile.TemporaryDirectory() as scratch:
         facts = executor.run(
             examples_dir=examples.path, statistics_dir=statistics.path, schema_dir=schema.path,
-            anomalies_dir=anomalies.path, report_path=report.path,
-            label_key=examples.metadata["label_key"],
+            anomalies_dir=anomalies.path, report_path=report.path, label_key=examples.metadata["label_key"],
             curated_schema_path=s3.local_copy(curated_schema_uri, scratch) if curated_schema_uri else "",
-            baseline_statistics_path=(s3.local_copy(baseline_statistics_uri, scratch)
-                                      if baseline_statistics_uri else ""),
-            drift_action=drift_action, stop_on_anomalies=stop_on_anomalies,
-            beam_pipeline_args=list(beam_pipeline_args or ()))
+            stop_on_anomalies=stop_on_anomalies, beam_pipeline_args=list(beam_pipeline_args or ()))
     statistics.metadata.update({k: facts[k] for k in ("num_features", "statistics_seconds")})
     schema.metadata.update({k: facts[k] for k in ("num_features", "features", "schema_source")})
     schema.metadata.update({"label_key": examples.metadata["label_key"], "curated_schema_uri": curated_schema_uri})
     anomalies.metadata.update({k: facts[k] for k in
-                               ("num_anomalies", "anomalies", "drift", "drifted_features",
-                                *(k for k in facts if k.startswith("anomalies_")))})
-    anomalies.metadata["baseline_statistics_uri"] = baseline_statistics_uri
-    report.metadata.update({"num_anomalies": facts["num_anomalies"], "seconds": facts["seconds"],
-                            "drifted_features": facts["drifted_features"]})
+                               ("num_anomalies", "anomalies", *(k for k in facts if k.startswith("anomalies_")))})
+    report.metadata.update({"num_anomalies": facts["num_anomalies"], "seconds": facts["seconds"]})
+
+
+@dsl.component(base_image=stage_image("validate"), install_kfp_package=False)
+def check_drift(statistics: Input[ExampleStatistics], schema: Input[Schema], baseline_statistics_uri: str,
+                drift_action: str, drift: Output[ExampleAnomalies], report: Output[HTML]):
+    """This span's statistics against the previous span's (baseline_statistics_uri, from resolve;
+    "" on a first run): Jensen-Shannon / L-infinity per feature; block the run or warn."""
+    # dsl.component embeds this body's source in the IR: imports must live here.
+    import tempfile
+
+    from kfx_components.common import s3
+    from kfx_components.validate import executor
+    with tempfile.TemporaryDirectory() as scratch:
+        facts = executor.check_drift(
+            statistics_dir=statistics.path, schema_dir=schema.path,
+            baseline_statistics_path=s3.local_copy(baseline_statistics_uri, scratch) if baseline_statistics_uri else "",
+            drift_dir=drift.path, report_path=report.path, drift_action=drift_action)
+    drift.metadata.update(facts)
+    report.metadata.update({"drifted_features": facts["drifted_features"], "seconds": facts["seconds"]})
+    if facts["drifted_features"]:   # warn: say so in the step's log, the run goes on
+        print(f"warning: drift against the previous span in {', '.join(facts['drifted_features'])}")

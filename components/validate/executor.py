@@ -1,15 +1,16 @@
-"""Validate: TFDV statistics per split, a schema, anomalies, drift against the previous span, a report.
+"""Validate: TFDV statistics per split, a schema, anomalies, drift against the previous span, reports.
 
-Three comparisons, each with TFDV:
-* every split against the schema (inferred from train, or curated);
-* eval and test against train (skew between the splits: L-infinity distance
-  of categorical features);
-* with ``baseline_statistics_path`` (the statistics of the data the model in
-  production was trained on: resolve finds them in the registry), this span's
-  train split against it: Jensen-Shannon divergence for numeric features,
-  L-infinity distance for categorical ones, thresholds per feature in the
-  schema's drift comparators. ``drift_action`` decides whether drift blocks
-  the run (it is then an anomaly) or only warns.
+Two entry points, three comparisons, each with TFDV:
+* ``run``: every split against the schema (inferred from train, or curated),
+  and eval and test against train (skew between the splits: L-infinity
+  distance of categorical features);
+* ``check_drift``: this span's train statistics against the statistics of the
+  data the model in production was trained on (resolve finds them in the
+  registry): Jensen-Shannon divergence for numeric features, L-infinity
+  distance for categorical ones, thresholds per feature in the schema's drift
+  comparators. ``drift_action`` decides whether drift blocks the run or only
+  warns. A step of its own, so that a new baseline re-runs this check and not
+  everything downstream of the schema.
 """
 import html
 import os
@@ -58,15 +59,15 @@ class AnomaliesFoundError(ValueError):
                          + "\n".join(lines))
 
 
-def _load_curated(path: str):
+def _load_schema(path: str, what: str = "curated_schema_path"):
     import tensorflow_data_validation as tfdv
     file = os.path.join(path, SCHEMA_FILE) if os.path.isdir(path) else path
     if not os.path.isfile(file):
-        raise ValueError(f"curated_schema_path {path}: no schema file ({SCHEMA_FILE}) found")
+        raise ValueError(f"{what} {path}: no schema file ({SCHEMA_FILE}) found")
     try:
         return tfdv.load_schema_text(file)
     except Exception as e:  # a text-format parse error
-        raise ValueError(f"curated_schema_path {file}: not a valid Schema text proto: {e}") from e
+        raise ValueError(f"{what} {file}: not a valid Schema text proto: {e}") from e
 
 
 def _statistics(examples_dir: str, out_dir: str, beam_pipeline_args: Sequence[str], schema) -> dict:
@@ -235,8 +236,34 @@ def _side_by_side(feature: str, before: Dict[str, float], after: Dict[str, float
             f'distributions">{"".join(rows)}</svg></figure>')
 
 
-def _report(stats: dict, anomalies: List[dict], schema_source: str, drift: List[dict] = (),
-            baseline=None) -> str:
+def _drift_section(drift: List[dict], current, baseline) -> str:
+    if baseline is None:
+        return "<p>No previous span to compare with (first run, or no baseline statistics).</p>"
+    if not drift:
+        return '<p class="ok">No drift against the previous span.</p>'
+    return ("<ul>" + "".join(f"<li><b>{html.escape(a['feature'])}</b> ({a['action']}): "
+                             f"{html.escape(a['description'])}</li>" for a in drift) + "</ul>"
+            + "".join(_side_by_side(a["feature"], _distribution(baseline, a["feature"]),
+                                    _distribution(current, a["feature"])) for a in drift))
+
+
+_STYLE = """<style>
+body { font-family: sans-serif; margin: 1.5em; }
+table { border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
+th { background: #eee; } .ok { color: #070; } h1 .bad { color: #a00; }
+</style>"""
+
+
+def _drift_report(drift: List[dict], current, baseline, baseline_source: str) -> str:
+    verdict = f'<span class="bad">({len(drift)} features drifted)</span>' if drift else ""
+    return (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>kfx drift</title>{_STYLE}</head><body>'
+            f"<h1>Drift against the previous span {verdict}</h1>"
+            f"<p>Previous span: {html.escape(baseline_source or 'none')}</p>"
+            f"{_drift_section(drift, current, baseline)}</body></html>")
+
+
+def _report(stats: dict, anomalies: List[dict], schema_source: str) -> str:
     if anomalies:
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(a[k]))}</td>" for k in
                                          ("split", "feature", "severity", "short", "description")) + "</tr>"
@@ -246,38 +273,23 @@ def _report(stats: dict, anomalies: List[dict], schema_source: str, drift: List[
     else:
         anomaly_html = '<p class="ok">No anomalies.</p>'
     splits = "".join(f"<h2>Split: {html.escape(split)}</h2>{_split_table(s)}" for split, s in stats.items())
-    if baseline is None:
-        drift_html = "<p>No previous span to compare with (first run, or no baseline statistics).</p>"
-    elif not drift:
-        drift_html = '<p class="ok">No drift against the previous span.</p>'
-    else:
-        drift_html = ("<ul>" + "".join(f"<li><b>{html.escape(a['feature'])}</b> ({a['action']}): "
-                                       f"{html.escape(a['description'])}</li>" for a in drift) + "</ul>"
-                      + "".join(_side_by_side(a["feature"], _distribution(baseline, a["feature"]),
-                                              _distribution(stats[io.TRAIN], a["feature"])) for a in drift))
     # Inline CSS only: the report must render with no network access.
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>kfx data validation</title>
-<style>
-body {{ font-family: sans-serif; margin: 1.5em; }}
-table {{ border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
-th {{ background: #eee; }} .ok {{ color: #070; }} h1 .bad {{ color: #a00; }}
-</style></head><body>
+{_STYLE}</head><body>
 <h1>Data validation {'<span class="bad">(' + str(len(anomalies)) + ' anomalies)</span>' if anomalies else ''}</h1>
 <p>Schema: {html.escape(schema_source)}</p>
 <h2>Anomalies</h2>{anomaly_html}
-<h2>Drift against the previous span</h2>{drift_html}
 {splits}
 </body></html>
 """
 
 
-def _load_baseline(path: str):
+def _load_train_statistics(path: str, what: str):
     import tensorflow_data_validation as tfdv
     file = os.path.join(path, io.TRAIN, STATS_FILE) if os.path.isdir(path) else path
     if not os.path.isfile(file):
-        raise ValueError(f"baseline_statistics_path {path}: no statistics file ({io.TRAIN}/{STATS_FILE})")
+        raise ValueError(f"{what} {path}: no statistics file ({io.TRAIN}/{STATS_FILE})")
     return tfdv.load_stats_binary(file)
 
 
@@ -317,15 +329,11 @@ def _drift_anomalies(found, action: str) -> List[dict]:
 
 def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: str, report_path: str,
         label_key: str, curated_schema_path: str = "", stop_on_anomalies: bool = True,
-        beam_pipeline_args: Sequence[str] = (), baseline_statistics_path: str = "",
-        drift_action: str = "block") -> dict:
-    """Statistics per split, schema (inferred from train or curated), anomalies, drift, report."""
+        beam_pipeline_args: Sequence[str] = ()) -> dict:
+    """Statistics per split, schema (inferred from train or curated), anomalies, report."""
     start = time.time()
-    if drift_action not in DRIFT_ACTIONS:
-        raise ValueError(f"drift_action {drift_action!r}: expected one of {', '.join(DRIFT_ACTIONS)}")
     io.require_examples(examples_dir)
-    curated = _load_curated(curated_schema_path) if curated_schema_path else None
-    baseline = _load_baseline(baseline_statistics_path) if baseline_statistics_path else None
+    curated = _load_schema(curated_schema_path) if curated_schema_path else None
     _check_label(examples_dir, label_key)
     import tensorflow_data_validation as tfdv
 
@@ -345,24 +353,16 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
             stats[split], _split_schema(schema), environment=environment,
             previous_statistics=None if split == io.TRAIN else stats[io.TRAIN]) for split in io.SPLITS}
         anomalies = [a for split in io.SPLITS for a in _anomaly_list(found[split], split)]
-        drift = []
-        if baseline is not None:
-            found[PREVIOUS] = tfdv.validate_statistics(stats[io.TRAIN], schema, environment=environment,
-                                                       previous_statistics=baseline)
-            drift = _drift_anomalies(found[PREVIOUS], drift_action)
-            if drift_action == "block":
-                anomalies += drift
 
         schema_staging = stage.dir(schema_dir)
         tfdv.write_schema_text(schema, os.path.join(schema_staging, SCHEMA_FILE))
         anomalies_staging = stage.dir(anomalies_dir)
         for split, anomaly_proto in found.items():
-            folder = split.replace(" ", "_")
-            os.makedirs(os.path.join(anomalies_staging, folder))
-            tfdv.write_anomalies_text(anomaly_proto, os.path.join(anomalies_staging, folder, ANOMALIES_FILE))
+            os.makedirs(os.path.join(anomalies_staging, split))
+            tfdv.write_anomalies_text(anomaly_proto, os.path.join(anomalies_staging, split, ANOMALIES_FILE))
         schema_source = f"curated ({curated_schema_path})" if curated is not None else "inferred from the train split"
         with open(stage.file(report_path), "w", encoding="utf-8") as f:
-            f.write(_report(stats, anomalies, schema_source, drift, baseline))
+            f.write(_report(stats, anomalies, schema_source))
         stage.commit()
     except BaseException:
         stage.abort()
@@ -379,10 +379,39 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
         "num_anomalies": len(anomalies),
         **{f"anomalies_{split}": sum(a["split"] == split for a in anomalies) for split in io.SPLITS},
         "anomalies": anomalies,
-        "drift_checked": baseline is not None,
-        "drift": drift,
-        "drift_action": drift_action,
-        "drifted_features": sorted({a["feature"] for a in drift}),
         "statistics_seconds": round(stats_seconds, 2),
         "seconds": round(time.time() - start, 2),
     }
+
+
+def check_drift(statistics_dir: str, schema_dir: str, baseline_statistics_path: str, drift_dir: str,
+                report_path: str, drift_action: str = "block") -> dict:
+    """This span's train statistics against the previous span's (``baseline_statistics_path``, ""
+    on a first run); writes the drift anomalies and a report, then raises AnomaliesFoundError when
+    ``drift_action`` is "block" and a feature drifted."""
+    start = time.time()
+    if drift_action not in DRIFT_ACTIONS:
+        raise ValueError(f"drift_action {drift_action!r}: expected one of {', '.join(DRIFT_ACTIONS)}")
+    import tensorflow_data_validation as tfdv
+
+    current = _load_train_statistics(statistics_dir, "statistics_dir")
+    schema = _load_schema(schema_dir, "schema_dir")
+    baseline = (_load_train_statistics(baseline_statistics_path, "baseline_statistics_path")
+                if baseline_statistics_path else None)
+    drift, found = [], None
+    if baseline is not None:
+        environment = TRAINING if TRAINING in schema.default_environment else None
+        found = tfdv.validate_statistics(current, _drift_schema(schema), environment=environment,
+                                         previous_statistics=baseline)
+        drift = _drift_anomalies(found, drift_action)
+    with io.Staging() as stage:
+        out = stage.dir(drift_dir)
+        if found is not None:
+            tfdv.write_anomalies_text(found, os.path.join(out, ANOMALIES_FILE))
+        with open(stage.file(report_path), "w", encoding="utf-8") as f:
+            f.write(_drift_report(drift, current, baseline, baseline_statistics_path))
+    if drift and drift_action == "block":
+        raise AnomaliesFoundError(drift)
+    return {"drift_checked": baseline is not None, "drift": drift, "drift_action": drift_action,
+            "drifted_features": sorted({a["feature"] for a in drift}),
+            "baseline_statistics": baseline_statistics_path, "seconds": round(time.time() - start, 2)}

@@ -163,31 +163,47 @@ def _shifted_copy(examples, dest, feature: str, shift) -> str:
     return str(dest)
 
 
-def test_the_same_data_has_no_drift_against_its_own_statistics(examples, validated, tmp_path):
-    facts = _run(examples.path, tmp_path, baseline_statistics_path=validated.statistics.path)
-    assert facts["drift_checked"] is True and facts["drift"] == [] and facts["num_anomalies"] == 0
-    assert "No drift against the previous span" in (tmp_path / "report.html").read_text()
+def _check_drift(statistics_dir, schema_dir, baseline, out, **kw):
+    from kfx_components.validate import executor
+    return executor.check_drift(statistics_dir=str(statistics_dir), schema_dir=str(schema_dir),
+                                baseline_statistics_path=str(baseline), drift_dir=str(out / "drift"),
+                                report_path=str(out / "drift.html"), **kw)
+
+
+def _span_statistics(span, out):
+    """validate's statistics and schema of a new span."""
+    _run(span, out, stop_on_anomalies=False)
+    return out / "statistics", out / "schema"
+
+
+def test_the_same_data_has_no_drift_against_its_own_statistics(validated, tmp_path):
+    facts = _check_drift(validated.statistics.path, validated.schema.path, validated.statistics.path, tmp_path)
+    assert facts["drift_checked"] is True and facts["drift"] == []
+    assert "No drift against the previous span" in (tmp_path / "drift.html").read_text()
+    first = _check_drift(validated.statistics.path, validated.schema.path, "", tmp_path / "first")
+    assert first["drift_checked"] is False and "No previous span" in (tmp_path / "first" / "drift.html").read_text()
 
 
 def test_a_shifted_numeric_feature_blocks_the_run_naming_it(examples, validated, tmp_path):
-    def double_and_more(feature):
-        feature.float_list.value[:] = [v * 3 + 10 for v in feature.float_list.value]
     from kfx_components.validate import executor
-    span = _shifted_copy(examples, tmp_path / "span", "trip_miles", double_and_more)
+
+    def triple_and_more(feature):
+        feature.float_list.value[:] = [v * 3 + 10 for v in feature.float_list.value]
+    span = _shifted_copy(examples, tmp_path / "span", "trip_miles", triple_and_more)
+    stats, schema = _span_statistics(span, tmp_path / "validated")
     with pytest.raises(executor.AnomaliesFoundError, match=r"previous span\] trip_miles") as err:
-        _run(span, tmp_path / "out", baseline_statistics_path=validated.statistics.path)
-    assert [a["feature"] for a in err.value.anomalies if a["split"] == "previous span"] == ["trip_miles"]
-    report = (tmp_path / "out" / "report.html").read_text()   # written before the run stops
-    assert "Drift against the previous span" in report and 'aria-label="trip_miles distributions"' in report
+        _check_drift(stats, schema, validated.statistics.path, tmp_path / "out")
+    assert [a["feature"] for a in err.value.anomalies] == ["trip_miles"]
+    report = (tmp_path / "out" / "drift.html").read_text()   # written before the run stops
+    assert "trip_miles" in report and 'aria-label="trip_miles distributions"' in report
 
 
 def test_drift_can_warn_instead_of_blocking(examples, validated, tmp_path):
     def all_cash(feature):
         feature.bytes_list.value[:] = [b"Cash"]
     span = _shifted_copy(examples, tmp_path / "span", "payment_type", all_cash)
-    facts = _run(span, tmp_path / "out", baseline_statistics_path=validated.statistics.path,
-                 drift_action="warn")
+    stats, schema = _span_statistics(span, tmp_path / "validated")
+    facts = _check_drift(stats, schema, validated.statistics.path, tmp_path / "out", drift_action="warn")
     assert facts["drifted_features"] == ["payment_type"] and facts["drift"][0]["action"] == "warn"
-    assert not any(a["split"] == "previous span" for a in facts["anomalies"])
     with pytest.raises(ValueError, match="drift_action"):
-        _run(span, tmp_path / "bad", drift_action="ignore")
+        _check_drift(stats, schema, validated.statistics.path, tmp_path / "bad", drift_action="ignore")
