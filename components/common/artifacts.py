@@ -14,49 +14,16 @@ from kfp import dsl
 SCHEMA_VERSION = "0.0.1"
 
 
-class ExampleStatistics(dsl.Artifact):
-    """TFDV statistics per split (validate)."""
-    schema_title = "system.ExampleStatistics"
-    schema_version = SCHEMA_VERSION
+def _kfx_type(name: str, doc: str) -> type:
+    return type(name, (dsl.Artifact,), {"schema_title": f"system.{name}", "schema_version": SCHEMA_VERSION,
+                                        "__doc__": doc, "__module__": __name__})
 
 
-class Schema(dsl.Artifact):
-    """A TFDV schema, inferred or curated (validate, or an importer)."""
-    schema_title = "system.Schema"
-    schema_version = SCHEMA_VERSION
-
-
-class ExampleAnomalies(dsl.Artifact):
-    """TFDV anomalies per split (validate)."""
-    schema_title = "system.ExampleAnomalies"
-    schema_version = SCHEMA_VERSION
-
-
-class TransformGraph(dsl.Artifact):
-    """The TensorFlow Transform output that travels with the model (transform)."""
-    schema_title = "system.TransformGraph"
-    schema_version = SCHEMA_VERSION
-
-
-class HyperParameters(dsl.Artifact):
-    """The tuned width, depth and learning rate (tune)."""
-    schema_title = "system.HyperParameters"
-    schema_version = SCHEMA_VERSION
-
-
-class Checkpoints(dsl.Artifact):
-    """Training checkpoints (distributed_train)."""
-    schema_title = "system.Checkpoints"
-    schema_version = SCHEMA_VERSION
-
-
-class ModelEvaluation(dsl.Artifact):
-    """TFMA's output directory (evaluate)."""
-    schema_title = "system.ModelEvaluation"
-    schema_version = SCHEMA_VERSION
-
-
-class ModelBlessing(dsl.Artifact):
-    """evaluate's verdict: a BLESSED or NOT_BLESSED file, the reasons in metadata."""
-    schema_title = "system.ModelBlessing"
-    schema_version = SCHEMA_VERSION
+ExampleStatistics = _kfx_type("ExampleStatistics", "TFDV statistics per split (validate).")
+Schema = _kfx_type("Schema", "A TFDV schema, inferred or curated (validate).")
+ExampleAnomalies = _kfx_type("ExampleAnomalies", "TFDV anomalies per split, or drift against the previous span.")
+TransformGraph = _kfx_type("TransformGraph", "The TensorFlow Transform output that travels with the model.")
+HyperParameters = _kfx_type("HyperParameters", "The tuned width, depth and learning rate (tune).")
+Checkpoints = _kfx_type("Checkpoints", "Training checkpoints (distributed_train).")
+ModelEvaluation = _kfx_type("ModelEvaluation", "TFMA's output directory (evaluate).")
+ModelBlessing = _kfx_type("ModelBlessing", "evaluate's verdict: a BLESSED or NOT_BLESSED file, reasons in metadata.")

@@ -215,22 +215,6 @@ def _s3_versions(client, bucket: str, model_prefix: str) -> Dict[int, bool]:
     return out
 
 
-def _s3_read(client, bucket: str, name: str) -> Optional[bytes]:
-    from minio.error import S3Error
-
-    try:
-        response = client.get_object(bucket, name)
-    except S3Error as e:
-        if e.code in ("NoSuchKey", "NoSuchObject"):
-            return None
-        raise
-    try:
-        return response.read()
-    finally:
-        response.close()
-        response.release_conn()
-
-
 def _s3_claim(client, bucket: str, key: str, token: bytes) -> bool:
     """Create `key` only if absent (If-None-Match: *), then verify it holds our token."""
     from minio.error import S3Error
@@ -244,7 +228,7 @@ def _s3_claim(client, bucket: str, key: str, token: bytes) -> bool:
         if e.code in ("PreconditionFailed", "ConditionalRequestConflict"):
             return False
         raise
-    return _s3_read(client, bucket, key) == token
+    return s3.read(client, bucket, key) == token
 
 
 def _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files) -> Version:
@@ -332,7 +316,7 @@ def read_alias(registry_uri: str, model_name: str, alias: str) -> Optional[int]:
     name = f"{ALIASES}/{alias}.json"
     if _is_s3(registry_uri):
         bucket, prefix = _s3_split(registry_uri)
-        raw = _s3_read(s3.client(), bucket, _s3_model_prefix(prefix, model_name) + name)
+        raw = s3.read(s3.client(), bucket, _s3_model_prefix(prefix, model_name) + name)
     else:
         path = os.path.join(_local_root(registry_uri), model_name, ALIASES, f"{alias}.json")
         raw = None
@@ -352,7 +336,7 @@ def read_file(version: Version, name: str) -> Optional[bytes]:
     """One file of a complete version (e.g. its model card), or None when the version has no such file."""
     if _is_s3(version.uri):
         bucket, key_prefix = _s3_split(version.uri)
-        return _s3_read(s3.client(), bucket, f"{key_prefix}/{name}")
+        return s3.read(s3.client(), bucket, f"{key_prefix}/{name}")
     path = os.path.join(_local_root(version.uri), *name.split("/"))
     if not os.path.isfile(path):
         return None
@@ -367,7 +351,7 @@ def fetch(version: Version, dest: str) -> str:
         bucket, key_prefix = _s3_split(version.uri)
         client = s3.client()
         key_prefix += "/"
-        if _s3_read(client, bucket, key_prefix + COMPLETE) is None:
+        if s3.read(client, bucket, key_prefix + COMPLETE) is None:
             raise ValueError(f"version {version.uri!r} is not complete (no {COMPLETE})")
         for obj in client.list_objects(bucket, prefix=key_prefix, recursive=True):
             rel = obj.object_name[len(key_prefix):]

@@ -5,7 +5,10 @@ Endpoint and credentials come from the environment only (`KFX_S3_ENDPOINT`,
 on Kubernetes from a Secret. Never from the IR or an image.
 """
 import os
-from typing import Tuple
+from typing import Optional, Tuple
+
+# What "not found" is, for the stages: a missing object or a missing bucket.
+NOT_FOUND = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
 
 
 def client():
@@ -31,6 +34,22 @@ def split_uri(uri: str) -> Tuple[str, str]:
             if bucket:
                 return bucket, key.strip("/")
     raise ValueError(f"{uri!r} is not s3://bucket/prefix (or minio://bucket/prefix)")
+
+
+def read(s3_client, bucket: str, key: str) -> Optional[bytes]:
+    """An object's bytes, or None when it (or its bucket) does not exist."""
+    from minio.error import S3Error
+    try:
+        response = s3_client.get_object(bucket, key)
+    except S3Error as e:
+        if e.code in NOT_FOUND:
+            return None
+        raise
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
 
 
 def is_s3(uri: str) -> bool:

@@ -45,6 +45,7 @@ import sys
 import tempfile
 from typing import Dict, Mapping, Optional, Sequence
 
+from kfx_components.common import s3
 from kfx_components.common.s3 import client as s3_client, split_uri  # noqa: F401 - tfjob and tests use them here
 
 INPUTS = ("transformed_examples", "transform_graph", "hyperparameters")
@@ -84,18 +85,8 @@ def _put_json(client, bucket: str, key: str, value) -> None:
 
 
 def _get_json(client, bucket: str, key: str):
-    from minio.error import S3Error
-    try:
-        response = client.get_object(bucket, key)
-    except S3Error as err:
-        if err.code in ("NoSuchKey", "NoSuchBucket"):
-            return None
-        raise
-    try:
-        return json.loads(response.read())
-    finally:
-        response.close()
-        response.release_conn()
+    raw = s3.read(client, bucket, key)
+    return None if raw is None else json.loads(raw)
 
 
 def _publish(client, staging_uri: str, folder: str, trees: Mapping[str, str],

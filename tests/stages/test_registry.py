@@ -190,7 +190,7 @@ def test_s3_claimed_version_is_skipped_and_incomplete_invisible(tmp_path, bucket
     assert registry.latest(uri, "m") is None
     v = registry.publish({}, {"a": b"1"}, uri, "m")
     assert v.number == 2 and registry.latest(uri, "m").number == 2
-    assert registry._s3_read(client, bucket, "m/v1/_CLAIM") == b"other"
+    assert s3.read(client, bucket, "m/v1/_CLAIM") == b"other"
     with pytest.raises(ValueError, match="not complete"):
         registry.fetch(registry.Version(1, f"{uri}/m/v1"), str(tmp_path / "x"))
 
@@ -218,4 +218,4 @@ def test_s3_claim_is_conditional(bucket):
     client = s3.client()
     assert registry._s3_claim(client, bucket, "m/v7/_CLAIM", b"first")
     assert not registry._s3_claim(client, bucket, "m/v7/_CLAIM", b"second")
-    assert registry._s3_read(client, bucket, "m/v7/_CLAIM") == b"first"
+    assert s3.read(client, bucket, "m/v7/_CLAIM") == b"first"
