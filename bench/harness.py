@@ -31,24 +31,32 @@ DOC = REPO / "docs" / "benchmarks.md"
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kfx.launchers import ProcessLauncher  # noqa: E402
+from kfx import launchers  # noqa: E402
+from kfx.forkserver import ForkServerLauncher  # noqa: E402
 
 
-class TimedLauncher(ProcessLauncher):
-    """The process launcher, recording each step process's (start, end) wall times and the
-    running peak RSS of the step processes (RUSAGE_CHILDREN: the largest reaped so far)."""
+class TimedLauncher:
+    """A launcher (default: the fork server, as `kfx run`), recording each step process's
+    (start, end) wall times and its peak RSS: the fork server reports each step's own; a
+    subprocess's is read as the running peak of the reaped children (RUSAGE_CHILDREN)."""
 
-    def __init__(self):
+    def __init__(self, inner=None):
+        self.inner = inner or ForkServerLauncher()
+        self.name = self.inner.name
         self.spans: dict[str, tuple[float, float]] = {}
         self.rss_after: dict[str, int] = {}
+
+    def session(self, run_env, log_dir):
+        return launchers.session(self.inner, run_env, log_dir)
 
     def launch(self, step, log_path, on_line):
         start = time.time()
         try:
-            return super().launch(step, log_path, on_line)
+            return self.inner.launch(step, log_path, on_line)
         finally:
             self.spans[step.task] = (start, time.time())
-            self.rss_after[step.task] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+            reported = getattr(self.inner, "max_rss_kb", {}).get(step.task)
+            self.rss_after[step.task] = reported or resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 
 
 def _worker(conn, fn: Callable, arg, tmp: Path) -> None:

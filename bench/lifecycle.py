@@ -1,21 +1,22 @@
 #!/usr/bin/env python
 """The whole lifecycle on the bundled taxi data: the nine components called in one
-process, against `kfx run` (one process per step).
+process, against `kfx run` (one process per step, forked from a fork server that imported the TF stack once).
 
 One invocation measures both methods on the same pipeline, parameters and data,
 with a small budget (tests/test_e2e.py's FAST: max_trials=2, tune_epochs=2,
 train_epochs=4, distill_epochs=4), and rewrites its own generated block of
 docs/benchmarks.md (the block of bench/runner_overhead.py is left alone).
 
-    .venv/bin/python bench/lifecycle.py                 # R=1: kfx then in-process, ~6-7 min
+    .venv/bin/python bench/lifecycle.py                 # R=1: kfx then in-process, ~3-4 min
     .venv/bin/python bench/lifecycle.py --reps 2        # interleaved: kfx, in-process, kfx, ...
     .venv/bin/python bench/lifecycle.py --no-probe --no-doc
 
 Methods (each repetition runs in a fresh forked worker, so peak RSS is per method):
-  in-process   each component's python_func(...) in pipeline order in ONE process, kfp.dsl
-               artifact classes at temp paths, wired as pipelines/tabular.py wires the tasks
+  in-process   each component's python_func(...) in the IR's task order in ONE process, kfp.dsl
+               artifact classes at temp paths, wired as the compiled IR wires the tasks
   kfx          kfx.runner.Runner(Workspace(fresh tmp), cache=False) on the IR compiled by
-               kfx_pipelines.tabular.compile_pipeline, parameters as `kfx run --config` builds them
+               kfx_pipelines.tabular.compile_pipeline, parameters as `kfx run --config` builds them,
+               the fork server preloading the TF stack (`kfx run`'s default)
 """
 
 import argparse
@@ -27,13 +28,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import typing
 from pathlib import Path
 
 from harness import DOC, REPO, TimedLauncher, in_worker, machine_facts, mib, write_block
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Markdown, Metrics, Model
+from kfp.dsl.types import artifact_types, type_annotations
 
 from kfx import ir
 from kfx.cli import check_parameters, load_config
+from kfx.forkserver import TF_STACK, ForkServerLauncher
 from kfx.runner import Runner, Workspace
 # The component modules import kfp and kfx_components.images only: TensorFlow is not
 # imported here, so each forked worker pays its own imports.
@@ -91,96 +94,86 @@ class Setup:
 # Each returns {"seconds": wall of the run, "stages": {stage: seconds}, "rss_after": {stage: KiB},
 # "quality": {...}}.
 
-def _out(cls, step_dir: Path, name: str):
-    """An output artifact at a local path: for a local uri kfp's Artifact.path is the uri itself."""
-    art = cls(name=name, uri=str(step_dir / name), metadata={})
-    assert art.path == str(step_dir / name)
-    return art
+COMPONENTS = {"ingest": ingest, "validate": validate, "transform": transform, "tune": tune,
+              "distributed_train": distributed_train, "distill": distill, "quantize": quantize,
+              "evaluate": evaluate, "push": push}
+
+
+def _outputs(component, step_dir: Path) -> dict:
+    """The component's output artifacts (classes from its own annotations) at local paths: for a
+    local uri kfp's Artifact.path is the uri itself."""
+    hints = typing.get_type_hints(component.python_func, include_extras=True)
+    return {name: type_annotations.get_io_artifact_class(hint)(name=name, uri=str(step_dir / name), metadata={})
+            for name, hint in hints.items() if type_annotations.is_artifact_wrapped_in_Output(hint)}
+
+
+def _parameters(task: ir.Task, values: dict) -> dict:
+    """The task's input parameters as the IR binds them (pipeline parameters, constants)."""
+    bound = {}
+    for name, binding in task.spec.get("inputs", {}).get("parameters", {}).items():
+        if "componentInputParameter" in binding:
+            bound[name] = values[binding["componentInputParameter"]]
+        else:
+            bound[name] = binding["runtimeValue"]["constant"]
+    types = task.input_parameter_types()
+    return {name: ir.coerce(types.get(name, ""), value) for name, value in bound.items()}
 
 
 def m_in_process(setup: Setup, tmp: Path) -> dict:
-    registry_uri = str(tmp / "registry")
-    p = ir.load(setup.ir_path).resolve_parameters({**setup.given, "registry_uri": registry_uri})
+    """Every task of the compiled IR in its order, wired as the IR wires it: parameters from its
+    bindings, input artifacts the objects the producing task's function filled in."""
+    pipeline = ir.load(setup.ir_path)
+    values = pipeline.resolve_parameters({**setup.given, "registry_uri": str(tmp / "registry")})
     stages: dict[str, float] = {}
     imports: dict[str, float] = {}      # first import, in this process, of the stage's libraries
     rss_after: dict[str, int] = {}
-    arts: dict[str, dict] = {}
+    produced: dict[str, dict] = {}      # task -> {output: artifact}
 
-    def run(stage: str, component, inputs: dict, params: dict, outputs: dict):
-        step_dir = tmp / "artifacts" / task_name(stage)
+    started = time.perf_counter()
+    for name in pipeline.order:
+        task = pipeline.tasks[name]
+        params = _parameters(task, values)
+        if task.is_importer:            # dsl.importer: no process, no metadata
+            spec = task.executor["importer"]
+            cls = artifact_types._SCHEMA_TITLE_TO_TYPE[spec["typeSchema"]["schemaTitle"]]  # noqa: SLF001
+            produced[name] = {"artifact": cls(name="artifact", uri=params[spec["artifactUri"]["runtimeParameter"]],
+                                              metadata={})}
+            continue
+        stage = name.replace("-", "_")
+        component = COMPONENTS[stage]
+        step_dir = tmp / "artifacts" / name
         step_dir.mkdir(parents=True)
-        outs = {name: _out(cls, step_dir, name) for name, cls in outputs.items()}
+        inputs = {arg: produced[b["taskOutputArtifact"]["producerTask"]][b["taskOutputArtifact"]["outputArtifactKey"]]
+                  for arg, b in task.spec.get("inputs", {}).get("artifacts", {}).items()}
+        outputs = _outputs(component, step_dir)
         t = time.perf_counter()
         exec(STAGE_IMPORTS[stage], {})         # what the stage would import anyway: timed apart
         imports[stage] = time.perf_counter() - t
-        component.python_func(**inputs, **params, **outs)
+        component.python_func(**inputs, **params, **outputs)
         stages[stage] = time.perf_counter() - t
         rss_after[stage] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        arts[stage] = outs
-        return outs
-
-    started = time.perf_counter()
-    # dsl.importer(artifact_uri=data_uri, artifact_class=Dataset): no process, no metadata.
-    data = Dataset(name="artifact", uri=p["data_uri"], metadata={})
-    examples = run("ingest", ingest, {"data": data},
-                   dict(label=p["label"], problem_type=p["problem_type"], eval_ratio=p["eval_ratio"],
-                        drop_columns=p["drop_columns"], split_key=p["split_key"]),
-                   {"examples": Dataset})["examples"]
-    validated = run("validate", validate, {"examples": examples},
-                    dict(stop_on_anomalies=p["stop_on_anomalies"], beam_pipeline_args=p["beam_pipeline_args"]),
-                    {"statistics": Artifact, "schema": Artifact, "anomalies": Artifact, "report": HTML})
-    transformed = run("transform", transform, {"examples": examples, "schema": validated["schema"]},
-                      dict(categorical_features=p["categorical_features"],
-                           bucketize_features=p["bucketize_features"], num_buckets=p["num_buckets"],
-                           beam_pipeline_args=p["beam_pipeline_args"]),
-                      {"transform_graph": Artifact, "transformed_examples": Dataset})
-    features = {"transformed_examples": transformed["transformed_examples"],
-                "transform_graph": transformed["transform_graph"]}
-    tuned = run("tune", tune, features,
-                dict(algorithm=p["tuner"], max_trials=p["max_trials"], epochs=p["tune_epochs"]),
-                {"hyperparameters": Artifact, "metrics": Metrics})
-    teacher = run("distributed_train", distributed_train, {**features, "hyperparameters": tuned["hyperparameters"]},
-                  dict(epochs=p["train_epochs"], workers=p["train_workers"]),
-                  {"model": Model, "checkpoints": Artifact, "metrics": Metrics})
-    student = run("distill", distill, {**features, "teacher": teacher["model"]},
-                  dict(temperature=p["temperature"], alpha=p["alpha"], student_width=p["student_width"],
-                       epochs=p["distill_epochs"]),
-                  {"student": Model, "metrics": Metrics})
-    quantized = run("quantize", quantize, {**features, "model": student["student"]}, {},
-                    {"quantized": Model, "metrics": Metrics})
-    evaluated = run("evaluate", evaluate, {"model": student["student"], "examples": examples},
-                    dict(slice_feature=p["slice_feature"], metric_threshold=p["metric_threshold"],
-                         baseline_tolerance=p["baseline_tolerance"], registry_uri=p["registry_uri"],
-                         model_name=p["model_name"]),
-                    {"evaluation": Artifact, "blessing": Artifact, "metrics": Metrics,
-                     "classification_metrics": ClassificationMetrics, "report": HTML})
-    pushed = run("push", push,
-                 {"model": student["student"], "quantized": quantized["quantized"],
-                  "blessing": evaluated["blessing"], "eval_metrics": evaluated["metrics"],
-                  "examples": examples, "hyperparameters": tuned["hyperparameters"]},
-                 dict(registry_uri=p["registry_uri"], model_name=p["model_name"]),
-                 {"pushed_model": Model, "model_card": Markdown})
+        produced[name] = outputs
     seconds = time.perf_counter() - started
+    meta = {s: {n: dict(a.metadata) for n, a in produced[task_name(s)].items()} for s in STAGES}
     return {"seconds": seconds, "stages": stages, "imports": imports, "rss_after": rss_after,
-            "quality": quality({s: {n: dict(a.metadata) for n, a in outs.items()} for s, outs in arts.items()}),
-            "pushed_uri": pushed["pushed_model"].uri}
+            "quality": quality(meta), "pushed_uri": produced["push"]["pushed_model"].uri}
 
 
 def quality(meta: dict) -> dict:
     """What came out, from the artifacts' metadata: {stage: {output: metadata}}."""
     ev = meta["evaluate"]["metrics"]
-    st = meta["distill"]["student"]
+    distilled = meta["distill"]["metrics"]
     return {"auc": ev.get("auc"), "accuracy": ev.get("accuracy"),
             "blessed": meta["evaluate"]["blessing"].get("blessed"),
             "pushed": meta["push"]["pushed_model"].get("pushed"),
-            "teacher_auc": st.get("teacher_auc"), "student_auc": st.get("student_auc"),
-            "student_params": st.get("student_params"), "teacher_params": st.get("teacher_params"),
+            "teacher_metric": distilled.get("teacher_metric"), "student_metric": distilled.get("student_metric"),
+            "student_params": distilled.get("student_params"), "teacher_params": distilled.get("teacher_params"),
             "rows_eval": meta["ingest"]["examples"].get("rows_eval")}
 
 
 def m_kfx(setup: Setup, tmp: Path) -> dict:
     lines: list[str] = []
-    launcher = TimedLauncher()
+    launcher = TimedLauncher(ForkServerLauncher(TF_STACK))   # as `kfx run`
     ws = Workspace(tmp / "root")
     params = {**setup.given, "registry_uri": str(ws.registry)}    # cmd_run's default registry
     started = time.perf_counter()
@@ -230,8 +223,8 @@ def med(xs) -> float:
 def fmt_q(q: dict) -> str:
     def f(x):
         return f"{x:.3f}" if isinstance(x, (int, float)) and not isinstance(x, bool) else str(x)
-    return (f"eval AUC {f(q['auc'])} (accuracy {f(q['accuracy'])}); distill: teacher AUC {f(q['teacher_auc'])}, "
-            f"student AUC {f(q['student_auc'])}, {q['teacher_params']} -> {q['student_params']} params; "
+    return (f"eval AUC {f(q['auc'])} (accuracy {f(q['accuracy'])}); distill: teacher {f(q['teacher_metric'])}, "
+            f"student {f(q['student_metric'])} (primary metric), {q['teacher_params']} -> {q['student_params']} params; "
             f"blessed {q['blessed']}, pushed {q['pushed']}")
 
 
@@ -250,28 +243,22 @@ def render(results: dict[str, list[dict]], reps: int, probes: dict, facts: dict,
            f"Data `data/chicago_taxi/data.csv` with `pipelines/configs/chicago_taxi.yaml`, budget {budget}; "
            f"R = {reps} ({order}); seconds are medians over the repetitions.", "",
            "| stage | in-process s | of which first imports s | kfx step s | kfx - in-process s "
-           "| fresh `python -c <stage imports>` s | difference not from imports s "
-           "| peak RSS in-process (running max) MiB | peak RSS kfx step processes (running max) MiB |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    rest_sum = 0.0
+           "| fresh `python -c <stage imports>` s (paid again per step by `--executor subprocess`) "
+           "| peak RSS in-process (running max) MiB | peak RSS kfx step process (its own) MiB |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s in STAGES:
         a = med(r["stages"][s] for r in ip)
         imp = med(r["imports"][s] for r in ip)
         b = med(r["stages"][s] for r in kx)
-        if probes:
-            rest = (b - a) - (probes[s] - imp)
-            rest_sum += rest
-            probe, rest_s = f"{probes[s]:.1f}", f"{rest:+.1f}"
-        else:
-            probe = rest_s = "-"
-        out.append(f"| {task_name(s)} | {a:.1f} | {imp:.1f} | {b:.1f} | {b - a:+.1f} | {probe} | {rest_s} "
+        probe = f"{probes[s]:.1f}" if probes else "-"
+        out.append(f"| {task_name(s)} | {a:.1f} | {imp:.1f} | {b:.1f} | {b - a:+.1f} | {probe} "
                    f"| {mib(max(r['rss_after'][s] for r in ip))} | {mib(max(r['rss_after'][s] for r in kx))} |")
     a_sum = med(sum(r["stages"].values()) for r in ip)
     imp_sum = med(sum(r["imports"].values()) for r in ip)
     b_sum = med(sum(r["stages"].values()) for r in kx)
     probe_sum = sum(probes[s] for s in STAGES) if probes else 0.0
     out.append(f"| **sum of stages** | {a_sum:.1f} | {imp_sum:.1f} | {b_sum:.1f} | {b_sum - a_sum:+.1f} "
-               + (f"| {probe_sum:.1f} | {rest_sum:+.1f} " if probes else "| - | - ")
+               + (f"| {probe_sum:.1f} " if probes else "| - ")
                + "| | |")
     a_tot, b_tot = med(r["seconds"] for r in ip), med(r["seconds"] for r in kx)
     ratio = med(b["seconds"] / a["seconds"] for a, b in zip(ip, kx))
@@ -298,18 +285,17 @@ def render(results: dict[str, list[dict]], reps: int, probes: dict, facts: dict,
                 f"`_KFP_RUNTIME=true python -c 'import kfp.dsl.executor_main'` "
                 f"{probes['(kfp executor, _KFP_RUNTIME=true)']:.2f} s. The probe column is one run of "
                 "`python -c` with the modules the stage's executor imports lazily (interpreter start, imports, "
-                "exit): what every kfx step pays again, where one process pays each library once (the "
-                "in-process \"first imports\" column, the same statement timed before the stage's function). "
-                "\"Difference not from imports\" is (kfx - in-process) - (fresh imports - in-process first "
-                "imports): what else a fresh process costs (first use of TensorFlow: kernels, tracing, "
-                "graph loading; interpreter teardown of the TensorFlow runtime; the launcher).", ""]
+                "exit): what a fresh interpreter per step (`--executor subprocess`) pays again, where one "
+                "process pays each library once (the in-process \"first imports\" column, the same statement "
+                "timed before the stage's function) and kfx's fork server once per run, before the first "
+                "step.", ""]
     out.append(END)
     return "\n".join(out)
 
 
 HAND_WRITTEN_SECTION = f"""{SECTION}
 
-Rerun (about 6-7 minutes; it rewrites only the generated block below, between its own markers):
+Rerun (about 3-4 minutes per repetition; it rewrites only the generated block below, between its own markers):
 
     .venv/bin/python bench/lifecycle.py
 
@@ -321,34 +307,39 @@ change the defaults.
 (`pipelines/configs/chicago_taxi.yaml`), with the e2e test's small budget
 (max_trials=2, tune_epochs=2, train_epochs=4, distill_epochs=4), two ways:
 
-- **in-process**: each component's `python_func(...)` called in pipeline order in
-  one process; the inputs and outputs are `kfp.dsl` artifact objects (`Dataset`,
-  `Model`, `Artifact`, `Metrics`, `ClassificationMetrics`, `HTML`, `Markdown`)
-  whose `uri` is a local temp path (kfp's `.path` is the `uri` itself for a local
-  path), wired exactly as `pipelines/tabular.py` wires the tasks, so facts travel
-  in the artifacts' metadata as they do between steps; the importer is a
-  `Dataset` on the CSV; the parameter values are the IR's defaults overridden by
-  the config and the budget (the same `resolve_parameters` the runner uses);
+- **in-process**: each component's `python_func(...)` called in the compiled IR's
+  task order in one process; the inputs and outputs are `kfp.dsl` artifact
+  objects of the classes the component's own annotations name, whose `uri` is a
+  local temp path (kfp's `.path` is the `uri` itself for a local path), wired as
+  the IR wires the tasks (its parameter bindings and its task-output artifact
+  references), so facts travel in the artifacts' metadata as they do between
+  steps; an importer is an artifact on its URI; the parameter values are the
+  IR's defaults overridden by the config and the budget (the same
+  `resolve_parameters` the runner uses);
 - **kfx**: `Runner(Workspace(<fresh root>), cache=False)` on the IR compiled by
   `kfx_pipelines.tabular.compile_pipeline`, parameters as `kfx run --config`
-  builds them (`load_config`, the budget, `registry_uri` the workspace's registry);
-  per-step seconds from the `RunResult`, the step process span from a timing
-  launcher.
+  builds them (`load_config`, the budget, `registry_uri` the workspace's registry),
+  with `kfx run`'s default launcher: the fork server, preloading TensorFlow,
+  TFDV, TFT, TFMA and Beam once; per-step seconds from the `RunResult`, the step
+  process span from a timing launcher.
 
 Both registries start empty, so neither evaluation has a baseline; the seeds are
 fixed, so both should produce the same model. In-process, each stage's time
 includes a first import of its libraries (the same `import` statement the probe
 runs, timed just before the stage's function; 0 when an earlier stage already
 imported them). After both runs, each stage's imports are timed once in a fresh
-`python -c` (start, imports, exit): the cost every kfx step pays again.
+`python -c` (start, imports, exit): the cost a fresh interpreter per step
+(`--executor subprocess`) pays again, and the fork server pays once per run.
 
 Each method runs in its own forked worker (the bench process imports kfp, kfx and
 the component modules, not TensorFlow): RUSAGE_SELF is the in-process run's own
-peak (or the kfx driver's), RUSAGE_CHILDREN the largest single step process for
-kfx. In-process, the "largest child" is a fork of the run's process (a helper
+peak (or the kfx driver's), RUSAGE_CHILDREN for kfx the largest single process
+among the fork server (which holds the preloaded libraries, shared copy-on-write
+with the steps it forks) and the step processes; the per-stage kfx column is
+each step process's own peak, as the fork server reaps it (`wait4`). In-process, the "largest child" is a fork of the run's process (a helper
 started late, e.g. by `ctypes.util.find_library`) that reports its parent's pages
-at fork time: a copy, not extra memory. The running-max columns read ru_maxrss
-after each stage, so the stage that set the peak is the one where the value
+at fork time: a copy, not extra memory. The in-process running-max column reads
+ru_maxrss after each stage, so the stage that set the peak is the one where the value
 jumps. Figures are wall-clock seconds on a shared machine: compare methods
 within one run, not across runs.
 

@@ -35,6 +35,8 @@ def load_config(path: Optional[str]) -> dict:
         raw = yaml.safe_load(config_path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise UsageError(f"--config {path}: {err}") from err
+    if not isinstance(raw, dict):
+        raise UsageError(f"--config {path}: expected a mapping of parameter names to values")
     params = {_CONFIG_ALIASES.get(k, k): v for k, v in raw.items()}
     for key in ("data_uri", "schema_uri"):
         if key in params and "://" not in str(params[key]):
@@ -59,6 +61,9 @@ def pipeline_parameters(args) -> dict:
         value = getattr(args, flag, None)
         if value is not None:
             params[name] = str(Path(value).resolve()) if flag == "data" and "://" not in value else value
+    data = getattr(args, "data", None)
+    if data and "://" not in data and not Path(data).exists():
+        raise UsageError(f"--data {data}: no such file")
     params.update(parse_params(args.param))
     return params
 
@@ -73,11 +78,9 @@ def check_parameters(params: dict, known) -> None:
 def compile_ir(output: str, profile: str, params: dict, as_defaults: bool = False) -> str:
     """Compiles the pipeline; with `as_defaults`, `params` become the IR's parameter defaults."""
     from kfx_pipelines.tabular import build_pipeline, compile_pipeline   # the one place the platform sees pipelines
-    curated = bool(params.get("schema_uri"))
     if as_defaults:   # written into the IR: every name must be one of the pipeline's parameters
-        check_parameters(params, build_pipeline(profile, curated).component_spec.inputs)
-    return compile_pipeline(output, profile=profile, curated_schema=curated,
-                            defaults=params if as_defaults else None)
+        check_parameters(params, build_pipeline(profile).component_spec.inputs)
+    return compile_pipeline(output, profile=profile, defaults=params if as_defaults else None)
 
 
 # ---------------------------------------------------------------- commands
@@ -98,28 +101,28 @@ def cmd_run(args) -> int:
         raise UsageError(f"kfx run needs {' and '.join(missing)} (or a --config that sets them)")
     ws = Workspace(args.root)
     store = make_store(args.artifact_store)
-    params.setdefault("registry_uri", f"{store.root_uri.rstrip('/')}/registry" if store else str(ws.registry))
+    registry = f"{store.root_uri.rstrip('/')}/registry" if store else str(ws.registry)
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
         from kfx import ir
         pipeline = ir.load(ir_path)
+        if "registry_uri" in pipeline.parameters:   # a pipeline that pushes: the workspace's registry
+            params.setdefault("registry_uri", registry)
         check_parameters(params, pipeline.parameters)
-        runner = Runner(ws, store=store, launcher=make_launcher(args.executor, pipeline),
+        runner = Runner(ws, store=store, launcher=make_launcher(args.executor, pipeline, args.preload),
                         cache=not args.no_cache, parallelism=args.parallelism, verbose=args.verbose)
         result = runner.run(ir_path, params)
     page = report.write(result, result.run_dir / "report.html")
     print(f"report: {page}")
     if result.state != "COMPLETE":
-        print(f"run {result.run_id} FAILED: {result.error}", file=sys.stderr)
+        if args.verbose:   # the log tail and where a failed step's outputs are kept
+            print(f"run {result.run_id} FAILED: {result.error}", file=sys.stderr)
+        print(f"error: {result.error_line}", file=sys.stderr)
         return EXIT_FAILED
-    pushed = [a for s in result.steps.values() for a in s.outputs.values()
-              if a.type == "system.Model" and a.metadata.get("pushed")]
     cached = sum(s.state == "CACHED" for s in result.steps.values())
     print(f"run {result.run_id} COMPLETE in {result.seconds:.1f}s ({cached} of {len(result.steps)} steps cached)")
-    if pushed:
-        print(f"pushed model: {pushed[0].uri}")
-    else:
-        print("no model pushed (not blessed): see the evaluation in the report")
+    for line in report.outcome_lines(result):
+        print(line)
     return 0
 
 
@@ -136,9 +139,13 @@ def make_store(uri: Optional[str]):
         raise UsageError(f"--artifact-store {uri}: {err}") from err
 
 
-def make_launcher(name: str, pipeline):
+def make_launcher(name: str, pipeline, preload: str):
     if name == "process":
-        return None
+        from kfx.forkserver import ForkServerLauncher
+        return ForkServerLauncher([m.strip() for m in preload.split(",") if m.strip()])
+    if name == "subprocess":
+        from kfx.launchers import SubprocessLauncher
+        return SubprocessLauncher()
     from kfx.docker_launcher import DockerLauncher, image_exists
     try:
         launcher = DockerLauncher()
@@ -206,8 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
     pipeline_args(p, "local")
     p.add_argument("--root", required=True, help="where artifacts, metadata and run reports go")
     p.add_argument("--ir", help="run this compiled IR instead of compiling the bundled pipeline")
-    p.add_argument("--executor", choices=["process", "docker"], default="process",
-                   help="each step as a local process (default) or in its stage's container")
+    p.add_argument("--executor", choices=["process", "subprocess", "docker"], default="process",
+                   help="each step as a process forked from a server that imported the libraries once "
+                        "(default), as a fresh interpreter, or in its stage's container")
+    from kfx.forkserver import TF_STACK
+    p.add_argument("--preload", default=",".join(TF_STACK), metavar="MODULE,...",
+                   help="with --executor process: modules the fork server imports once for every step "
+                        f"(default {','.join(TF_STACK)}; '' for none; a module not installed is skipped)")
     p.add_argument("--artifact-store", metavar="s3://BUCKET/PREFIX",
                    help="S3/MinIO artifact store (endpoint and keys from KFX_S3_ENDPOINT, AWS_* env)")
     p.add_argument("--no-cache", action="store_true")
@@ -246,7 +258,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         return args.func(args)
     except (UsageError, IRError, LineageError) as err:
-        print(f"kfx: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)   # one line
         return EXIT_USAGE
     except Exception as err:
         from kfx.submit import SubmitError   # light: no kfp import until a submission is made

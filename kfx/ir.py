@@ -61,7 +61,10 @@ class Task:
 
     @property
     def caching(self) -> bool:
-        return self.spec.get("cachingOptions", {}).get("enableCache", True)
+        """As KFP's driver reads the IR: cached only with `enableCache: true`. The compiler writes
+        that for the default (caching on); `set_caching_options(False)` compiles to
+        `cachingOptions: {}` (proto3 leaves out a false field), which is off."""
+        return bool(self.spec.get("cachingOptions", {}).get("enableCache", False))
 
     def output_artifacts(self) -> dict[str, str]:
         """Output name -> schema title."""

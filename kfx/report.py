@@ -41,6 +41,20 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
+def outcome_lines(result: RunResult) -> list[str]:
+    """What a run ends with, by a convention any component may follow: an output artifact's
+    metadata `summary` (one line) is shown as is, and `published: true` shows its URI (an
+    artifact a step put outside the run's store, e.g. a registry version)."""
+    lines = []
+    for step in result.steps.values():
+        for artifact in step.outputs.values():
+            if artifact.metadata.get("summary"):
+                lines.append(" ".join(str(artifact.metadata["summary"]).split()))
+            if artifact.metadata.get("published"):
+                lines.append(f"published: {artifact.uri}")
+    return lines
+
+
 def write(result: RunResult, path: Path) -> Path:
     parts = [f"<h1>Run {html.escape(result.run_id)}</h1>",
              f"<p>pipeline <b>{html.escape(result.pipeline)}</b> &middot; state "
@@ -54,10 +68,10 @@ def write(result: RunResult, path: Path) -> Path:
         rows.append([html.escape(name), f"<span class='{step.state}'>{step.state}</span>",
                      f"{step.seconds:.1f}s", html.escape(outs)])
     parts.append(_table(rows, ["step", "state", "time", "outputs"]))
-    pushed = [a for st in result.steps.values() for a in st.outputs.values()
-              if a.type == "system.Model" and a.metadata.get("pushed")]
-    if pushed:
-        parts.append(f"<p>Pushed model: <code>{html.escape(pushed[0].uri)}</code></p>")
+    outcome = outcome_lines(result)
+    if outcome:
+        parts.append("<h2>Outcome</h2><ul class='outcome'>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in outcome) + "</ul>")
     metrics = [(name, out, art) for name, st in result.steps.items() for out, art in st.outputs.items()
                if art.type == "system.Metrics" and art.metadata]
     if metrics:

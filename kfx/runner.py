@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import dataclasses
+import fcntl
 import hashlib
 import json
+import os
 import re
 import threading
 import time
@@ -21,19 +23,25 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from kfx import ir
-from kfx.launchers import Launcher, ProcessLauncher, Step
+from kfx.forkserver import ForkServerLauncher
+from kfx.launchers import Launcher, Step, session
 from kfx.metadata import (CONTAINER_EXECUTION, IMPORTER_EXECUTION, PIPELINE_CONTEXT, RUN_CONTEXT,
                           MetadataStore, State, StoredArtifact)
 from kfx.store import ArtifactStore, LocalStore, remove_tree
 
 LOG_TAIL_LINES = 40
 HEARTBEAT_SECONDS = 30
+LEASE = ".lease"   # in runs/<run>/: locked (flock) while its runner lives; the kernel drops it when it dies
 
 
 class StepFailed(RuntimeError):
+    """`reason` is one line for a person (the step's own error message when it raised one);
+    the exception's text adds the log tail and where a failed step's outputs were kept."""
+
     def __init__(self, task: str, detail: str, log_path: Optional[Path] = None,
-                 kept: Optional[Path] = None):
+                 kept: Optional[Path] = None, reason: str = ""):
         self.task, self.log_path, self.kept = task, log_path, kept
+        self.reason = reason or detail.splitlines()[0]
         super().__init__(f"step '{task}' failed: {detail}")
 
 
@@ -59,6 +67,7 @@ class RunResult:
     seconds: float
     state: str = "COMPLETE"
     error: str = ""
+    error_line: str = ""            # the failure in one line: "<task>: <reason> (log: <path>)"
 
     @property
     def run_dir(self) -> Path:
@@ -78,6 +87,18 @@ class Workspace:
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
+
+
+def take_lease(run_dir: Path) -> Optional[int]:
+    """The run's lease (an exclusive flock on runs/<run>/.lease, held through the returned fd),
+    or None when a live runner holds it. A runner that dies, even by SIGKILL, loses it."""
+    fd = os.open(run_dir / LEASE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 class Progress:
@@ -123,7 +144,7 @@ class Runner:
                  step_env: Optional[dict] = None):
         self.ws = workspace
         self.store = store or LocalStore(workspace.artifacts)
-        self.launcher = launcher or ProcessLauncher()
+        self.launcher = launcher or ForkServerLauncher()
         self.cache = cache
         self.parallelism = max(1, parallelism)
         self.echo, self.verbose = echo, verbose
@@ -139,24 +160,52 @@ class Runner:
         run_id = run_id or f"{pipeline.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         run_dir = self.ws.run_dir(run_id)
         (run_dir / "logs").mkdir(parents=True)
-        (run_dir / "pipeline.yaml").write_text(Path(ir_path).read_text())
-        with self.md_lock:
-            contexts = [self.md.context(PIPELINE_CONTEXT, pipeline.name),
-                        self.md.context(RUN_CONTEXT, run_id, {"parameters": values})]
-        progress = Progress(len(pipeline.tasks), self.echo, self.verbose)
-        progress.say(f"run {run_id}: {len(pipeline.tasks)} steps, launcher={self.launcher.name}, "
-                     f"store={self.store.root_uri}")
-        result = RunResult(run_id, pipeline.name, self.ws.root, values, {}, 0.0)
-        started = time.monotonic()
+        lease = take_lease(run_dir)    # before anything of this run is in MLMD or staging
         try:
-            self._schedule(pipeline, values, run_id, contexts, progress, result)
-        except (StepFailed, ir.IRError) as err:
-            result.state, result.error = "FAILED", str(err)
+            (run_dir / "pipeline.yaml").write_text(Path(ir_path).read_text())
+            progress = Progress(len(pipeline.tasks), self.echo, self.verbose)
+            result = RunResult(run_id, pipeline.name, self.ws.root, values, {}, 0.0)
+            started = time.monotonic()
+            try:
+                # Opened first: a fork server starts (imports) while the run's records are made.
+                with session(self.launcher, self.step_env, run_dir / "logs"):
+                    self._recover_abandoned_runs(run_id, progress)
+                    with self.md_lock:
+                        contexts = [self.md.context(PIPELINE_CONTEXT, pipeline.name),
+                                    self.md.context(RUN_CONTEXT, run_id, {"parameters": values})]
+                    progress.say(f"run {run_id}: {len(pipeline.tasks)} steps, launcher={self.launcher.name}, "
+                                 f"store={self.store.root_uri}")
+                    self._schedule(pipeline, values, run_id, contexts, progress, result)
+            except (StepFailed, ir.IRError) as err:
+                result.state, result.error, result.error_line = "FAILED", str(err), _error_line(err)
+            finally:
+                result.seconds = time.monotonic() - started
+                remove_tree(self.ws.staging / run_id)
+                (run_dir / "run.json").write_text(json.dumps(_run_summary(result), indent=2, default=str))
         finally:
-            result.seconds = time.monotonic() - started
-            remove_tree(self.ws.staging / run_id)
-            (run_dir / "run.json").write_text(json.dumps(_run_summary(result), indent=2, default=str))
+            os.close(lease)
         return result
+
+    def _recover_abandoned_runs(self, own_run: str, progress: Progress) -> None:
+        """What a runner that died (killed, crashed) left behind: its executions still RUNNING in MLMD
+        are marked FAILED, its staging is removed. A run whose lease is held is alive: untouched."""
+        with self.md_lock:
+            running = self.md.running_executions()
+        staged = {p.name for p in self.ws.staging.iterdir()} if self.ws.staging.is_dir() else set()
+        for run_id in sorted((set(running) | staged) - {own_run, ""}):   # "": no run recorded
+            run_dir = self.ws.run_dir(run_id)
+            lease = take_lease(run_dir) if run_dir.is_dir() else None
+            if lease is None and run_dir.is_dir():
+                continue   # its runner is alive
+            try:
+                with self.md_lock:
+                    abandoned = self.md.abandon(running.get(run_id, []), f"its runner died (run {run_id})")
+                remove_tree(self.ws.staging / run_id)
+            finally:
+                if lease is not None:
+                    os.close(lease)
+            progress.say(f"run {run_id} was left by a runner that died: {len(abandoned)} execution(s) "
+                         f"marked FAILED ({', '.join(abandoned) or 'none'}), its staging removed")
 
     def _schedule(self, pipeline, values, run_id, contexts, progress, result) -> None:
         pending = list(pipeline.order)
@@ -197,7 +246,7 @@ class Runner:
         inputs = self._input_artifacts(task, result)
         started = time.monotonic()
         if task.is_importer:
-            record = self._import(task, params, contexts)
+            record = self._import(task, params, run_id, contexts)
         else:
             progress.started(task.name)
             record = self._execute(pipeline, task, params, inputs, run_id, contexts, progress)
@@ -231,7 +280,7 @@ class Runner:
             arts[name] = result.steps[ref["producerTask"]].outputs[ref["outputArtifactKey"]]
         return arts
 
-    def _import(self, task: ir.Task, params: dict, contexts) -> StepRecord:
+    def _import(self, task: ir.Task, params: dict, run_id: str, contexts) -> StepRecord:
         spec = task.executor["importer"]
         uri_spec = spec["artifactUri"]
         uri = params[uri_spec["runtimeParameter"]] if "runtimeParameter" in uri_spec else uri_spec["constant"]
@@ -241,18 +290,18 @@ class Runner:
             raise StepFailed(task.name, str(err)) from err
         type_name = spec["typeSchema"]["schemaTitle"]
         with self.md_lock:
-            exec_id = self.md.start_execution(IMPORTER_EXECUTION, {"task_name": task.name}, contexts)
-            art = self.md.put_artifact(type_name, uri, "artifact", spec.get("metadata", {}),
-                                       fingerprint, True)
-            self.md.finish_execution(exec_id, State.COMPLETE, {}, {}, {"artifact": art}, contexts)
-        return StepRecord(task.name, "IMPORTED", 0.0, exec_id, outputs={"artifact": art})
+            exec_id = self.md.start_execution(IMPORTER_EXECUTION, {"task_name": task.name, "run_id": run_id},
+                                              contexts)
+            art = self.md.new_artifact(type_name, uri, "artifact", spec.get("metadata", {}), fingerprint, True)
+            stored = self.md.finish_execution(exec_id, State.COMPLETE, {}, {}, {"artifact": art}, contexts)
+        return StepRecord(task.name, "IMPORTED", 0.0, exec_id, outputs=stored)
 
     def _cache_key(self, task: ir.Task, params: dict, inputs: dict[str, StoredArtifact]) -> str:
         body = {"definition": task.definition_digest(), "parameters": params, "store": self.store.root_uri,
                 "inputs": {k: a.fingerprint for k, a in inputs.items()}}
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
-    def _from_cache(self, task, cache_key, params, inputs, contexts) -> Optional[StepRecord]:
+    def _from_cache(self, task, cache_key, params, inputs, run_id, contexts) -> Optional[StepRecord]:
         with self.md_lock:
             hit = self.md.cached_outputs(cache_key)
             if hit is None:
@@ -264,7 +313,7 @@ class Runner:
             if not all(self.store.exists(a.uri) for a in stored.values() if a.has_content):
                 return None  # something deleted the outputs: run again
             exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
-                "task_name": task.name, "cache_key": cache_key,
+                "task_name": task.name, "cache_key": cache_key, "run_id": run_id,
                 "cached_from_execution": extra["execution_id"], "input_parameters": params}, contexts)
             self.md.finish_execution(exec_id, State.CACHED, {"output_parameters": extra["params"]},
                                      inputs, stored, contexts)
@@ -273,7 +322,7 @@ class Runner:
     def _execute(self, pipeline, task: ir.Task, params, inputs, run_id, contexts, progress) -> StepRecord:
         cache_key = self._cache_key(task, params, inputs)
         if self.cache and task.caching:
-            cached = self._from_cache(task, cache_key, params, inputs, contexts)
+            cached = self._from_cache(task, cache_key, params, inputs, run_id, contexts)
             if cached:
                 return cached
         staging = self.ws.staging / run_id / task.name
@@ -303,8 +352,10 @@ class Runner:
         try:
             code = self.launcher.launch(step, log_path, lambda line: progress.step_line(task.name, line))
             failure = f"exit code {code}\n--- last lines of {log_path} ---\n{_tail(log_path)}" if code else ""
+            reason = (raised_error(log_path) or f"exit code {code}") if code else ""
         except Exception as err:  # the launcher could not start or follow the step
             code, failure = -1, f"{self.launcher.name} launcher: {err}"
+            reason = failure
         if failure:
             with self.md_lock:
                 self.md.finish_execution(exec_id, State.FAILED, {"exit_code": code,
@@ -312,7 +363,7 @@ class Runner:
             kept = self._keep_failed_outputs(staging, run_id, task.name)
             if kept:
                 failure += f"\n--- its outputs (not registered, not reusable) are kept in {kept} ---"
-            raise StepFailed(task.name, failure, log_path, kept)
+            raise StepFailed(task.name, failure, log_path, kept, reason)
         try:
             outputs, out_params = self._commit(pipeline, task, run_id, executor_input, staging, cache_key)
         except Exception as err:  # an unreachable store, a malformed executor output
@@ -320,11 +371,11 @@ class Runner:
                 self.md.finish_execution(exec_id, State.FAILED, {"exit_code": 0}, inputs, {}, contexts)
             raise StepFailed(task.name, f"cannot commit its outputs: {err}", log_path) from err
         with self.md_lock:
-            stored = {name: self.md.put_artifact(type_, uri, name, meta, fp, has_content)
-                      for name, (type_, uri, meta, fp, has_content) in outputs.items()}
-            self.md.finish_execution(exec_id, State.COMPLETE, {
+            new = {name: self.md.new_artifact(type_, uri, name, meta, fp, has_content)
+                   for name, (type_, uri, meta, fp, has_content) in outputs.items()}
+            stored = self.md.finish_execution(exec_id, State.COMPLETE, {
                 "output_parameters": out_params, "seconds": time.time() - started},
-                inputs, stored, contexts)
+                inputs, new, contexts)
         return StepRecord(task.name, "COMPLETE", 0.0, exec_id, str(log_path), stored, out_params)
 
     def _keep_failed_outputs(self, staging: Path, run_id: str, task: str) -> Optional[Path]:
@@ -414,6 +465,32 @@ def _parse_parameter(text: str):
         return text
 
 
+def raised_error(log_path: Path) -> str:
+    """The error a Python step raised, from its log: the `SomeError: message` line that ends the
+    last traceback (its first line, for a message of several), or "" when the log has none.
+    A ValueError is the stages' bad-input contract (its message names the file, column or
+    parameter), so its type is left out; other types stay, they say what went wrong."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):")]
+    if not starts:
+        return ""
+    for line in lines[starts[-1] + 1:]:
+        if line and not line[0].isspace():     # frames are indented; the exception line is not
+            kind, sep, message = line.partition(": ")
+            return message.strip() if sep and kind == "ValueError" else line.strip()
+    return ""
+
+
+def _error_line(err: Exception) -> str:
+    if isinstance(err, StepFailed):
+        log = f" (log: {err.log_path})" if err.log_path else ""
+        return f"{err.task}: {err.reason}{log}"
+    return str(err).splitlines()[0]
+
+
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -424,7 +501,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 def _run_summary(result: RunResult) -> dict:
     return {
         "run_id": result.run_id, "pipeline": result.pipeline, "state": result.state,
-        "error": result.error, "seconds": round(result.seconds, 2), "parameters": result.parameters,
+        "error": result.error, "error_line": result.error_line, "seconds": round(result.seconds, 2), "parameters": result.parameters,
         "steps": {name: {"state": s.state, "seconds": round(s.seconds, 2), "execution_id": s.execution_id,
                          "log": s.log, "kept": s.kept, "parameters": s.parameters,
                          "outputs": {k: {"id": a.id, "type": a.type, "uri": a.uri, "metadata": a.metadata}

@@ -40,7 +40,7 @@ def runs(repo, tmp_path_factory):
 
 
 def _pushed_uri(proc) -> str:
-    match = re.search(r"^pushed model: (\S+)$", proc.stdout, re.M)
+    match = re.search(r"^published: (\S+)$", proc.stdout, re.M)
     assert match, proc.stdout
     return match.group(1)
 

@@ -2,6 +2,10 @@
 artifact passing, MLMD records, caching, failure handling, lineage."""
 import json
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +13,7 @@ from kfp import compiler, dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
 from kfx import ir, lineage
-from kfx.metadata import MetadataStore
+from kfx.metadata import MetadataStore, State, prop
 from kfx.runner import Runner, Workspace
 
 
@@ -185,3 +189,77 @@ def test_a_launcher_that_cannot_start_the_step_fails_it_cleanly(setup):
     assert result.state == "FAILED"
     assert "step 'count-rows' failed: broken launcher: no such image" in result.error
     assert not (runner.ws.artifacts / "toy" / result.run_id).exists()
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def wait_forever(pid_file: str):
+    import os
+    import time
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(3600)
+
+
+@dsl.pipeline(name="hang")
+def hang(pid_file: str):
+    wait_forever(pid_file=pid_file)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+def _start_run(ir_path, root, pid_file):
+    """`kfx run` of the hanging pipeline in its own process, once its step has started."""
+    proc = subprocess.Popen([sys.executable, "-m", "kfx.cli", "run", "--ir", str(ir_path), "--root", str(root),
+                             "--preload", "", "--param", f"pid_file={pid_file}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert proc.poll() is None, "kfx run ended before its step started"
+        time.sleep(0.05)
+    return proc, int(pid_file.read_text())
+
+
+def test_a_killed_runner_is_recovered_by_the_next_run_and_a_live_one_is_not(setup, tmp_path):
+    runner, toy_ir, data, lines = setup
+    ir_path = tmp_path / "hang.yaml"
+    compiler.Compiler().compile(hang, str(ir_path))
+    root = runner.ws.root
+    killed, killed_step = _start_run(ir_path, root, tmp_path / "killed.pid")
+    live, live_step = _start_run(ir_path, root, tmp_path / "live.pid")
+    try:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        deadline = time.monotonic() + 60    # a bound against hanging, not a speed check
+        while not _gone(killed_step):       # the step dies with its runner (fork server death signal)
+            assert time.monotonic() < deadline, "the step outlived its killed runner"
+            time.sleep(0.05)
+        md = MetadataStore(str(runner.ws.metadata_path))
+        running = md.running_executions()
+        assert len(running) == 2            # the killed run's step and the live one's
+        [dead_run] = [r for r in running if _pid_of_run(md, r) == killed_step]
+        [live_run] = set(running) - {dead_run}
+
+        result = runner.run(toy_ir, {"data_uri": str(data)})
+        assert result.state == "COMPLETE", result.error
+        assert any(f"run {dead_run} was left by a runner that died: 1 execution(s) marked FAILED "
+                   f"(wait-forever)" in line for line in lines)
+        md = MetadataStore(str(runner.ws.metadata_path))
+        [dead] = [e for e in md.store.get_executions() if prop(e, "run_id") == dead_run]
+        assert dead.last_known_state == State.FAILED and "runner died" in prop(dead, "failure")
+        assert not (runner.ws.staging / dead_run).exists()
+        # The live run's work is untouched: still RUNNING, its staging in place, its step alive.
+        assert set(md.running_executions()) == {live_run}
+        assert (runner.ws.staging / live_run / "wait-forever").is_dir() and not _gone(live_step)
+    finally:
+        live.kill()
+        live.wait()
+
+
+def _pid_of_run(md: MetadataStore, run_id: str) -> int:
+    """The step pid a hanging run wrote (its pid_file parameter, from the run's MLMD context)."""
+    ctx = md.store.get_context_by_type_and_name("system.PipelineRun", run_id)
+    return int(Path(json.loads(prop(ctx, "parameters"))["pid_file"]).read_text())

@@ -20,7 +20,7 @@ TAXI = yaml.safe_load((REPO / "pipelines" / "configs" / "chicago_taxi.yaml").rea
 
 def test_chart_run_parameters_equal_the_taxi_config():
     chart = VALUES["pipeline"]["parameters"]
-    keys = set(TAXI) - {"data"}
+    keys = set(TAXI) - {"data", "schema"}   # local files; on the cluster objects in the bucket
     assert "metric_threshold" in keys            # the AUC floor must reach cluster runs
     missing = sorted(k for k in keys if k not in chart)
     assert not missing, f"helm/kfx/values.yaml pipeline.parameters lacks {missing} (chicago_taxi.yaml has them)"
@@ -28,8 +28,9 @@ def test_chart_run_parameters_equal_the_taxi_config():
     assert not differ, f"chart value != chicago_taxi.yaml value: {differ}"
     # the data file becomes an object in the chart's bucket, under the same name
     assert chart["data_uri"] == f"minio://{VALUES['s3']['bucket']}/data/chicago_taxi/{pathlib.Path(TAXI['data']).name}"
+    assert chart["schema_uri"] == f"minio://{VALUES['s3']['bucket']}/schemas/{pathlib.Path(TAXI['schema']).name}"
     # what the chart adds beyond the config is cluster-only
-    assert set(chart) - keys == {"data_uri", "registry_uri"}
+    assert set(chart) - keys == {"data_uri", "schema_uri", "registry_uri"}
     assert chart["registry_uri"].startswith(f"s3://{VALUES['s3']['bucket']}/")
 
 

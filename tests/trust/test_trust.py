@@ -96,7 +96,7 @@ def test_pushed_model_is_close_to_a_classical_model_or_nothing_is_pushed(table_r
     train_rows, train_y, _ = _split(examples_dir, "train")
     test_rows, test_y, test_records = _split(examples_dir, "test")
     reference = _metric(problem_type, test_y, _own_reference(problem_type, train_rows, train_y, test_rows))
-    pushed = re.search(r"^pushed model: (\S+)$", proc.stdout, re.M)
+    pushed = re.search(r"^published: (\S+)$", proc.stdout, re.M)
 
     if name == "random_labels":
         assert pushed is None, proc.stdout
