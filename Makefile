@@ -15,6 +15,7 @@ export UV_NATIVE_TLS := 1
 
 include images/images.mk
 include deploy/k8s.mk
+include serving/serving.mk
 
 # The image build is driven by the venv's Python.
 images: venv
@@ -37,9 +38,10 @@ compile: venv
 	$(KFX) compile --config $(CONFIG) --profile $(PROFILE) -o build/pipeline-$(PROFILE).yaml
 
 # Everything the tests use is set up here: the venv (with the S3 server, moto),
-# helm/kubectl/checkov, a Docker engine and the stage images.
+# helm/kubectl/checkov, a Docker engine and the stage images, the serving venv, image and
+# nginx.
 # KFX_NO_SKIP=1: a test that would skip for want of a tool fails instead (tests/conftest.py).
-test: venv k8s-tools images
+test: venv k8s-tools images serving-test-deps
 	KFX_NO_SKIP=1 $(VENV)/bin/pytest -q -rfEs $(PYTEST_ARGS)
 
 # Everything but the end-to-end runs.

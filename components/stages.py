@@ -51,5 +51,9 @@ STAGES: Dict[str, Stage] = _stages(
     # and push writes a registry version: both always run.
     Stage("evaluate", TF_RUNTIME, Resources("1", "2", "2Gi", "8Gi"), 3600, cached=False),
     Stage("push", PUSH_RUNTIME, Resources("250m", "1", "512Mi", "2Gi"), 900, cached=False, retries=1),
+    # deploy records the rollout a pushed model asks for (kfx serve / kfx rollout act on it).
+    Stage("deploy", PUSH_RUNTIME, Resources("100m", "500m", "256Mi", "1Gi"), 300, cached=False, retries=1),
+    # monitor (its own pipeline, pipelines/monitor.py) judges a serving window: it always runs.
+    Stage("monitor", TF_RUNTIME, Resources("500m", "2", "1Gi", "4Gi"), 1800, cached=False),
 )
 NAMES: Tuple[str, ...] = tuple(STAGES)

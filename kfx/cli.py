@@ -1,9 +1,12 @@
 """kfx: compile, run, trace and submit the lifecycle pipeline.
 
     kfx compile [--config FILE] [--profile cpu|gpu|tpu] [-o pipeline.yaml]
-    kfx run     [--config FILE] --data CSV --label COL|EXPR --task binary --root DIR
+    kfx run     [--config FILE] --data CSV|PATTERN-WITH-{SPAN} --label COL|EXPR --task binary --root DIR
     kfx lineage URI --root DIR
+    kfx history --root DIR
+    kfx schema export --root DIR -o schema.pbtxt
     kfx submit  --host URL --ir pipeline.yaml ...
+    kfx serve | rollout | predict | monitor | gc    (see each command's --help)
 """
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
+
+from kfx import spans
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -61,10 +66,16 @@ def pipeline_parameters(args) -> dict:
         value = getattr(args, flag, None)
         if value is not None:
             params[name] = str(Path(value).resolve()) if flag == "data" and "://" not in value else value
-    data = getattr(args, "data", None)
-    if data and "://" not in data and not Path(data).exists():
-        raise UsageError(f"--data {data}: no such file")
     params.update(parse_params(args.param))
+    data = params.get("data_uri", "")
+    if spans.is_pattern(str(data)):   # a new span is a new input: resolve it before anything is imported
+        try:
+            found = spans.resolve(str(data), params.get("span"))
+        except spans.SpanError as err:
+            raise UsageError(str(err)) from err
+        params.update(data_uri=found.path, span=found.span)
+    elif getattr(args, "data", None) and "://" not in args.data and not Path(args.data).exists():
+        raise UsageError(f"--data {args.data}: no such file")
     return params
 
 
@@ -124,6 +135,30 @@ def cmd_run(args) -> int:
     for line in report.outcome_lines(result):
         print(line)
     return 0
+
+
+def cmd_history(args) -> int:
+    rows = spans.history(args.root)
+    print(json.dumps(rows, indent=2, default=str) if args.json else spans.render(rows))
+    return 0
+
+
+def cmd_schema_export(args) -> int:
+    """The schema a run validated with (the newest, or the given run's), for a person to curate."""
+    from kfx.metadata import RUN_CONTEXT, MetadataStore
+    md = MetadataStore(str(Path(args.root) / "metadata.sqlite"))
+    runs = sorted(md.store.get_contexts_by_type(RUN_CONTEXT), key=lambda c: c.id)
+    if args.run:
+        runs = [c for c in runs if c.name == args.run]
+    for ctx in reversed(runs):
+        schemas = [a for a in md.store.get_artifacts_by_context(ctx.id) if md.type_name(a) == "system.Schema"]
+        if schemas:
+            source = Path(schemas[-1].uri) / "schema.pbtxt"
+            Path(args.output).write_text(f"# kfx schema exported from run {ctx.name} ({source})\n"
+                                         + source.read_text())
+            print(args.output)
+            return 0
+    raise UsageError(f"--root {args.root}: no run{' ' + args.run if args.run else ''} with a schema")
 
 
 def make_store(uri: Optional[str]):
@@ -248,6 +283,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--service-account", default="kfx-pipeline-runner",
                    help="the least-privilege account runs execute as")
     p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("history", help="the runs of a root over their spans: rows, drift, metric, outcome")
+    p.add_argument("--root", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("schema", help="kfx schema export: the schema a run validated with, to curate")
+    p.add_argument("action", choices=["export"])
+    p.add_argument("--root", required=True)
+    p.add_argument("--run", help="that run's schema (default: the newest run's)")
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(func=cmd_schema_export)
+
+    # The serving end of the loop and the monitor: kfx serve | rollout | predict, kfx monitor.
+    from kfx import monitor, serving
+    serving.add_commands(sub)
+    monitor.add_commands(sub)
     return parser
 
 

@@ -10,6 +10,7 @@ from typing import List, Optional
 from kfp import dsl
 from kfp.dsl import Dataset
 
+from kfx_components.deploy.component import deploy
 from kfx_components.distill.component import distill
 from kfx_components.distributed_train.component import distributed_train
 from kfx_components.evaluate.component import evaluate
@@ -33,6 +34,7 @@ def build_pipeline(profile: str = "cpu"):
     def tabular(
         data_uri: str,
         label: str,
+        span: int = 0,                 # the data version (kfx run --data PATTERN-WITH-{SPAN}): kept with the run
         problem_type: str = "binary",
         model_name: str = "model",
         registry_uri: str = "",
@@ -58,10 +60,14 @@ def build_pipeline(profile: str = "cpu"):
         distill_epochs: int = 100,
         distill_tolerance: float = 0.02,
         quantize_tolerance: float = 0.02,
-        slice_feature: str = "",
+        slice_features: List[str] = [],
+        crossed_slices: List[str] = [],
+        max_fairness_gap: float = 0.0,
+        explain_rows: int = 200,
         metric_threshold: float = 0.0,
         baseline_tolerance: float = 0.01,
         min_vs_reference: float = 0.85,
+        rollout: str = "none",
     ):
         # The model in production and the statistics it was trained on: what this run is judged against.
         baseline = place(resolve(registry_uri=registry_uri, model_name=model_name), "resolve", profile)
@@ -108,15 +114,20 @@ def build_pipeline(profile: str = "cpu"):
 
         evaluated = place(evaluate(
             model=model, examples=examples.outputs["examples"],
-            slice_feature=slice_feature, metric_threshold=metric_threshold,
+            slice_features=slice_features, crossed_slices=crossed_slices, max_fairness_gap=max_fairness_gap,
+            explain_rows=explain_rows, metric_threshold=metric_threshold,
             baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
             registry_uri=registry_uri, model_name=model_name), "evaluate", profile)
 
-        place(push(
+        pushed = place(push(
             model=model, quantized=quantized.outputs["quantized"],
             blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
             examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
             registry_uri=registry_uri, model_name=model_name), "push", profile)
+
+        # Only a pushed (blessed) model is deployed; locally this records the rollout to run.
+        place(deploy(pushed_model=pushed.outputs["pushed_model"], registry_uri=registry_uri,
+                     model_name=model_name, rollout=rollout), "deploy", profile)
 
     return tabular
 

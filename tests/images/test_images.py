@@ -43,6 +43,9 @@ HEAVY_IMPORTS = {
     "evaluate": ["tensorflow_model_analysis", "tensorflow", "minio"],
     "push": ["minio", "yaml"],
     "resolve": ["minio"],
+    "deploy": ["minio"],
+    "monitor": ["tensorflow_data_validation", "tensorflow_metadata.proto.v0.statistics_pb2", "pyarrow",
+                "sklearn.metrics"],
 }
 OCI_LABELS = ["org.opencontainers.image.title", "org.opencontainers.image.version",
               "org.opencontainers.image.revision", "org.opencontainers.image.source",
