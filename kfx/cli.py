@@ -20,6 +20,7 @@ from typing import Optional
 import yaml
 
 from kfx import spans
+from kfx.params import parse_params
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -49,24 +50,16 @@ def load_config(path: Optional[str]) -> dict:
     return params
 
 
-def parse_params(pairs: list[str]) -> dict:
-    """--param NAME=VALUE; VALUE is read as YAML (numbers, booleans, [lists])."""
-    params = {}
-    for pair in pairs or []:
-        name, sep, value = pair.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--param {pair!r}: expected NAME=VALUE")
-        params[name] = yaml.safe_load(value) if value else ""
-    return params
-
-
 def pipeline_parameters(args) -> dict:
     params = load_config(args.config)
     for flag, name in (("data", "data_uri"), ("label", "label"), ("task", "problem_type")):
         value = getattr(args, flag, None)
         if value is not None:
             params[name] = str(Path(value).resolve()) if flag == "data" and "://" not in value else value
-    params.update(parse_params(args.param))
+    try:
+        params.update(parse_params(args.param))
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     data = params.get("data_uri", "")
     if spans.is_pattern(str(data)):   # a new span is a new input: resolve it before anything is imported
         try:
@@ -280,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cron", default=None,
                    help="instead of one run, create (or move to this version) a recurring run; "
                         "6-field KFP cron, e.g. '0 0 3 * * *'")
-    p.add_argument("--service-account", default="kfx-pipeline-runner",
+    from kfx.submit import DEFAULT_SERVICE_ACCOUNT
+    p.add_argument("--service-account", default=DEFAULT_SERVICE_ACCOUNT,
                    help="the least-privilege account runs execute as")
     p.set_defaults(func=cmd_submit)
 

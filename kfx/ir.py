@@ -30,7 +30,26 @@ def coerce(kind: str, value):
         return int(value)
     if kind == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if kind == "STRING" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)   # --param model_name=2024 reads as a number: the pipeline wants its text
     return value
+
+
+def check_values(parameters: dict, given: dict, pipeline: str = "the pipeline") -> dict:
+    """`given` values coerced to the declared types of `parameters` (the IR's root input
+    definitions); an unknown name or a wrong type is an IRError naming it."""
+    unknown = sorted(set(given) - set(parameters))
+    if unknown:
+        raise IRError(f"unknown pipeline parameter(s) {unknown}; {pipeline} takes {sorted(parameters)}")
+    values = {}
+    for name, value in given.items():
+        kind = parameters[name]["parameterType"]
+        expected = _PARAM_TYPES.get(kind, object)
+        value = coerce(kind, value)
+        if not isinstance(value, expected) or (expected in (int, (int, float)) and isinstance(value, bool)):
+            raise IRError(f"pipeline parameter '{name}' must be {kind}, got {value!r}")
+        values[name] = value
+    return values
 
 
 @dataclasses.dataclass
@@ -98,39 +117,41 @@ class Pipeline:
 
     def resolve_parameters(self, given: dict) -> dict:
         """Pipeline parameter values: defaults, overridden by `given`, type-checked."""
-        unknown = sorted(set(given) - set(self.parameters))
-        if unknown:
-            raise IRError(f"unknown pipeline parameter(s) {unknown}; this pipeline takes {sorted(self.parameters)}")
         values = {}
         for name, definition in self.parameters.items():
             if name in given:
-                value = given[name]
-            elif "defaultValue" in definition:
-                value = definition["defaultValue"]
-            elif definition.get("isOptional"):
                 continue
-            else:
+            if "defaultValue" in definition:
+                values[name] = coerce(definition["parameterType"], definition["defaultValue"])
+            elif not definition.get("isOptional"):
                 raise IRError(f"pipeline parameter '{name}' is required and has no default")
-            kind = definition["parameterType"]
-            expected = _PARAM_TYPES.get(kind, object)
-            value = coerce(kind, value)
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise IRError(f"pipeline parameter '{name}' must be {kind}, got {value!r}")
-            values[name] = value
-        return values
+        return {**values, **check_values(self.parameters, given, "this pipeline")}
 
 
-def load(path: str | Path) -> Pipeline:
+def read_spec(path: str | Path) -> tuple[dict, dict]:
+    """(pipeline spec, Kubernetes platform spec) of a compiled pipeline file; IRError if it is none."""
     path = Path(path)
+    if not path.is_file():
+        raise IRError(f"pipeline IR {path} does not exist (compile it with `kfx compile`)")
     try:
         # The C loader when PyYAML has it: ~10x faster on the lifecycle's IR (bench/runner_overhead.py).
         docs = [d for d in yaml.load_all(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) if d]
     except (OSError, yaml.YAMLError) as err:
         raise IRError(f"{path}: cannot read pipeline IR: {err}") from err
-    if not docs or "root" not in docs[0]:
-        raise IRError(f"{path}: not a compiled KFP pipeline (no 'root' DAG)")
-    spec = docs[0]
+    if not docs or not isinstance(docs[0], dict) or "root" not in docs[0] or "pipelineInfo" not in docs[0]:
+        raise IRError(f"{path}: not a compiled KFP pipeline (no pipelineInfo/root)")
     platform = docs[1].get("platforms", {}).get("kubernetes", {}) if len(docs) > 1 else {}
+    return docs[0], platform
+
+
+def root_parameters(spec: dict) -> dict:
+    """The pipeline's own parameters: name -> input definition (parameterType, defaultValue...)."""
+    return spec["root"].get("inputDefinitions", {}).get("parameters", {})
+
+
+def load(path: str | Path) -> Pipeline:
+    path = Path(path)
+    spec, platform = read_spec(path)
     platform_executors = platform.get("deploymentSpec", {}).get("executors", {})
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     tasks = {}
@@ -144,8 +165,7 @@ def load(path: str | Path) -> Pipeline:
         order = list(TopologicalSorter({n: t.upstream for n, t in tasks.items()}).static_order())
     except CycleError as err:
         raise IRError(f"{path}: the task graph has a cycle: {err.args[1]}") from err
-    return Pipeline(spec["pipelineInfo"]["name"], spec, tasks, order,
-                    spec["root"].get("inputDefinitions", {}).get("parameters", {}))
+    return Pipeline(spec["pipelineInfo"]["name"], spec, tasks, order, root_parameters(spec))
 
 
 def artifact_type(schema_title: str) -> dict:

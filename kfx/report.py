@@ -12,10 +12,11 @@ from pathlib import Path
 
 from kfx.runner import RunResult
 
+_FIT = "this.style.height=(this.contentDocument.documentElement.scrollHeight+24)+'px'"
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}.FAILED{color:#b00;font-weight:bold}.CACHED{color:#666}
-iframe{width:100%;height:600px;border:1px solid #ccc}code{font-size:90%}"""
+iframe{width:100%;height:600px;border:1px solid #ccc;display:block}code{font-size:90%}"""
 
 _MAX_VALUE = 300
 
@@ -103,7 +104,9 @@ def write(result: RunResult, path: Path) -> Path:
             views += [(f"{name} / {page.relative_to(step.kept)} (failed step)", page.read_text(errors="replace"))
                       for page in sorted(Path(step.kept).rglob("*.html"))]
     for title, body in views:
-        parts.append(f"<h2>{html.escape(title)}</h2><iframe srcdoc=\"{html.escape(body, quote=True)}\"></iframe>")
+        # Sized to its content once loaded (same-origin srcdoc), so no section is clipped.
+        parts.append(f"<h2>{html.escape(title)}</h2><iframe title=\"{html.escape(title, quote=True)}\" "
+                     f"onload=\"{_FIT}\" srcdoc=\"{html.escape(body, quote=True)}\"></iframe>")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>kfx run {html.escape(result.run_id)}"
             f"</title><style>{_STYLE}</style></head><body>{''.join(parts)}</body></html>")
     path.write_text(page)

@@ -24,11 +24,14 @@ import os
 import sys
 import time
 import warnings
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, List, Optional
 
-import yaml
+from kfx import ir
+from kfx.params import parse_params
 
 log = logging.getLogger("kfx.submit")
+# The least-privilege account runs execute as (created by the chart and manifests/).
+DEFAULT_SERVICE_ACCOUNT = "kfx-pipeline-runner"
 
 
 class SubmitError(RuntimeError):
@@ -55,76 +58,23 @@ def _equals(key: str, value: str) -> str:
     return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
 
 
-def load_ir(ir_path: str) -> dict:
-    """Read a compiled pipeline (YAML; the first document is the pipeline spec)."""
-    if not os.path.isfile(ir_path):
-        raise PipelineFileError(f"pipeline IR {ir_path!r} does not exist (compile it with `kfx compile`)")
-    try:
-        with open(ir_path, encoding="utf-8") as fh:
-            docs = [d for d in yaml.safe_load_all(fh) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
-        raise PipelineFileError(f"pipeline IR {ir_path!r} is not readable YAML: {exc}") from exc
-    if not docs or not isinstance(docs[0], dict) or "pipelineInfo" not in docs[0] or "root" not in docs[0]:
-        raise PipelineFileError(
-            f"pipeline IR {ir_path!r} is not a compiled KFP pipeline (no pipelineInfo/root)")
-    return docs[0]
-
-
 def ir_digest(ir_path: str, length: int = 10) -> str:
     """First hex digits of the IR file's SHA-256 (``{digest}`` in a version name)."""
     with open(ir_path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:length]
 
 
-def pipeline_inputs(spec: dict) -> Dict[str, str]:
-    """Root input parameters of the IR: name -> parameterType."""
-    params = ((spec.get("root") or {}).get("inputDefinitions") or {}).get("parameters") or {}
-    return {name: d.get("parameterType", "") for name, d in params.items()}
-
-
-def parse_params(items: Iterable[str]) -> Dict[str, Any]:
-    """``["k=v", ...]`` -> dict; values are read as YAML scalars/lists (``3`` -> int, ``[a,b]`` -> list)."""
-    out: Dict[str, Any] = {}
-    for item in items or ():
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ParameterError(f"run parameter {item!r} is not of the form name=value")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        out[key.strip()] = value
-    return out
-
-
-_PY_TYPES = {
-    "STRING": (str,), "NUMBER_INTEGER": (int,), "NUMBER_DOUBLE": (int, float),
-    "BOOLEAN": (bool,), "LIST": (list,), "STRUCT": (dict,),
-}
-
-
-def check_params(spec: dict, params: Dict[str, Any]) -> Dict[str, Any]:
-    """Reject parameters the pipeline does not declare or whose type does not match."""
-    inputs = pipeline_inputs(spec)
-    name = spec.get("pipelineInfo", {}).get("name", "?")
-    checked = {}
-    for key, value in (params or {}).items():
-        if key not in inputs:
-            raise ParameterError(
-                f"pipeline {name!r} has no parameter {key!r}; its parameters are: "
-                f"{', '.join(sorted(inputs)) or '(none)'}")
-        ptype = inputs[key]
-        if ptype == "STRING" and not isinstance(value, str):
-            value = value if isinstance(value, str) else str(value)
-        if ptype == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        allowed = _PY_TYPES.get(ptype)
-        if allowed and (not isinstance(value, allowed) or
-                        (ptype in ("NUMBER_INTEGER", "NUMBER_DOUBLE") and isinstance(value, bool))):
-            raise ParameterError(
-                f"parameter {key!r} of pipeline {name!r} is {ptype}, got {value!r}")
-        checked[key] = value
-    return checked
+def checked_params(ir_path: str, params: Dict[str, Any]) -> Dict[str, Any]:
+    """The parameters as the IR declares them (kfx.ir's rules, as `kfx run` applies them)."""
+    try:
+        spec, _ = ir.read_spec(ir_path)
+    except ir.IRError as exc:
+        raise PipelineFileError(str(exc)) from exc
+    try:
+        return ir.check_values(ir.root_parameters(spec), dict(params or {}),
+                               f"pipeline {spec['pipelineInfo'].get('name', '?')!r}")
+    except ir.IRError as exc:
+        raise ParameterError(str(exc)) from exc
 
 
 class _Step:
@@ -194,8 +144,7 @@ def submit(ir_path: str, host: str, pipeline_name: str, version_name: str, exper
 
 def _submit(ir_path, host, pipeline_name, version_name, experiment, run_name, params, namespace,
             recurring_cron, service_account, client) -> dict:
-    spec = load_ir(ir_path)
-    params = check_params(spec, dict(params or {}))
+    params = checked_params(ir_path, params)
     if "{digest}" in (version_name or ""):
         version_name = version_name.replace("{digest}", ir_digest(ir_path))
     if not run_name:
@@ -265,6 +214,13 @@ def _submit(ir_path, host, pipeline_name, version_name, experiment, run_name, pa
     return out
 
 
+def _params(pairs: List[str]) -> Dict[str, Any]:
+    try:
+        return parse_params(pairs)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from exc
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kfx.submit", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default=os.environ.get("KF_PIPELINES_ENDPOINT"), required=False,
@@ -278,14 +234,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--namespace", default=None, help="multi-user KFP: the profile namespace")
     p.add_argument("--cron", default=None, help="6-field cron: create/update a recurring run instead of one run")
-    p.add_argument("--service-account", default=None)
+    p.add_argument("--service-account", default=DEFAULT_SERVICE_ACCOUNT)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not a.host:
         p.error("--host (or KF_PIPELINES_ENDPOINT) is required")
     try:
         out = submit(a.ir, a.host, a.pipeline_name, a.version, a.experiment, a.run_name,
-                     parse_params(a.param), namespace=a.namespace, recurring_cron=a.cron,
+                     _params(a.param), namespace=a.namespace, recurring_cron=a.cron,
                      service_account=a.service_account)
     except SubmitError as exc:
         print(f"kfx submit: {exc}", file=sys.stderr)

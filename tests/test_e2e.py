@@ -29,14 +29,43 @@ def _kfx(*args, check=True):
     return proc
 
 
+def _span(incoming: Path, number: int, source: Path, shift=None) -> None:
+    """Land a span where the pattern looks: incoming/span-N/data.csv (optionally with a column changed)."""
+    import pandas as pd
+    frame = pd.read_csv(source)
+    if shift:
+        column, change = shift
+        frame[column] = change(frame[column])
+    (incoming / f"span-{number}").mkdir(parents=True)
+    frame.to_csv(incoming / f"span-{number}" / "data.csv", index=False)
+
+
 @pytest.fixture(scope="module")
 def runs(repo, tmp_path_factory):
+    """Three runs over span 1 (the bundled data): the first pushes v1, the others change nothing."""
     root = tmp_path_factory.mktemp("e2e")
+    incoming = tmp_path_factory.mktemp("incoming")
+    _span(incoming, 1, repo / "data/chicago_taxi/data.csv")
     config = str(repo / "pipelines/configs/chicago_taxi.yaml")
-    first = _kfx("run", "--config", config, "--root", str(root), *FAST)
-    second = _kfx("run", "--config", config, "--root", str(root), *FAST)
-    third = _kfx("run", "--config", config, "--root", str(root), *FAST)
-    return root, first, second, third
+    data = ["--data", str(incoming / "span-{SPAN}" / "data.csv")]
+    first = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
+    second = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
+    third = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
+    return root, first, second, third, incoming
+
+
+@pytest.fixture(scope="module")
+def later_spans(repo, runs):
+    """Span 2 (the second taxi sample) runs through; span 3 (span 2 with trip_miles shifted) stops."""
+    root, *_, incoming = runs
+    config = str(repo / "pipelines/configs/chicago_taxi.yaml")
+    data = ["--data", str(incoming / "span-{SPAN}" / "data.csv")]
+    _span(incoming, 2, repo / "data/chicago_taxi/second_sample.csv")
+    second_span = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
+    _span(incoming, 3, repo / "data/chicago_taxi/second_sample.csv", ("trip_miles", lambda miles: miles * 3 + 10))
+    shifted = _kfx("run", "--config", config, *data, "--root", str(root), *FAST, check=False)
+    history = _kfx("history", "--root", str(root), "--json")
+    return second_span, shifted, json.loads(history.stdout)
 
 
 def _pushed_uri(proc) -> str:
@@ -107,7 +136,7 @@ def test_lineage_links_pushed_model_back_to_the_ingested_data(runs, repo):
     again = producer(tree, "examples")
     assert again.task == "ingest" and again.artifact_id == ingested.artifact_id
     data = [n for n in tree.walk() if n.task == "importer"]
-    assert data and data[0].uri == str((repo / "data/chicago_taxi/data.csv").resolve())
+    assert data and data[0].uri.endswith("/span-1/data.csv")   # the span the pattern resolved to
 
     cli = _kfx("lineage", _pushed_uri(first), "--root", str(root))
     assert "<- push" in cli.stdout and "<- ingest" in cli.stdout and "data.csv" in cli.stdout
@@ -120,16 +149,16 @@ def _states(root, proc) -> dict:
 
 
 def test_reruns_push_nothing_new_and_re_run_only_what_the_baseline_changed(runs):
-    """KFP's caching semantics: resolve and push always run; check-drift and evaluate re-run in the
+    """KFP's caching semantics: resolve, push and deploy always run; check-drift and evaluate re-run in the
     second run because their baseline went from none to v1; the third run re-runs nothing else."""
-    root, first, second, third = runs
+    root, first, second, third, _ = runs
     assert _pushed_uri(second) == _pushed_uri(first) == _pushed_uri(third)
     assert re.search(r"^already v1: ", second.stdout, re.M) and re.search(r"^already v1: ", third.stdout, re.M)
     assert [p.name for p in (root / "registry" / "chicago-taxi-big-tipper").glob("v*")] == ["v1"]
     ran = {t for t, s in _states(root, second).items() if s == "COMPLETE"}
-    assert ran == {"resolve", "check-drift", "evaluate", "push"}, _states(root, second)
+    assert ran == {"resolve", "check-drift", "evaluate", "push", "deploy"}, _states(root, second)
     ran = {t for t, s in _states(root, third).items() if s == "COMPLETE"}
-    assert ran == {"resolve", "push"}, _states(root, third)
+    assert ran == {"resolve", "push", "deploy"}, _states(root, third)
 
 
 def test_report_shows_stats_anomalies_metrics_and_model_sizes(runs):
@@ -182,7 +211,7 @@ def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker
 
     md = MetadataStore(str(root / "metadata.sqlite"))
     executions = [e for e in md.store.get_executions() if prop(e, "image")]
-    assert len(executions) == 11 and {prop(e, "launcher") for e in executions} == {"docker"}
+    assert len(executions) == 12 and {prop(e, "launcher") for e in executions} == {"docker"}
     uris = [a.uri for a in md.store.get_artifacts()]
     assert all(u.startswith("s3://") for u in uris), uris
     tree = lineage.trace(md, pushed)
@@ -226,3 +255,17 @@ def test_another_data_set_through_the_cli_flags_alone(tmp_path):
     accuracy = float((probabilities.argmax(axis=1) == labels).mean())
     majority = float(np.bincount(labels).max() / len(labels))
     assert accuracy > majority + 0.1, (accuracy, majority)
+
+
+def test_spans_form_one_history_and_a_shifted_span_stops_naming_the_feature(runs, later_spans):
+    second_span, shifted, history = later_spans
+    assert "error" not in second_span.stderr
+    assert shifted.returncode == 1
+    [line] = shifted.stderr.strip().splitlines()
+    assert line.startswith("error: check-drift: ") and "trip_miles" in line, line
+    assert [row["span"] for row in history] == [1, 1, 1, 2, 3]
+    assert history[0]["rows"] == 15002 and 4000 < history[3]["rows"] <= 5000
+    assert history[3]["drift"] == "none"               # span 2 is like span 1
+    assert history[4]["state"] == "FAILED at check-drift"
+    assert history[0]["outcome"].startswith("pushed chicago-taxi-big-tipper v1")
+    assert history[1]["outcome"].startswith("already v1")

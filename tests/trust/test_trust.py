@@ -21,7 +21,7 @@ from tests.trust import tables
 
 pytestmark = pytest.mark.e2e
 
-BUDGET = ["--param", "max_trials=2", "--param", "tune_epochs=3", "--param", "train_epochs=40",
+BUDGET = ["--param", "max_trials=1", "--param", "tune_epochs=3", "--param", "train_epochs=40", "--param", "explain_rows=0",
           "--param", "distill_epochs=40"]
 # How close the pushed model must come to a plain classical model on the same rows.
 WITHIN = {"auc": 0.03, "accuracy": 0.1}
