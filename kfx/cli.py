@@ -160,10 +160,10 @@ def make_store(uri: Optional[str]):
         return None
     if not uri.startswith("s3://"):
         raise UsageError(f"--artifact-store {uri}: expected s3://BUCKET/PREFIX")
-    from kfx.s3 import S3ConfigError, S3Store
+    from kfx.s3 import S3ConfigError, S3Store, S3Unavailable
     try:
         return S3Store(uri)
-    except S3ConfigError as err:
+    except (S3ConfigError, S3Unavailable) as err:
         raise UsageError(f"--artifact-store {uri}: {err}") from err
 
 
@@ -291,9 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema_export)
 
     # The serving end of the loop and the monitor: kfx serve | rollout | predict, kfx monitor.
-    from kfx import monitor, serving
+    from kfx import gc, monitor, serving
     serving.add_commands(sub)
     monitor.add_commands(sub)
+    gc.add_commands(sub)   # retention: old runs, failed-step folders, resume state, unpinned versions
     return parser
 
 

@@ -1,7 +1,9 @@
 """Each step in its own container, through the Docker SDK.
 
 The container runs exactly the IR's command and arguments in the stage's
-image, as a non-root user, with the task's CPU and memory limits. Host paths
+image, as a non-root user, with the task's CPU and memory limits, no capabilities, no
+privilege escalation and a read-only root filesystem (the step writes only to its mounted
+staging, the registry, its resume directory and a tmpfs /tmp). Host paths
 the step reads or writes are bind-mounted at the same path, so KFP's executor
 input (which names local paths, as KFP's launcher does after downloading)
 needs no rewriting. S3 credentials are passed from the runner's environment at
@@ -45,10 +47,10 @@ def _give_to(path: Path, uid: int) -> None:
 class DockerLauncher:
     name = "docker"
 
-    def __init__(self, client=None, uid: int = CONTAINER_UID, network: str = "host"):
+    def __init__(self, client=None, uid: int = CONTAINER_UID, network: str = "host", read_only: bool = True):
         import docker
         self.client = client or docker.from_env()
-        self.uid, self.network = uid, network
+        self.uid, self.network, self.read_only = uid, network, read_only
 
     def launch(self, step: Step, log_path: Path, on_line: Callable[[str], None]) -> int:
         volumes = {p: {"bind": p, "mode": "ro"} for p in step.readable}
@@ -69,7 +71,8 @@ class DockerLauncher:
             step.image, entrypoint=[step.argv[0]], command=step.argv[1:], user=f"{self.uid}:{self.uid}",
             working_dir=str(step.workdir), environment=env, volumes=volumes,
             network_mode=self.network, detach=True, security_opt=["no-new-privileges"],
-            cap_drop=["ALL"], labels={"kfx.task": step.task}, **kwargs)
+            cap_drop=["ALL"], read_only=self.read_only, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
+            labels={"kfx.task": step.task}, **kwargs)
         try:
             with open(log_path, "w") as log:
                 pending = ""

@@ -18,7 +18,7 @@ from typing import Callable, ContextManager, Optional, Protocol
 # Environment the runner sets per step (not per run). None of it is read when an interpreter
 # starts or a library is imported, so a step whose environment differs from the run's only
 # here can run in a process forked from one started for the whole run.
-PER_STEP_ENV = ("KFX_RUN_ID", "KFX_TASK", "TMPDIR")
+PER_STEP_ENV = ("KFX_RUN_ID", "KFX_TASK", "TMPDIR", "KFX_RESUME_DIR")
 
 
 @dataclasses.dataclass

@@ -24,7 +24,7 @@ from typing import Callable, Optional
 
 from kfx import ir
 from kfx.forkserver import ForkServerLauncher
-from kfx.launchers import Launcher, Step, session
+from kfx.launchers import PER_STEP_ENV, Launcher, Step, session
 from kfx.metadata import (CONTAINER_EXECUTION, IMPORTER_EXECUTION, PIPELINE_CONTEXT, RUN_CONTEXT,
                           MetadataStore, State, StoredArtifact)
 from kfx.store import ArtifactStore, LocalStore, remove_tree
@@ -32,6 +32,10 @@ from kfx.store import ArtifactStore, LocalStore, remove_tree
 LOG_TAIL_LINES = 40
 HEARTBEAT_SECONDS = 30
 LEASE = ".lease"   # in runs/<run>/: locked (flock) while its runner lives; the kernel drops it when it dies
+# A step's resume directory (<root>/.resume/<cache key>): what it saves to resume after being killed
+# (training checkpoints). Same inputs, same directory; it outlives a failed or killed attempt and is
+# removed when the step commits. Absent on KFP, where a step behaves as it always did.
+RESUME_ENV = "KFX_RESUME_DIR"
 
 
 class StepFailed(RuntimeError):
@@ -84,6 +88,7 @@ class Workspace:
         self.artifacts = self.root / "artifacts"
         self.registry = self.root / "registry"
         self.staging = self.root / ".staging"
+        self.resume = self.root / ".resume"
 
     def run_dir(self, run_id: str) -> Path:
         return self.root / "runs" / run_id
@@ -99,6 +104,28 @@ def take_lease(run_dir: Path) -> Optional[int]:
         os.close(fd)
         return None
     return fd
+
+
+def lock_resume_dir(path: Path) -> Optional[int]:
+    """Creates `path` and locks it (flock on the directory, held through the returned fd) for one
+    step; None when a live step holds it (the same step, same inputs, in a concurrent run)."""
+    while True:
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        except FileNotFoundError:      # removed between the two calls by its step's commit
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)                   # locked a directory its committed step had just removed: again
 
 
 class Progress:
@@ -319,15 +346,52 @@ class Runner:
                                      inputs, stored, contexts)
         return StepRecord(task.name, "CACHED", 0.0, exec_id, outputs=stored, parameters=extra["params"])
 
+    def _resume_supported(self) -> bool:
+        """The fork server forks a lightweight step only when its environment differs from the run's
+        in PER_STEP_ENV alone (else it execs a fresh interpreter): the resume variable is given to
+        its steps once it is one of them."""
+        return RESUME_ENV in PER_STEP_ENV or not isinstance(self.launcher, ForkServerLauncher)
+
     def _execute(self, pipeline, task: ir.Task, params, inputs, run_id, contexts, progress) -> StepRecord:
         cache_key = self._cache_key(task, params, inputs)
         if self.cache and task.caching:
-            cached = self._from_cache(task, cache_key, params, inputs, run_id, contexts)
+            try:
+                cached = self._from_cache(task, cache_key, params, inputs, run_id, contexts)
+            except Exception as err:  # the store cannot say whether the outputs exist (S3 unreachable)
+                raise StepFailed(task.name, f"cannot look up its cached outputs: {err}") from err
             if cached:
+                self._drop_resume(cache_key)   # a killed attempt's, now that another run committed it
                 return cached
         staging = self.ws.staging / run_id / task.name
         remove_tree(staging)
         (staging / "outputs").mkdir(parents=True)
+        resume, resume_lock = None, None
+        if self._resume_supported():
+            resume = self.ws.resume / cache_key
+            resume_lock = lock_resume_dir(resume)
+            if resume_lock is None:    # the same step runs in another live run: resume nothing of it
+                resume = staging / "resume"
+                resume.mkdir()
+        try:
+            return self._launch_and_commit(pipeline, task, params, inputs, run_id, contexts, progress,
+                                           cache_key, staging, resume)
+        finally:
+            if resume_lock is not None:
+                os.close(resume_lock)
+
+    def _drop_resume(self, cache_key: str) -> None:
+        path = self.ws.resume / cache_key
+        if not path.is_dir():
+            return
+        fd = lock_resume_dir(path)
+        if fd is not None:          # None: a live step uses it
+            try:
+                remove_tree(path)
+            finally:
+                os.close(fd)
+
+    def _launch_and_commit(self, pipeline, task, params, inputs, run_id, contexts, progress, cache_key,
+                           staging: Path, resume: Optional[Path]) -> StepRecord:
         scratch = staging / "inputs"
         try:
             executor_input = self._executor_input(task, params, inputs, staging, scratch)
@@ -338,10 +402,14 @@ class Runner:
         log_path = self.ws.run_dir(run_id) / "logs" / f"{task.name}.log"
         local_inputs = {str(Path(a.uri).parent) for a in inputs.values() if "://" not in a.uri}
         writable = [str(staging)] + [p for p in (params.get("registry_uri"),) if p and "://" not in p]
+        env = {**self.step_env, "KFX_RUN_ID": run_id, "KFX_TASK": task.name, "TMPDIR": str(staging / "tmp")}
+        if resume is not None:
+            env[RESUME_ENV] = str(resume)
+            if not resume.is_relative_to(staging):
+                writable.append(str(resume))
         # Temporary files (Beam's, the IR command's mktemp) go in the step's own staging: removed with it.
         (staging / "tmp").mkdir()
-        step = Step(task.name, task.container.get("image", ""), argv,
-                    {**self.step_env, "KFX_RUN_ID": run_id, "KFX_TASK": task.name, "TMPDIR": str(staging / "tmp")},
+        step = Step(task.name, task.container.get("image", ""), argv, env,
                     staging, sorted(local_inputs), writable, cpu, mem)
         with self.md_lock:
             exec_id = self.md.start_execution(CONTAINER_EXECUTION, {
@@ -376,6 +444,8 @@ class Runner:
             stored = self.md.finish_execution(exec_id, State.COMPLETE, {
                 "output_parameters": out_params, "seconds": time.time() - started},
                 inputs, new, contexts)
+        if resume is not None:
+            remove_tree(resume)    # committed: nothing to resume any more (still under this step's lock)
         return StepRecord(task.name, "COMPLETE", 0.0, exec_id, str(log_path), stored, out_params)
 
     def _keep_failed_outputs(self, staging: Path, run_id: str, task: str) -> Optional[Path]:

@@ -11,6 +11,16 @@ artifact counts as stored only once its commit marker `<key>.kfx-commit`
 objects that nothing will read. That rule holds for everything under the
 store's root; data a pipeline imports from elsewhere in S3 (an object or a
 prefix someone uploaded) is read as it is, fingerprinted by key, ETag and size.
+
+An S3 server that stops answering: every request has bounded timeouts
+(KFX_S3_CONNECT_TIMEOUT, default 10 s; KFX_S3_READ_TIMEOUT, default 60 s, per
+socket read) and every operation is retried with exponential backoff on
+transient failures (connection refused or reset, timeouts, 5xx, SlowDown):
+KFX_S3_ATTEMPTS (default 5) attempts, waits KFX_S3_BACKOFF (default 0.5 s)
+doubling up to 8 s, so about 8 s of waiting plus the timeouts. Then the
+operation fails with `S3Unavailable`, one line naming the endpoint. urllib3's
+own retries are off (one retry layer, this one). An upload cut off midway
+leaves objects without their commit marker: never read.
 """
 from __future__ import annotations
 
@@ -18,7 +28,11 @@ import hashlib
 import io
 import json
 import os
+import random
+import re
+import time
 from pathlib import Path
+from typing import Callable, TypeVar
 from urllib.parse import urlparse
 
 from kfx.store import import_local
@@ -26,8 +40,42 @@ from kfx.store import import_local
 COMMIT_SUFFIX = ".kfx-commit"
 
 
+T = TypeVar("T")
+MAX_BACKOFF = 8.0
+# S3 error codes that say "try again" (the server is there but busy or failing).
+_RETRYABLE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout",
+                    "RequestTimeTooSkewed", "OperationAborted"}
+
+
 class S3ConfigError(ValueError):
     pass
+
+
+class S3Unavailable(ConnectionError):
+    """The S3 endpoint did not answer (or kept failing) through every retry."""
+
+
+def _setting(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name) or default)
+    except ValueError as err:
+        raise S3ConfigError(f"{name}={os.environ[name]!r} is not a number") from err
+
+
+def endpoint_url() -> str:
+    secure = os.environ.get("KFX_S3_SECURE", "0") == "1"
+    return f"{'https' if secure else 'http'}://{os.environ.get('KFX_S3_ENDPOINT', '')}"
+
+
+def http_client():
+    """urllib3 pool with bounded timeouts and no retries of its own (S3Store retries operations)."""
+    import certifi
+    import urllib3
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=_setting("KFX_S3_CONNECT_TIMEOUT", 10),
+                                read=_setting("KFX_S3_READ_TIMEOUT", 60)),
+        maxsize=10, cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=False)
 
 
 def client_from_env():
@@ -41,7 +89,42 @@ def client_from_env():
     return Minio(endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
                  secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                  secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
-                 region=os.environ.get("AWS_REGION", "us-east-1"))
+                 region=os.environ.get("AWS_REGION", "us-east-1"), http_client=http_client())
+
+
+def transient(err: BaseException) -> bool:
+    """A failure worth retrying: the network or the server, not the request."""
+    import urllib3
+    from minio.error import S3Error, ServerError
+    if isinstance(err, (urllib3.exceptions.HTTPError, ServerError)):
+        return True          # refused, reset, timed out, a 5xx without an S3 error body
+    return isinstance(err, S3Error) and err.code in _RETRYABLE_CODES
+
+
+def _cause(err: BaseException) -> str:
+    text = str(getattr(err, "reason", None) or err)
+    text = re.sub(r"<[^>]*>:?\s*", "", text)          # urllib3's "<...HTTPConnection object at 0x..>: "
+    return " ".join(text.split())[:160] or type(err).__name__
+
+
+def with_retries(what: str, call: Callable[[], T], endpoint: str = "") -> T:
+    """`call()`, retried with exponential backoff (and jitter) on transient failures; then
+    S3Unavailable: 'S3 endpoint http://host:port unreachable: <what> failed N times over Ts (<cause>)'."""
+    attempts = max(1, int(_setting("KFX_S3_ATTEMPTS", 5)))
+    backoff = _setting("KFX_S3_BACKOFF", 0.5)
+    started = time.monotonic()
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - only transient ones are retried
+            if not transient(err):
+                raise
+            if attempt == attempts - 1:
+                raise S3Unavailable(
+                    f"S3 endpoint {endpoint or endpoint_url()} unreachable: {what} failed {attempts} times "
+                    f"over {time.monotonic() - started:.0f}s ({_cause(err)})") from err
+            time.sleep(min(MAX_BACKOFF, backoff * 2 ** attempt) * random.uniform(0.8, 1.2))
+    raise AssertionError("unreachable")
 
 
 def split_uri(uri: str) -> tuple[str, str]:
@@ -61,8 +144,20 @@ class S3Store:
         self.root_uri = root_uri.rstrip("/")
         self.bucket, self.prefix = split_uri(self.root_uri + "/")
         self.client = client or client_from_env()
-        if not self.client.bucket_exists(self.bucket):
+        self.endpoint = endpoint_url()
+        if not self._retry(f"bucket_exists {self.bucket}", lambda: self.client.bucket_exists(self.bucket)):
+            self._retry(f"make_bucket {self.bucket}", lambda: self._make_bucket())
+
+    def _make_bucket(self) -> None:
+        from minio.error import S3Error
+        try:
             self.client.make_bucket(self.bucket)
+        except S3Error as err:     # a retried make_bucket whose first try got through; a concurrent run
+            if err.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise
+
+    def _retry(self, what: str, call: Callable[[], T]) -> T:
+        return with_retries(what, call, self.endpoint)
 
     def output_uri(self, pipeline: str, run_id: str, task: str, output: str) -> str:
         return f"{self.root_uri}/{pipeline}/{run_id}/{task}/{output}"
@@ -76,27 +171,46 @@ class S3Store:
         for path in files:
             rel = "" if staged.is_file() else path.relative_to(staged).as_posix()
             object_key = key if not rel else f"{key}/{rel}"
-            self.client.fput_object(bucket, object_key, str(path))
+            self._retry(f"upload of s3://{bucket}/{object_key}",
+                        lambda: self.client.fput_object(bucket, object_key, str(path)))
             manifest["objects"][rel] = path.stat().st_size
         body = json.dumps(manifest).encode()
-        self.client.put_object(bucket, key + COMMIT_SUFFIX, io.BytesIO(body), len(body),
-                               content_type="application/json")
+        # Last: the artifact exists from this object on, whole (an upload cut off before it leaves
+        # objects that nothing reads).
+        self._retry(f"commit marker of {uri}", lambda: self.client.put_object(
+            bucket, key + COMMIT_SUFFIX, io.BytesIO(body), len(body), content_type="application/json"))
         return True
+
+    def delete(self, uri: str) -> int:
+        """Removes a committed artifact (its marker first, so it stops existing at once, then its
+        objects); the bytes it held."""
+        manifest = self._manifest(uri)
+        if manifest is None:
+            return 0
+        bucket, key = split_uri(uri)
+        self._retry(f"delete of {uri}{COMMIT_SUFFIX}", lambda: self.client.remove_object(bucket, key + COMMIT_SUFFIX))
+        for rel in manifest["objects"]:
+            name = key if not rel else f"{key}/{rel}"
+            self._retry(f"delete of s3://{bucket}/{name}", lambda: self.client.remove_object(bucket, name))
+        return sum(manifest["objects"].values())
 
     def _manifest(self, uri: str):
         from minio.error import S3Error
         bucket, key = split_uri(uri)
-        try:
-            response = self.client.get_object(bucket, key + COMMIT_SUFFIX)
-        except S3Error as err:
-            if err.code in ("NoSuchKey", "NoSuchBucket"):
-                return None
-            raise
-        try:
-            return json.loads(response.read())
-        finally:
-            response.close()
-            response.release_conn()
+
+        def read():
+            try:
+                response = self.client.get_object(bucket, key + COMMIT_SUFFIX)
+            except S3Error as err:
+                if err.code in ("NoSuchKey", "NoSuchBucket"):
+                    return None
+                raise
+            try:
+                return json.loads(response.read())
+            finally:
+                response.close()
+                response.release_conn()
+        return self._retry(f"read of {uri}{COMMIT_SUFFIX}", read)
 
     def exists(self, uri: str) -> bool:
         if not _is_s3(uri):
@@ -113,10 +227,17 @@ class S3Store:
     def _external_objects(self, uri: str) -> list:
         """The object at `uri`, or else the objects below it as a prefix (a directory)."""
         bucket, key = split_uri(uri)
-        exact = [o for o in self.client.list_objects(bucket, prefix=key) if o.object_name == key]
+        exact = [o for o in self._retry(f"listing of s3://{bucket}/{key}",
+                                        lambda: list(self.client.list_objects(bucket, prefix=key)))
+                 if o.object_name == key]
         if exact:
             return exact
-        return list(self.client.list_objects(bucket, prefix=key.rstrip("/") + "/", recursive=True))
+        prefix = key.rstrip("/") + "/"
+        return self._retry(f"listing of s3://{bucket}/{prefix}",
+                           lambda: list(self.client.list_objects(bucket, prefix=prefix, recursive=True)))
+
+    def _download(self, bucket: str, key: str, target: Path) -> None:
+        self._retry(f"download of s3://{bucket}/{key}", lambda: self.client.fget_object(bucket, key, str(target)))
 
     def resolve_import(self, uri: str) -> tuple[str, str]:
         if not _is_s3(uri):
@@ -146,7 +267,7 @@ class S3Store:
         for rel in manifest["objects"]:
             target = scratch if manifest["kind"] == "file" else scratch / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.fget_object(bucket, key if not rel else f"{key}/{rel}", str(target))
+            self._download(bucket, key if not rel else f"{key}/{rel}", target)
         if manifest["kind"] == "directory":
             scratch.mkdir(parents=True, exist_ok=True)
         return str(scratch)
@@ -160,10 +281,10 @@ class S3Store:
             # Keep the file name: stages read the extension (.csv, .parquet).
             target = scratch / Path(key).name
             scratch.mkdir(parents=True, exist_ok=True)
-            self.client.fget_object(bucket, key, str(target))
+            self._download(bucket, key, target)
             return str(target)
         for o in objects:
             target = scratch / o.object_name[len(key.rstrip("/")) + 1:]
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.client.fget_object(bucket, o.object_name, str(target))
+            self._download(bucket, o.object_name, target)
         return str(scratch)

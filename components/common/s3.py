@@ -23,7 +23,18 @@ def client():
     return Minio(endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
                  secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
                  secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
-                 region=os.environ.get("AWS_REGION", "us-east-1"))
+                 region=os.environ.get("AWS_REGION", "us-east-1"), http_client=_http_client())
+
+
+def _http_client():
+    """Bounded waits: a server that stops answering fails a stage in about a minute (5 tries with
+    backoff, 10 s to connect, 60 s per read), not after the SDK's default five minutes per request."""
+    import certifi
+    import urllib3
+    return urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=10, read=60), maxsize=10, cert_reqs="CERT_REQUIRED",
+        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
+        retries=urllib3.Retry(total=5, backoff_factor=0.5, status_forcelist=[500, 502, 503, 504]))
 
 
 def split_uri(uri: str) -> Tuple[str, str]:

@@ -14,9 +14,12 @@ Budget: ``epochs`` is a cap; the batch size and steps per epoch follow the
 table's size (``model.fit_plan``) and training stops early on the eval split's
 loss with the best epoch's weights restored (``model.fit_callbacks``).
 
-Checkpoints: ``tf.keras.callbacks.BackupAndRestore`` under
-``<checkpoint_dir>/backup`` (a restarted worker resumes from the last finished
-epoch) and ``ModelCheckpoint`` writing weights every epoch to
+Checkpoints: ``tf.keras.callbacks.BackupAndRestore`` under ``backup_dir()``
+(a restarted worker resumes from the last finished epoch): the chief's is
+``$KFX_RESUME_DIR/backup`` when the local runner sets that variable (a
+directory keyed by the step's cache key that outlives a killed attempt and is
+removed when the step commits), else ``<checkpoint_dir>/backup`` (on KFP, as
+before); and ``ModelCheckpoint`` writing weights every epoch to
 ``<checkpoint_dir>/epoch-XXXX.ckpt*`` (``checkpoint`` index file included).
 Only the chief writes ``checkpoint_dir`` and ``model_dir``; other workers write
 to temporary directories that are removed (the standard MWMS pattern: every
@@ -94,6 +97,34 @@ def is_chief(strategy=None) -> bool:
     return False
 
 
+RESUME_ENV = "KFX_RESUME_DIR"
+
+
+def backup_dir(ckpt_dir: str, chief: bool, environ=None) -> str:
+    """Where BackupAndRestore keeps the state a rerun resumes from (see the module docstring)."""
+    environ = os.environ if environ is None else environ
+    resume = environ.get(RESUME_ENV)
+    if chief and resume:
+        return os.path.join(resume, "backup")
+    return os.path.join(ckpt_dir, "backup")
+
+
+def _last_backed_up_epoch(backup: str):
+    """The 0-based epoch a BackupAndRestore backup in `backup` holds, or None (no backup).
+    Read from tf.train's checkpoint index without restoring anything."""
+    import tensorflow as tf
+    try:
+        path = tf.train.latest_checkpoint(os.path.join(backup, "chief")) or tf.train.latest_checkpoint(backup)
+        if not path:
+            return None
+        names = dict(tf.train.list_variables(path))
+        key = next((k for k in names if k.startswith("ckpt_saved_epoch")), None)
+        epoch = int(tf.train.load_variable(path, key)) if key else -1
+        return epoch if epoch >= 0 else None
+    except (tf.errors.OpError, ValueError):
+        return None
+
+
 def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters_dir: str,
         model_dir: str, checkpoint_dir: str, label_key: str, problem_type: str, num_classes: int,
         epochs: int = 100, seed: int = 42) -> dict:
@@ -132,10 +163,14 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
     ckpt_dir = checkpoint_dir if chief else os.path.join(scratch, "checkpoints")
     out_dir = model_dir if chief else os.path.join(scratch, "model")
     os.makedirs(ckpt_dir, exist_ok=True)
+    backup = backup_dir(ckpt_dir, chief)
+    resumed_from = _last_backed_up_epoch(backup)
+    if resumed_from is not None:
+        print(f"distributed_train: resuming from the backup in {backup} (epoch {resumed_from + 1} done)")
     callbacks = [
-        # The chief's backup lives next to the checkpoints, so a restarted job resumes from it;
-        # Keras deletes it when fit() completes.
-        tf.keras.callbacks.BackupAndRestore(backup_dir=os.path.join(ckpt_dir, "backup")),
+        # The chief's backup survives a killed attempt (KFX_RESUME_DIR, or next to the checkpoints),
+        # so a restarted step resumes from it; Keras deletes it when fit() completes.
+        tf.keras.callbacks.BackupAndRestore(backup_dir=backup),
         tf.keras.callbacks.ModelCheckpoint(os.path.join(ckpt_dir, "epoch-{epoch:04d}.ckpt"),
                                            save_weights_only=True, save_freq="epoch"),
     ]
@@ -143,7 +178,7 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
         history = model.fit(train, epochs=plan["epochs"], steps_per_epoch=plan["steps_per_epoch"],
                             validation_data=evals, callbacks=callbacks + m.fit_callbacks(), verbose=2)
         if chief:  # finished: drop the resume state (Keras empties it; remove the folder too)
-            shutil.rmtree(os.path.join(ckpt_dir, "backup"), ignore_errors=True)
+            shutil.rmtree(backup, ignore_errors=True)
         results = model.evaluate(evals, return_dict=True, verbose=0)
         m.export_serving_model(model, transform_output, label_key, problem_type, out_dir)
     finally:
@@ -168,6 +203,7 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
         "primary_metric_value": eval_metrics.get(f"eval_{metric}"),
         "params": int(model.count_params()),
         "checkpoints": len(checkpoints),
+        "resumed_after_epoch": None if resumed_from is None else resumed_from + 1,
         "hyperparameters": hps,
         "seconds": round(time.time() - start, 2),
     }
