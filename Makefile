@@ -11,7 +11,7 @@ PROFILE ?= cpu
 PYTEST_ARGS ?=
 export UV_NATIVE_TLS := 1
 
-.PHONY: venv run compile test test-fast clean
+.PHONY: venv run compile test test-fast clean browser
 
 include images/images.mk
 include deploy/k8s.mk
@@ -41,7 +41,13 @@ compile: venv
 # helm/kubectl/checkov, a Docker engine and the stage images, the serving venv, image and
 # nginx.
 # KFX_NO_SKIP=1: a test that would skip for want of a tool fails instead (tests/conftest.py).
-test: venv k8s-tools images serving-test-deps
+# A real headless browser for the page checks (Debian's chromium; playwright drives it).
+browser:
+	@test -x /usr/bin/chromium || { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; }
+	@/usr/bin/chromium --version
+
+test: venv k8s-tools images serving-test-deps browser
 	KFX_NO_SKIP=1 $(VENV)/bin/pytest -q -rfEs $(PYTEST_ARGS)
 
 # Everything but the end-to-end runs.

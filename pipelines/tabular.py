@@ -57,9 +57,14 @@ def build_pipeline(profile: str = "cpu"):
         temperature: float = 4.0,
         alpha: float = 0.3,
         student_width: int = 16,
+        student_embedding_dim: int = 2,
+        max_student_ratio: float = 0.25,
         distill_epochs: int = 100,
         distill_tolerance: float = 0.02,
         quantize_tolerance: float = 0.02,
+        pruning_sparsity: float = 0.5,
+        quantize_qat: bool = True,
+        finetune_epochs: int = 2,
         slice_features: List[str] = [],
         crossed_slices: List[str] = [],
         max_fairness_gap: float = 0.0,
@@ -106,23 +111,28 @@ def build_pipeline(profile: str = "cpu"):
         # The student, or the teacher when the student falls short of it (distill's gate).
         distilled = place(distill(
             teacher=teacher.outputs["model"], temperature=temperature, alpha=alpha,
-            student_width=student_width, epochs=distill_epochs, tolerance=distill_tolerance, **features),
+            student_width=student_width, student_embedding_dim=student_embedding_dim,
+            max_student_ratio=max_student_ratio, epochs=distill_epochs, tolerance=distill_tolerance, **features),
             "distill", profile)
         model = distilled.outputs["model"]
 
-        quantized = place(quantize(model=model, tolerance=quantize_tolerance, **features), "quantize", profile)
+        quantized = place(quantize(
+            model=model, tolerance=quantize_tolerance, examples=examples.outputs["examples"],
+            pruning_sparsity=pruning_sparsity, qat=quantize_qat, finetune_epochs=finetune_epochs, **features),
+            "quantize", profile)
 
         evaluated = place(evaluate(
             model=model, examples=examples.outputs["examples"],
             slice_features=slice_features, crossed_slices=crossed_slices, max_fairness_gap=max_fairness_gap,
             explain_rows=explain_rows, metric_threshold=metric_threshold,
             baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
-            registry_uri=registry_uri, model_name=model_name), "evaluate", profile)
+            baseline_model_uri=baseline.outputs["model_uri"]), "evaluate", profile)
 
         pushed = place(push(
             model=model, quantized=quantized.outputs["quantized"],
             blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
             examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
+            statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
             registry_uri=registry_uri, model_name=model_name), "push", profile)
 
         # Only a pushed (blessed) model is deployed; locally this records the rollout to run.

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 
 # Smaller search and fewer epochs than the defaults, to keep CI short; every stage still runs.
 FAST = ["--param", "max_trials=2", "--param", "tune_epochs=2", "--param", "train_epochs=4",
-        "--param", "distill_epochs=4"]
+        "--param", "distill_epochs=4", "--param", "explain_rows=60", "--param", "finetune_epochs=1"]
 KFX = [sys.executable, "-m", "kfx.cli"]
 
 

@@ -334,7 +334,7 @@ def embedding_dim(buckets: int) -> int:
     return int(min(16, max(2, math.ceil(1.6 * buckets ** 0.56))))
 
 
-def _encode(transform_output, inputs: dict) -> tf.Tensor:
+def _encode(transform_output, inputs: dict, max_embedding_dim: int | None = None) -> tf.Tensor:
     """One ``[batch, d]`` float tensor: numeric features stacked, integer-domain features embedded."""
     numeric, parts = [], []
     for name, inp in inputs.items():
@@ -343,7 +343,10 @@ def _encode(transform_output, inputs: dict) -> tf.Tensor:
             if n is not None:
                 # [0, n) -> itself; -1 (TFT's out-of-vocabulary value) -> n
                 idx = tf.math.floormod(inp, n + 1)
-                parts.append(tf.keras.layers.Embedding(n + 1, embedding_dim(n + 1), name=f"emb_{name}")(idx))
+                dim = embedding_dim(n + 1)
+                if max_embedding_dim:   # a student: narrower embeddings, most of a model's parameters
+                    dim = min(int(max_embedding_dim), dim)
+                parts.append(tf.keras.layers.Embedding(n + 1, dim, name=f"emb_{name}")(idx))
                 continue
             inp = tf.cast(inp, tf.float32)
         numeric.append(inp)
@@ -358,7 +361,8 @@ def _encode(transform_output, inputs: dict) -> tf.Tensor:
 
 def build_model(transform_output: tft.TFTransformOutput, label_key: str, problem_type: str,
                 num_classes: int = 0, width: int = 64, depth: int = 2,
-                learning_rate: float = 1e-3, label_stats: dict | None = None) -> tf.keras.Model:
+                learning_rate: float = 1e-3, label_stats: dict | None = None,
+                max_embedding_dim: int | None = None) -> tf.keras.Model:
     """A compiled MLP: transformed features -> ``depth`` x Dense(width, relu) -> logits.
 
     Output is LOGITS (1 unit for binary/regression, ``num_classes`` for
@@ -374,7 +378,7 @@ def build_model(transform_output: tft.TFTransformOutput, label_key: str, problem
     if width < 1 or depth < 0 or not learning_rate > 0:
         raise ValueError(f"bad hyperparameters width={width} depth={depth} learning_rate={learning_rate}")
     inputs = feature_inputs(transform_output, label_key)
-    x = _encode(transform_output, inputs)
+    x = _encode(transform_output, inputs, max_embedding_dim)
     for i in range(depth):
         x = tf.keras.layers.Dense(width, activation="relu", name=f"dense_{i}")(x)
     dense, rescale = _output_layers(problem_type, units, label_stats)

@@ -10,9 +10,11 @@ from kfx_components.images import stage_image
 @dsl.component(base_image=stage_image("distill"), install_kfp_package=False)
 def distill(teacher: Input[Model], transformed_examples: Input[Dataset], transform_graph: Input[TransformGraph],
             temperature: float, alpha: float, student_width: int, epochs: int, tolerance: float,
-            model: Output[Model], metrics: Output[Metrics]):
-    """Train a one-hidden-layer student on alpha * label loss + (1 - alpha) * T^2 * teacher loss;
-    pass it on, or the teacher when the student's eval metric is worse by more than `tolerance`."""
+            model: Output[Model], metrics: Output[Metrics], student_embedding_dim: int = 2,
+            max_student_ratio: float = 0.25):
+    """Train a one-hidden-layer student (embeddings at most `student_embedding_dim` wide, at most
+    `max_student_ratio` x the teacher's parameters) on alpha * label loss + (1 - alpha) * T^2 * teacher
+    loss; pass it on, or the teacher when the student's eval metric is worse by more than `tolerance`."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     from kfx_components.common import facts as travelling
     from kfx_components.distill import executor
@@ -21,9 +23,13 @@ def distill(teacher: Input[Model], transformed_examples: Input[Dataset], transfo
                          transform_graph_dir=transform_graph.path, model_dir=model.path,
                          label_key=meta["label_key"], problem_type=meta["problem_type"],
                          num_classes=int(meta.get("num_classes") or 0), temperature=temperature,
-                         alpha=alpha, student_width=student_width, epochs=epochs, tolerance=tolerance)
-    model.metadata.update({**facts, **travelling.carried(meta)})
-    for key in ("teacher_params", "student_params", "compression_ratio", "teacher_metric",
+                         alpha=alpha, student_width=student_width, epochs=epochs, tolerance=tolerance,
+                         student_embedding_dim=student_embedding_dim, max_student_ratio=max_student_ratio)
+    teacher_meta = dict(teacher.metadata or {})
+    teacher_history = {k: teacher_meta[k] for k in ("epochs_run", "best_epoch", "curves") if k in teacher_meta}
+    model.metadata.update({**facts, **travelling.carried(meta),
+                           **({"teacher_history": teacher_history} if teacher_history else {})})
+    for key in ("teacher_params", "student_params", "compression_ratio", "param_ratio", "teacher_metric",
                 "student_metric", "logit_mse_to_teacher", "logit_corr_to_teacher", "seconds"):
         metrics.log_metric(key, float(facts[key]))
     metrics.metadata["passed_on"] = facts["passed_on"]

@@ -5,9 +5,15 @@ The teacher is the ``model`` artifact of docs/design.md; its
 inside the training step, so the student sees the teacher's output for
 exactly the batch it trains on (no precomputed copy of the data set).
 
-The student is ``model.build_model(..., width=student_width, depth=STUDENT_DEPTH)``: the
-same transformed-feature inputs and embeddings as the teacher, one hidden
-layer. Its loss is::
+The student is ``model.build_model(..., width=student_width, depth=STUDENT_DEPTH)`` with
+embeddings of at most ``student_embedding_dim`` dimensions: the same
+transformed-feature inputs as the teacher, one hidden layer. For categorical
+features the embeddings hold most of a model's parameters (the teacher's are
+up to 16 wide), so narrowing them is what makes the student small. The size
+target: a student of more than ``max_student_ratio`` times the teacher's
+parameters is refused before training, naming both counts; a student that
+meets it but not the metric is reported with both numbers (see the gate).
+Its loss is::
 
     alpha * hard(labels, student) + (1 - alpha) * soft(teacher, student)
 
@@ -25,11 +31,11 @@ The gate: a student whose eval metric is worse than the teacher's by more
 than ``tolerance`` (relative: below ``teacher * (1 - tolerance)`` for AUC and
 accuracy, above ``teacher * (1 + tolerance)`` for RMSE) is not passed on; the
 teacher's SavedModel is, with ``passed_on: "teacher"`` and the reason in the
-facts (the model card shows both).
+facts, naming the student's size and metric against the teacher's and the
+size target that could not hold the metric (the model card shows both).
 """
 from __future__ import annotations
 
-import os
 import shutil
 import time
 
@@ -40,9 +46,15 @@ LEARNING_RATE = 3e-3  # a one-layer student trained for few epochs
 
 
 def validate_parameters(problem_type: str, temperature: float, alpha: float, student_width: int,
-                        epochs: int, tolerance: float) -> None:
+                        epochs: int, tolerance: float, student_embedding_dim: int = 2,
+                        max_student_ratio: float = 0.25) -> None:
     """Raise ValueError naming the first bad parameter."""
     problem.check_problem_type(problem_type)
+    if isinstance(student_embedding_dim, bool) or int(student_embedding_dim) != student_embedding_dim \
+            or student_embedding_dim < 1:
+        raise ValueError(f"student_embedding_dim must be an integer >= 1, got {student_embedding_dim!r}")
+    if not isinstance(max_student_ratio, (int, float)) or not 0.0 < max_student_ratio <= 1.0:
+        raise ValueError(f"max_student_ratio must be in (0, 1], got {max_student_ratio!r}")
     if not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}")
     if not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
@@ -154,11 +166,13 @@ def _count_teacher_params(teacher_model_dir: str, loaded) -> int:
 def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
         model_dir: str, label_key: str, problem_type: str, num_classes: int,
         temperature: float = 4.0, alpha: float = 0.3, student_width: int = 16, epochs: int = 100,
-        tolerance: float = 0.02, seed: int = 42) -> dict:
+        tolerance: float = 0.02, seed: int = 42, student_embedding_dim: int = 2,
+        max_student_ratio: float = 0.25) -> dict:
     """Distill a student from the teacher and write the model to pass on (student or teacher) to
     ``model_dir``; see the module doc."""
     start = time.time()
-    validate_parameters(problem_type, temperature, alpha, student_width, epochs, tolerance)
+    validate_parameters(problem_type, temperature, alpha, student_width, epochs, tolerance,
+                        student_embedding_dim, max_student_ratio)
     problem.require_saved_model(teacher_model_dir, "teacher_model_dir")
 
     import tensorflow as tf
@@ -172,12 +186,14 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
     tf.keras.utils.set_random_seed(int(seed))
     stats = M.label_stats(transformed_examples_dir, transform_output, label_key, problem_type, num_classes)
     student = M.build_model(transform_output, label_key, problem_type, num_classes,
-                            width=int(student_width), depth=STUDENT_DEPTH, label_stats=stats)
-    sizes = _check_sizes(teacher_model_dir, teacher, student, student_width)
+                            width=int(student_width), depth=STUDENT_DEPTH, label_stats=stats,
+                            max_embedding_dim=int(student_embedding_dim))
+    sizes = _check_sizes(teacher_model_dir, teacher, student, student_width, student_embedding_dim,
+                         float(max_student_ratio))
     history, plan = _distill(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
                              label_key, problem_type, float(alpha), float(temperature), int(epochs), int(seed))
     comparison = _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
-                          label_key, problem_type, float(tolerance))
+                          label_key, problem_type, float(tolerance), sizes, float(max_student_ratio))
 
     with io.Staging() as stage:
         out = stage.dir(model_dir)
@@ -194,6 +210,8 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         "alpha": float(alpha),
         "student_width": int(student_width),
         "student_depth": STUDENT_DEPTH,
+        "student_embedding_dim": int(student_embedding_dim),
+        "max_student_ratio": float(max_student_ratio),
         "epochs": plan["epochs"],
         "batch_size": plan["batch_size"],
         "steps_per_epoch": plan["steps_per_epoch"],
@@ -220,17 +238,28 @@ def _teacher_logits_fn(teacher, teacher_model_dir, transform_output, transform_g
     return teacher_fn, {a: args[a] for a in teacher_keys}
 
 
-def _check_sizes(teacher_model_dir, teacher, student, student_width) -> dict:
-    """Parameter counts; a student no smaller than its teacher is refused before training."""
+def _check_sizes(teacher_model_dir, teacher, student, student_width, student_embedding_dim,
+                 max_student_ratio: float = 1.0) -> dict:
+    """Parameter counts; a student no smaller than its teacher, or above the size target
+    (``max_student_ratio`` x the teacher's parameters), is refused before training."""
     import numpy as np
 
     teacher_params = _count_teacher_params(teacher_model_dir, teacher)
     student_params = int(sum(int(np.prod(w.shape)) for w in student.trainable_weights))
+    what = (f"student_width={student_width}, student_embedding_dim={student_embedding_dim} (depth "
+            f"{STUDENT_DEPTH}) gives a student of {student_params:,} parameters")
     if student_params >= teacher_params:
-        raise ValueError(f"student_width={student_width} (depth {STUDENT_DEPTH}) gives a student of "
-                         f"{student_params:,} parameters, not fewer than the teacher's {teacher_params:,}: "
-                         "lower student_width")
+        raise ValueError(f"{what}, not fewer than the teacher's {teacher_params:,}: lower student_width")
+    if student_params > max_student_ratio * teacher_params:
+        raise ValueError(f"{what} = {student_params / teacher_params:.2f}x the teacher's {teacher_params:,}, "
+                         f"above the size target max_student_ratio {max_student_ratio:g} "
+                         f"(at most {int(max_student_ratio * teacher_params):,}): lower student_width or "
+                         "student_embedding_dim, or raise max_student_ratio")
+    embedding = int(sum(int(np.prod(w.shape)) for layer in student.layers if layer.name.startswith("emb_")
+                        for w in layer.trainable_weights))
     return {"teacher_params": teacher_params, "student_params": student_params,
+            "student_embedding_params": embedding,
+            "param_ratio": round(student_params / teacher_params, 4),
             "compression_ratio": round(teacher_params / student_params, 4)}
 
 
@@ -253,7 +282,7 @@ def _distill(student, teacher_fn, teacher_inputs, transformed_examples_dir, tran
 
 
 def _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output, label_key,
-             problem_type, tolerance) -> dict:
+             problem_type, tolerance, sizes=None, max_student_ratio: float = 1.0) -> dict:
     """Teacher and student on the eval split, and which one is passed on (the gate)."""
     import numpy as np
 
@@ -267,8 +296,15 @@ def _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, tran
     t_flat, s_flat = t_logits.reshape(-1), s_logits.reshape(-1)
     corr = float(np.corrcoef(t_flat, s_flat)[0, 1]) if t_flat.std() > 0 and s_flat.std() > 0 else 0.0
     worse = problem.worse_by_more_than(student_metric, teacher_metric, problem_type, tolerance)
-    reason = (f"student {primary} {student_metric:.4f} is worse than the teacher's {teacher_metric:.4f} "
-              f"by more than the tolerance {tolerance:g} (relative): the teacher is passed on"
+    ratio = student_metric / teacher_metric if teacher_metric else None
+    size = ""
+    if sizes:
+        size = (f" at {sizes['student_params']:,} parameters ({sizes['param_ratio']:.2f}x the teacher's "
+                f"{sizes['teacher_params']:,}; size target {max_student_ratio:g}x)")
+    reason = (f"student {primary} {student_metric:.4f}{size} is worse than the teacher's {teacher_metric:.4f} "
+              + (f"({ratio:.3f}x) " if ratio is not None else "")
+              + f"by more than the tolerance {tolerance:g} (relative): a student of this size cannot hold "
+              "the teacher's metric; the teacher is passed on"
               if worse else "")
     return {
         "passed_on": "teacher" if worse else "student",
@@ -276,6 +312,7 @@ def _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, tran
         "primary_metric": primary,
         "teacher_metric": teacher_metric,
         "student_metric": student_metric,
+        "metric_ratio": round(ratio, 6) if ratio is not None else None,
         "logit_mse_to_teacher": float(np.mean((t_flat - s_flat) ** 2)),
         "logit_corr_to_teacher": corr,
         "eval_rows": int(len(labels)),

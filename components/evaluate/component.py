@@ -1,4 +1,6 @@
-"""The evaluate KFP component: TFMA on the raw eval split, blessing against the registry baseline."""
+"""The evaluate KFP component: TFMA on the raw test split, fairness, explanation, blessing."""
+from typing import List
+
 from kfp import dsl
 from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
 
@@ -8,39 +10,51 @@ from kfx_components.images import stage_image
 
 
 @dsl.component(base_image=stage_image("evaluate"), install_kfp_package=False)
-def evaluate(model: Input[Model], examples: Input[Dataset], slice_feature: str, metric_threshold: float,
-             baseline_tolerance: float, min_vs_reference: float, registry_uri: str, model_name: str,
+def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List[str],
+             crossed_slices: List[str], metric_threshold: float, baseline_tolerance: float,
+             min_vs_reference: float, baseline_model_uri: str,
              evaluation: Output[ModelEvaluation], blessing: Output[ModelBlessing], metrics: Output[Metrics],
-             classification_metrics: Output[ClassificationMetrics], report: Output[HTML]):
-    """Evaluate the candidate on the test split with TFMA (overall + per slice), against the trivial
-    predictor and a classical reference (bootstrap CIs) and the latest registry version when there
-    is one; bless it or not."""
+             classification_metrics: Output[ClassificationMetrics], report: Output[HTML],
+             explanation: Output[HTML], max_fairness_gap: float = 0.0, explain_rows: int = 200):
+    """Evaluate the candidate on the test split with TFMA (overall, per slice feature and crossed pair
+    "a,b", Fairness Indicators), against the trivial predictor and a classical reference (bootstrap
+    CIs) and the baseline resolve found (`baseline_model_uri`: the model in production, "" on a first
+    run); explain it (SHAP and partial dependence
+    on `explain_rows` test rows, 0: off); bless it or not (`max_fairness_gap` > 0 gates on the
+    largest FPR/FNR gap)."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     import os
     import shutil
     import tempfile
 
-    from kfx_components.common import registry
-    from kfx_components.evaluate import executor
+    from kfx_components.common import s3
+    from kfx_components.evaluate import executor, fairness
 
     meta = dict(examples.metadata)
-    baseline = registry.latest(registry_uri, model_name) if registry_uri else None
-    workdir = tempfile.mkdtemp(prefix="kfx-baseline-") if baseline is not None else ""
+    model_meta = dict(model.metadata or {})
+    histories = {}  # training curves: distill's student (and its teacher), or distributed_train's model
+    if model_meta.get("teacher_history"):
+        histories["distributed_train (teacher)"] = model_meta["teacher_history"]
+    if model_meta.get("history"):
+        histories["distill (student)"] = model_meta["history"]
+    elif model_meta.get("curves"):
+        histories["distributed_train"] = {k: model_meta[k] for k in ("epochs_run", "best_epoch", "curves")
+                                          if k in model_meta}
+    workdir = tempfile.mkdtemp(prefix="kfx-baseline-")
     try:
-        baseline_dir = ""
-        if baseline is not None:
-            registry.fetch(baseline, workdir)
-            baseline_dir = os.path.join(workdir, "saved_model")
+        baseline_dir = s3.local_copy(baseline_model_uri, workdir) if baseline_model_uri else ""
         facts = executor.run(model_dir=model.path, examples_dir=examples.path,
                              evaluation_dir=evaluation.path, report_path=report.path,
                              label_key=meta["label_key"], problem_type=meta["problem_type"],
                              num_classes=int(meta.get("num_classes") or 0),
-                             slice_feature=slice_feature, baseline_model_dir=baseline_dir,
+                             slice_features=list(slice_features or []),
+                             crossed_slices=list(crossed_slices or []), baseline_model_dir=baseline_dir,
                              metric_threshold=metric_threshold, baseline_tolerance=baseline_tolerance,
-                             min_vs_reference=min_vs_reference)
+                             min_vs_reference=min_vs_reference, max_fairness_gap=max_fairness_gap,
+                             explain_rows=explain_rows, explanation_path=explanation.path,
+                             training_history=histories)
     finally:
-        if workdir:
-            shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
 
     blessed = bool(facts["blessed"])
     os.makedirs(blessing.path, exist_ok=True)
@@ -53,17 +67,21 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_feature: str, 
         "trust": facts["trust"],
         "split": facts["split"],
         "baseline_used": facts["baseline_used"],
-        "baseline_version": baseline.number if baseline is not None else 0,
-        "baseline_uri": baseline.uri if baseline is not None else "",
+        "baseline_uri": baseline_model_uri,   # lineage: which model judged this one
         "primary_metric": facts["primary_metric"],
-        "slice_feature": facts["slice_feature"],
+        "slice_features": facts["slice_features"],
+        "crossed_slices": facts["crossed_slices"],
         "overall": facts["overall"],
         "per_slice": facts["per_slice"],
+        "fairness": fairness.compact(facts["fairness"]),
+        "explanation": facts["explanation"],
     }
     blessing.metadata.update(summary)
     evaluation.metadata.update({**summary, "problem_type": facts["problem_type"],
                                 "num_slices": facts["num_slices"], "seconds": facts["seconds"],
                                 "tfma_seconds": facts["tfma_seconds"]})
+    explanation.metadata.update({k: facts["explanation"][k] for k in ("method", "rows", "seconds")
+                                 if k in facts["explanation"]})
     for name, value in facts["overall"].items():
         if value is not None:  # undefined metrics (None) stay out of the Metrics artifact
             metrics.log_metric(name, float(value))

@@ -3,13 +3,17 @@
 `run` evaluates the candidate SavedModel (`serving_default`: serialised raw
 `tf.Example` -> `probabilities` / `predictions`) on the raw **test** split (which
 nothing trained or tuned on) with TensorFlow Model Analysis, overall and per
-value of one slice feature, applies a value threshold on the primary metric
+value of each slice feature and crossed pair (with Fairness Indicators for
+binary problems), applies a value threshold on the primary metric
 and, when a baseline model is given, a change threshold against it. Then
 `trust.assess` compares it with the trivial predictor and a classical
 reference on the same rows (bootstrap confidence intervals). The model is
-blessed when TFMA's validation result is ok and it passes those gates. It
-writes TFMA's output directory and one self-contained HTML report, and
-returns JSON-serialisable facts.
+blessed when TFMA's validation result is ok and it passes those gates (and,
+with ``max_fairness_gap`` > 0, the fairness gate of ``fairness``). ``explain``
+gives a SHAP / partial-dependence explanation of the served model on a bounded
+sample of test rows. It writes TFMA's output directory, one self-contained HTML
+report (inline SVG charts: per-slice bars, fairness gaps, the explanation,
+training curves) and the explanation page, and returns JSON-serialisable facts.
 """
 from __future__ import annotations
 
@@ -18,10 +22,11 @@ import json
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from kfx_components.common import io, problem
-from kfx_components.evaluate import trust
+from kfx_components.common import plots
+from kfx_components.evaluate import explain, fairness, trust
 
 # The TFMA metric class of each primary metric (kfx_components.common.problem).
 TFMA_CLASS = {"auc": "AUC", "accuracy": "SparseCategoricalAccuracy", "rmse": "RootMeanSquaredError"}
@@ -61,7 +66,7 @@ def _eval_features(eval_path: str, limit: int = 20000) -> set:
     return names
 
 
-def _eval_config(label_key: str, problem_type: str, num_classes: int, slice_feature: str,
+def _eval_config(label_key: str, problem_type: str, num_classes: int, slice_specs: List[List[str]],
                  has_baseline: bool, metric_threshold: float, baseline_tolerance: float):
     import tensorflow_model_analysis as tfma
 
@@ -118,12 +123,11 @@ def _eval_config(label_key: str, problem_type: str, num_classes: int, slice_feat
                 threshold=tfma.MetricThreshold(value_threshold=tfma.GenericValueThreshold(
                     lower_bound={"value": 1.0}))))
 
-    slicing = [tfma.SlicingSpec()]
-    if slice_feature:
-        slicing.append(tfma.SlicingSpec(feature_keys=[slice_feature]))
-    return tfma.EvalConfig(model_specs=model_specs,
-                           metrics_specs=[tfma.MetricsSpec(metrics=metrics)],
-                           slicing_specs=slicing)
+    slicing = [tfma.SlicingSpec()] + [tfma.SlicingSpec(feature_keys=list(keys)) for keys in slice_specs]
+    metrics_specs = [tfma.MetricsSpec(metrics=metrics)]
+    if problem_type == "binary":
+        metrics_specs += fairness.metrics_specs(CANDIDATE)
+    return tfma.EvalConfig(model_specs=model_specs, metrics_specs=metrics_specs, slicing_specs=slicing)
 
 
 def _slice_name(slice_key) -> str:
@@ -151,7 +155,7 @@ def _read_metrics(output_path: str) -> Dict[str, Dict[str, Dict[str, float]]]:
     for record in tfma.load_metrics(output_path):
         slice_name = _slice_name(record.slice_key)
         for kv in record.metric_keys_and_values:
-            name = METRIC_NAMES.get(kv.key.name)
+            name = METRIC_NAMES.get(kv.key.name) or fairness.metric_name(kv.key.name)
             if name is None or not kv.value.HasField("double_value"):
                 continue
             model = "diff" if kv.key.is_diff else (kv.key.model_name or CANDIDATE)
@@ -232,22 +236,63 @@ def _change_bound(change) -> str:
     return f"{value:+g}" if change.HasField("absolute") else "a change bound"
 
 
+def parse_slices(slice_features: Sequence[str], crossed_slices: Sequence[str]) -> List[List[str]]:
+    """TFMA slicing specs besides Overall: each slice feature alone, then each crossed pair
+    (``"a,b"``: rows sliced by the values of ``a`` and ``b`` together)."""
+    specs: List[List[str]] = []
+    for feature in slice_features or ():
+        feature = str(feature).strip()
+        if feature and [feature] not in specs:
+            specs.append([feature])
+    for cross in crossed_slices or ():
+        keys = [k.strip() for k in str(cross).split(",") if k.strip()]
+        if len(keys) < 2 or len(set(keys)) != len(keys):
+            raise ValueError(f"crossed_slices entry {cross!r}: expected two or more distinct features "
+                             "separated by a comma, e.g. 'payment_type,trip_start_hour'")
+        if keys not in specs:
+            specs.append(keys)
+    return specs
+
+
 def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str,
-        label_key: str, problem_type: str, num_classes: int, slice_feature: str = "",
-        baseline_model_dir: str = "", metric_threshold: float = 0.0,
-        baseline_tolerance: float = 0.01, min_vs_reference: float = 0.85) -> dict:
-    """Evaluate `model_dir` on `examples_dir/test`; bless it or not; write the report."""
+        label_key: str, problem_type: str, num_classes: int, slice_features: Sequence[str] = (),
+        crossed_slices: Sequence[str] = (), baseline_model_dir: str = "", metric_threshold: float = 0.0,
+        baseline_tolerance: float = 0.01, min_vs_reference: float = 0.85, max_fairness_gap: float = 0.0,
+        explain_rows: int = 200, explanation_path: str = "",
+        training_history: Optional[Dict[str, dict]] = None) -> dict:
+    """Evaluate `model_dir` on `examples_dir/test`; bless it or not; explain it; write the report.
+
+    slice_features / crossed_slices: TFMA slices (and Fairness Indicators for binary problems).
+    max_fairness_gap: 0 (off) or the largest allowed |FPR/FNR gap| (see ``fairness``).
+    explain_rows: test rows the SHAP explanation and partial dependence use (0: no explanation);
+    explanation_path: where to write the explanation page (HTML), "" for none.
+    training_history: ``{fit name: model.history_summary(...)}`` drawn as training curves.
+    """
     start = time.time()
+    if isinstance(slice_features, str) or isinstance(crossed_slices, str):
+        raise ValueError("slice_features and crossed_slices are lists of strings, not one string")
+    if max_fairness_gap is None or not 0.0 <= float(max_fairness_gap) <= 1.0:
+        raise ValueError(f"max_fairness_gap must be in [0, 1] (0: no gate), got {max_fairness_gap!r}")
+    if int(explain_rows) < 0:
+        raise ValueError(f"explain_rows must be >= 0 (0: no explanation), got {explain_rows!r}")
+    slice_specs = parse_slices(slice_features, crossed_slices)
     test_path = _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
-                              slice_feature, baseline_model_dir)
+                              slice_specs, baseline_model_dir)
     tfma_start = time.time()
-    metrics, plots, validation = _analyze(model_dir, baseline_model_dir, test_path, evaluation_dir,
-                                          label_key, problem_type, int(num_classes), slice_feature,
-                                          float(metric_threshold), float(baseline_tolerance))
+    metrics, plots_data, validation = _analyze(model_dir, baseline_model_dir, test_path, evaluation_dir,
+                                               label_key, problem_type, int(num_classes), slice_specs,
+                                               float(metric_threshold), float(baseline_tolerance))
     tfma_seconds = time.time() - tfma_start
     trusted = trust.assess(model_dir, examples_dir, label_key, problem_type, int(num_classes),
                            float(min_vs_reference))
-    reasons = (_reasons(validation) if not validation.validation_ok else []) + trusted["reasons"]
+    fair = (fairness.summarize(metrics.get(CANDIDATE, {}), float(max_fairness_gap))
+            if problem_type == "binary" and slice_specs else {})
+    explanation: Dict[str, Any] = {}
+    if int(explain_rows):
+        explanation = explain.explain(model_dir, examples_dir, label_key, problem_type, int(num_classes),
+                                      rows=int(explain_rows))
+    reasons = ((_reasons(validation) if not validation.validation_ok else []) + trusted["reasons"]
+               + fair.get("reasons", []))
 
     facts: Dict[str, Any] = {
         "blessed": not reasons,
@@ -256,22 +301,36 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         "problem_type": problem_type,
         "primary_metric": problem.primary_metric(problem_type),
         "split": io.TEST,
-        "slice_feature": slice_feature,
+        "slice_features": [k[0] for k in slice_specs if len(k) == 1],
+        "crossed_slices": [",".join(k) for k in slice_specs if len(k) > 1],
         "baseline_used": bool(baseline_model_dir),
         "metric_threshold": float(metric_threshold),
         "baseline_tolerance": float(baseline_tolerance),
+        "max_fairness_gap": float(max_fairness_gap),
         "trust": trusted,
-        **_metric_facts(metrics, plots, problem_type, int(num_classes)),
+        **_metric_facts(metrics, plots_data, problem_type, int(num_classes)),
+        "fairness": fair,
+        "explanation": explanation,
+        "training_history": dict(training_history or {}),
         "tfma_seconds": round(tfma_seconds, 2),
     }
     facts["seconds"] = round(time.time() - start, 2)
     os.makedirs(os.path.dirname(os.path.abspath(report_path)), exist_ok=True)
     with open(report_path, "w", encoding="utf-8") as f:
         f.write(render_report(facts))
+    if explanation_path:
+        os.makedirs(os.path.dirname(os.path.abspath(explanation_path)), exist_ok=True)
+        with open(explanation_path, "w", encoding="utf-8") as f:
+            f.write(explain.render_html(explanation) if explanation else _no_explanation_page())
     return facts
 
 
-def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes, slice_feature,
+def _no_explanation_page() -> str:
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Model explanation</title></head>"
+            "<body><h1>Model explanation</h1><p>Not computed (explain_rows = 0).</p></body></html>")
+
+
+def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes, slice_specs,
                   baseline_model_dir) -> str:
     """The test split's path; ValueError naming the parameter for any bad input."""
     problem.check_problem_type(problem_type)
@@ -288,19 +347,22 @@ def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
         raise ValueError(f"test split {test_path!r} holds no examples")
     if label_key not in features:
         raise ValueError(f"label_key {label_key!r} is not a feature of {test_path!r}")
-    if slice_feature and slice_feature not in features:
-        raise ValueError(f"slice_feature {slice_feature!r} is not a feature of {test_path!r} "
-                         f"(features: {', '.join(sorted(features))})")
+    for keys in slice_specs:
+        for key in keys:
+            if key not in features:
+                what = "slice_features" if len(keys) == 1 else "crossed_slices"
+                raise ValueError(f"{what}: {key!r} is not a feature of {test_path!r} "
+                                 f"(features: {', '.join(sorted(features))})")
     return test_path
 
 
 def _analyze(model_dir, baseline_model_dir, data_path, evaluation_dir, label_key, problem_type,
-             num_classes, slice_feature, metric_threshold, baseline_tolerance):
+             num_classes, slice_specs, metric_threshold, baseline_tolerance):
     """TFMA on one split: (metrics, plots, validation result)."""
     import tensorflow_model_analysis as tfma
 
     has_baseline = bool(baseline_model_dir)
-    eval_config = _eval_config(label_key, problem_type, num_classes, slice_feature, has_baseline,
+    eval_config = _eval_config(label_key, problem_type, num_classes, slice_specs, has_baseline,
                                metric_threshold, baseline_tolerance)
     shared = [tfma.default_eval_shared_model(eval_saved_model_path=model_dir,
                                              model_name=CANDIDATE, eval_config=eval_config)]
@@ -315,33 +377,50 @@ def _analyze(model_dir, baseline_model_dir, data_path, evaluation_dir, label_key
             tfma.load_validation_result(evaluation_dir))
 
 
-def _metric_facts(metrics, plots, problem_type: str, num_classes: int) -> Dict[str, Any]:
-    """Overall and per-slice metrics, baseline comparison, ROC and confusion matrix for the report."""
+def _metric_facts(metrics, plots_data, problem_type: str, num_classes: int) -> Dict[str, Any]:
+    """Overall and per-slice metrics, baseline comparison, ROC and confusion matrix for the report.
+
+    Per slicing spec at most MAX_SLICES_REPORTED slices are kept (the largest by row count)."""
     candidate = metrics.get(CANDIDATE, {})
     overall_all = candidate.get("Overall", {})
     primary_name = problem.primary_metric(problem_type)
-    slice_names = sorted((s for s in candidate if s != "Overall"), key=_slice_sort_key)
+    by_spec: Dict[str, List[str]] = {}
+    for s in candidate:
+        if s != "Overall":
+            by_spec.setdefault(fairness.spec_name(s), []).append(s)
+    kept: List[str] = []
+    for spec, names in by_spec.items():
+        names.sort(key=lambda s: -(candidate[s].get("example_count") or 0))
+        kept += sorted(names[:MAX_SLICES_REPORTED], key=_slice_sort_key)
+    per_slice = {s: {k: v for k, v in candidate[s].items() if k in ("example_count", primary_name, "accuracy", "mse")}
+                 for s in kept}
+    if problem_type == "binary":
+        for s in kept:  # AUC is undefined on a slice holding one class only (TFMA reports 0 there)
+            c = candidate[s]
+            positives = (c.get("true_positives") or 0) + (c.get("false_negatives") or 0)
+            negatives = (c.get("false_positives") or 0) + (c.get("true_negatives") or 0)
+            if "auc" in per_slice[s] and (not positives or not negatives):
+                per_slice[s]["auc"] = None
     facts: Dict[str, Any] = {
-        "overall": {k: v for k, v in overall_all.items() if k not in _CONFUSION_COUNTS},
-        "per_slice": {s: {k: v for k, v in candidate[s].items()
-                          if k in ("example_count", primary_name, "accuracy", "mse")}
-                      for s in slice_names[:MAX_SLICES_REPORTED]},
-        "num_slices": len(slice_names),
+        "overall": {k: v for k, v in overall_all.items() if k not in _CONFUSION_COUNTS and "@" not in k},
+        "per_slice": per_slice,
+        "num_slices": sum(len(v) for v in by_spec.values()),
+        "slices_per_spec": {spec: len(names) for spec, names in by_spec.items()},
     }
     if BASELINE in metrics:
         facts["baseline_overall"] = {k: v for k, v in metrics[BASELINE].get("Overall", {}).items()
-                                     if k not in _CONFUSION_COUNTS}
+                                     if k not in _CONFUSION_COUNTS and "@" not in k}
         facts["diff_overall"] = {k: v for k, v in metrics.get("diff", {}).get("Overall", {}).items()
-                                 if k not in _CONFUSION_COUNTS}
+                                 if k not in _CONFUSION_COUNTS and "@" not in k}
     if problem_type == "binary":
-        facts["roc"] = plots.get("roc", {"fpr": [], "tpr": [], "thresholds": []})
+        facts["roc"] = plots_data.get("roc", {"fpr": [], "tpr": [], "thresholds": []})
         c = overall_all
         facts["confusion_matrix"] = [
             [int(c.get("true_negatives", 0)), int(c.get("false_positives", 0))],
             [int(c.get("false_negatives", 0)), int(c.get("true_positives", 0))]]
     elif problem_type == "multiclass":
         matrix = [[0] * num_classes for _ in range(num_classes)]
-        for actual, predicted, count in plots.get("multiclass_entries", []):
+        for actual, predicted, count in plots_data.get("multiclass_entries", []):
             if 0 <= actual < num_classes and 0 <= predicted < num_classes:
                 matrix[actual][predicted] += int(round(count))
         facts["confusion_matrix"] = matrix
@@ -358,15 +437,7 @@ def _slice_sort_key(name: str):
 
 # ---------------------------------------------------------------- the HTML report
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222}
-h1{font-size:22px}h2{font-size:17px;margin-top:28px}
-table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}
-.verdict{display:inline-block;padding:6px 14px;border-radius:4px;font-weight:bold;color:#fff}
-.blessed{background:#2e7d32}.not-blessed{background:#c62828}
-.muted{color:#777}.warnings{color:#8a5300}
-"""
+_CSS = plots.PAGE_CSS
 
 
 def _fmt(v) -> str:
@@ -427,6 +498,39 @@ def _trust_section(t: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def slice_sections(facts: Dict[str, Any]) -> str:
+    """Per slicing spec: the primary metric per slice as bars (overall as a dashed line) and a table."""
+    per_slice = facts.get("per_slice") or {}
+    if not per_slice:
+        return ""
+    primary = facts["primary_metric"]
+    overall = facts["overall"].get(primary)
+    groups: Dict[str, List[str]] = {}
+    for name in per_slice:
+        groups.setdefault(fairness.spec_name(name), []).append(name)
+    parts = []
+    for spec, names in groups.items():
+        chart = plots.hbars([(f"{n} (n={per_slice[n].get('example_count', '?')})", per_slice[n].get(primary))
+                             for n in names], f"{primary} per slice: {spec}", reference=overall,
+                            reference_label="overall", width=640)
+        cols = sorted({k for n in names for k in per_slice[n]})
+        total = (facts.get("slices_per_spec") or {}).get(spec, len(names))
+        parts.append(f"<section class='slices'><h2>Per slice: {html.escape(spec)}</h2>"
+                     f"<div class='charts'>{chart}</div>"
+                     + _table(["slice"] + cols, [[n] + [per_slice[n].get(c, "") for c in cols] for n in names])
+                     + (f"<p class='muted'>{len(names)} of {total} slices shown (the largest).</p>"
+                        if total > len(names) else "") + "</section>")
+    return "".join(parts)
+
+
+def curves_section(histories: Dict[str, dict]) -> str:
+    charts = plots.training_curves(histories or {})
+    if not charts:
+        return ""
+    return ("<section id='training'><h2>Training curves</h2><div class='charts'>" + "".join(charts)
+            + "</div></section>")
+
+
 def render_report(facts: Dict[str, Any]) -> str:
     """One self-contained HTML page (inline CSS and SVG, no scripts, no network fetches)."""
     blessed = facts["blessed"]
@@ -435,7 +539,7 @@ def render_report(facts: Dict[str, Any]) -> str:
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>kfx evaluation</title>"
              f"<style>{_CSS}</style></head><body>",
              "<h1>Model evaluation (TFMA)</h1>",
-             f"<h2>Verdict</h2><p>{verdict}</p>"]
+             f"<section id='verdict'><h2>Verdict</h2><p>{verdict}</p>"]
     if facts["reasons"]:
         parts.append("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in facts["reasons"])
                      + "</ul>")
@@ -448,11 +552,13 @@ def render_report(facts: Dict[str, Any]) -> str:
     if facts["baseline_used"]:
         thresholds.append(f"{facts['primary_metric']} may degrade by at most "
                           f"{facts['baseline_tolerance']:g} vs the baseline")
+    if facts.get("max_fairness_gap"):
+        thresholds.append(f"largest FPR/FNR gap to overall <= {facts['max_fairness_gap']:g}")
     parts.append("<p class='muted'>Thresholds: " + html.escape("; ".join(thresholds))
-                 + f". Problem type: {html.escape(facts['problem_type'])}.</p>")
-    parts.append(_trust_section(facts["trust"]))
+                 + f". Problem type: {html.escape(facts['problem_type'])}.</p></section>")
+    parts.append("<section id='trust'>" + _trust_section(facts["trust"]) + "</section>")
 
-    parts.append("<h2>Overall metrics</h2>")
+    parts.append("<section id='overall'><h2>Overall metrics</h2>")
     names = sorted(facts["overall"])
     if facts["baseline_used"]:
         base, diff = facts.get("baseline_overall", {}), facts.get("diff_overall", {})
@@ -462,23 +568,22 @@ def render_report(facts: Dict[str, Any]) -> str:
     else:
         parts.append(_table(["metric", "candidate"], [[n, facts["overall"][n]] for n in names]))
         parts.append("<p class='muted'>No baseline: first version in the registry.</p>")
-
-    if facts.get("per_slice"):
-        parts.append(f"<h2>Per slice: {html.escape(facts['slice_feature'])}</h2>")
-        cols = sorted({k for m in facts["per_slice"].values() for k in m})
-        parts.append(_table(["slice"] + cols, [[s] + [m.get(c, "") for c in cols]
-                                               for s, m in facts["per_slice"].items()]))
-        if facts["num_slices"] > len(facts["per_slice"]):
-            parts.append(f"<p class='muted'>{len(facts['per_slice'])} of {facts['num_slices']} "
-                         "slices shown.</p>")
-    if facts.get("roc"):
-        parts.append("<h2>ROC curve</h2>" + _roc_svg(facts["roc"]))
-    if facts.get("confusion_matrix"):
-        cm = facts["confusion_matrix"]
-        parts.append("<h2>Confusion matrix</h2><p class='muted'>rows: actual, columns: predicted"
-                     + (" (threshold 0.5)" if facts["problem_type"] == "binary" else "") + "</p>")
-        parts.append(_table([""] + [str(i) for i in range(len(cm))],
-                            [[str(i)] + row for i, row in enumerate(cm)]))
+    parts.append("</section>")
+    if facts.get("roc") or facts.get("confusion_matrix"):
+        parts.append("<section id='roc'><div class='charts'>")
+        if facts.get("roc"):
+            parts.append("<div><h2>ROC curve</h2>" + _roc_svg(facts["roc"]) + "</div>")
+        if facts.get("confusion_matrix"):
+            cm = facts["confusion_matrix"]
+            parts.append("<div><h2>Confusion matrix</h2><p class='muted'>rows: actual, columns: predicted"
+                         + (" (threshold 0.5)" if facts["problem_type"] == "binary" else "") + "</p>"
+                         + _table([""] + [str(i) for i in range(len(cm))],
+                                  [[str(i)] + row for i, row in enumerate(cm)]) + "</div>")
+        parts.append("</div></section>")
+    parts.append(slice_sections(facts))
+    parts.append(fairness.section(facts.get("fairness") or {}))
+    parts.append(explain.section(facts.get("explanation") or {}))
+    parts.append(curves_section(facts.get("training_history") or {}))
     parts.append(f"<p class='muted'>Evaluated in {facts['seconds']:.1f} s "
                  f"(TFMA {facts['tfma_seconds']:.1f} s).</p></body></html>")
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)

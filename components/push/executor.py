@@ -2,7 +2,8 @@
 
 A blessed model becomes `<registry_uri>/<model_name>/v<N>/` holding
 `saved_model/` (the SavedModel), `tflite/` (the quantized files),
-`model_card.md` and `model_card.json`; the version is created by an atomic
+`model_card.md`, `model_card.json` and `model_card.html` (the card rendered, with
+inline SVG charts); the version is created by an atomic
 rename (see `kfx_components.common.registry`) and never overwritten. A model
 that is not blessed publishes nothing.
 
@@ -17,8 +18,9 @@ import os
 from typing import Any, Dict, Mapping
 
 from kfx_components.common import problem, registry
+from kfx_components.push import card_html
 
-CARD_MD, CARD_JSON = "model_card.md", "model_card.json"
+CARD_MD, CARD_JSON, CARD_HTML = "model_card.md", "model_card.json", "model_card.html"
 
 
 def _fmt(value: Any) -> str:
@@ -91,12 +93,16 @@ def render_card(card: Mapping[str, Any]) -> str:
     per_slice = metrics.get("per_slice") or {}
     if per_slice:
         cols = sorted({k for m in per_slice.values() for k in m})
-        out += [f"### Per slice ({metrics.get('slice_feature', '')})", "",
+        sliced = ", ".join(list(metrics.get("slice_features") or []) + list(metrics.get("crossed_slices") or [])
+                           or [metrics.get("slice_feature", "")])
+        out += [f"### Per slice ({sliced})", "",
                 "| slice | " + " | ".join(cols) + " |",
                 "| --- |" + " --- |" * len(cols)]
         out += ["| " + _md_escape(s) + " | " + " | ".join(_md_escape(m.get(c, "")) for c in cols) + " |"
                 for s, m in per_slice.items()]
         out.append("")
+    out += _fairness_md(card.get("fairness") or {})
+    out += _explanation_md(card.get("explanation") or {})
 
     data = card.get("data") or {}
     out += ["## Data", "", _kv_table(data, ("fact", "value"))]
@@ -108,20 +114,53 @@ def render_card(card: Mapping[str, Any]) -> str:
                 + (" (distilled student)." if which.get("passed_on") == "student"
                    else f" (distributed-train): {which.get('reason', '')}"), ""]
     if card.get("training"):
-        out += ["## Training (distillation)", "", _kv_table(card["training"])]
+        t = card["training"]
+        out += ["## Training (distillation)", ""]
+        if t.get("student_params") and t.get("teacher_params"):
+            out += [f"The student has **{t['student_params']:,}** parameters, "
+                    f"{t['student_params'] / t['teacher_params']:.2f}x the teacher's {t['teacher_params']:,}"
+                    + (f"; its eval metric is {t['student_metric']:.4f} vs the teacher's {t['teacher_metric']:.4f} "
+                       f"({t['student_metric'] / t['teacher_metric']:.3f}x)"
+                       if t.get("student_metric") is not None and t.get("teacher_metric") else "") + ".", ""]
+        out += [_kv_table(t)]
 
     quantized = card.get("quantized") or {}
     out += ["## Quantized variants (TFLite)", ""]
+    if card.get("quantized_recommendation"):
+        out += [f"**Recommended:** {card['quantized_recommendation']}", ""]
     if quantized:
-        out += ["| variant | size | details |", "| --- | --- | --- |"]
+        out += ["| variant | size | gzipped | weights | single-example latency | batch latency | metric | "
+                "change | other |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for variant, info in quantized.items():
-            if isinstance(info, Mapping):
-                size = info.get("size_bytes", info.get("size", ""))
-                rest = {k: v for k, v in info.items() if k not in ("size_bytes", "size")}
-            else:
-                size, rest = info, {}
-            out.append(f"| {_md_escape(variant)} | {_human_bytes(size) if size != '' else ''} | "
-                       f"{_md_escape(rest) if rest else ''} |")
+            if not isinstance(info, Mapping):
+                out.append(f"| {_md_escape(variant)} | {_human_bytes(info)} | | | | | | | |")
+                continue
+            size = info.get("size_bytes", info.get("size", ""))
+            lat = info.get("latency") or {}
+            single = (lat.get("single_invoke") or {}).get("median_ms")
+            batch = (lat.get("batch_invoke") or {}).get("median_ms")
+            rest = {k: v for k, v in info.items() if k not in (
+                "size_bytes", "size", "gzip_bytes", "weight_bytes", "latency", "metric", "metric_delta")}
+            name = f"**{variant}** (recommended)" if variant == card.get("quantized_recommended") else variant
+            out.append(" | ".join([
+                f"| {_md_escape(name) if '**' not in name else name}",
+                _human_bytes(size) if size != "" else "",
+                _human_bytes(info["gzip_bytes"]) if "gzip_bytes" in info else "",
+                _human_bytes(info["weight_bytes"]) if "weight_bytes" in info else "",
+                f"{single * 1000:.1f} µs" if single is not None else "",
+                f"{batch:.3f} ms (batch {lat.get('batch_size', '?')})" if batch is not None else "",
+                _md_escape(info.get("metric")), _md_escape(info.get("metric_delta")),
+                (_md_escape(rest) if rest else "") + " |"]))
+        out.append("")
+        ref = card.get("quantized_reference") or {}
+        lat = ref.get("latency") or {}
+        if lat:
+            out += ["SavedModel latency (same machine, one thread per TFLite interpreter): "
+                    + "; ".join(f"{k.replace('_', ' ')} {v['median_ms']:.3f} ms" for k, v in lat.items()
+                                if isinstance(v, Mapping) and "median_ms" in v)
+                    + " (end to end = tf.Example parsing + TFT graph + model).", ""]
+        for variant, note in (card.get("quantized_notes") or {}).items():
+            out += [f"- {variant}: {note}"]
         out.append("")
     else:
         out += ["_none recorded_", ""]
@@ -133,9 +172,55 @@ def render_card(card: Mapping[str, Any]) -> str:
     return "\n".join(out)
 
 
-TRAINING_FACTS = ("temperature", "alpha", "student_width", "student_depth", "epochs", "batch_size",
-                  "steps_per_epoch", "tolerance", "seed", "teacher_params", "student_params",
-                  "compression_ratio", "teacher_metric", "student_metric")
+TRAINING_FACTS = ("temperature", "alpha", "student_width", "student_depth", "student_embedding_dim",
+                  "max_student_ratio", "epochs", "batch_size", "steps_per_epoch", "tolerance", "seed",
+                  "teacher_params", "student_params", "param_ratio", "compression_ratio", "teacher_metric",
+                  "student_metric", "metric_ratio")
+VARIANT_FACTS = ("size_bytes", "gzip_bytes", "weight_bytes", "weight_ratio_to_float32", "size_ratio_to_float32",
+                 "latency_ratio_to_float32", "metric", "metric_delta", "latency")
+
+
+def _fairness_md(f: Mapping[str, Any]) -> list:
+    if not f or not f.get("slices"):
+        return []
+    t = f"{f.get('gate_threshold', 0.5):g}"
+    out = ["### Fairness (Fairness Indicators)", "",
+           f"False positive / false negative / true positive rates per slice at threshold {t} "
+           f"(also computed at {', '.join(f'{x:g}' for x in f.get('thresholds', []))}); gap = slice - overall."
+           + (f" Gate: largest FPR/FNR gap at most {f['max_gap']:g} (slices of at least {f.get('min_slice_rows')} rows)."
+              if f.get("max_gap") else " No gate."), ""]
+    ov = (f.get("overall") or {}).get(t) or {}
+    worst = f.get("largest_gap")
+    if worst:
+        out += [f"Largest gap: **{worst['rate'].replace('_', ' ')} {worst['gap']:+.4f}** on `{worst['slice']}` "
+                f"({worst['value']:.4f} vs {worst['overall']:.4f} overall, {worst['example_count']} rows).", ""]
+    out += ["| slice | rows | FPR | FNR | TPR | FPR gap | FNR gap |", "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| Overall | | {_md_escape(ov.get('false_positive_rate'))} | {_md_escape(ov.get('false_negative_rate'))} "
+            f"| {_md_escape(ov.get('true_positive_rate'))} | | |"]
+    for spec, slices in f["slices"].items():
+        for s_ in slices[:15]:
+            r, g = s_.get("rates") or {}, s_.get("gaps") or {}
+            out.append(f"| {_md_escape(s_['slice'])} | {s_.get('example_count')} | "
+                       f"{_md_escape(r.get('false_positive_rate'))} | {_md_escape(r.get('false_negative_rate'))} | "
+                       f"{_md_escape(r.get('true_positive_rate'))} | {_md_escape(g.get('false_positive_rate'))} | "
+                       f"{_md_escape(g.get('false_negative_rate'))} |")
+    return out + [""]
+
+
+def _explanation_md(e: Mapping[str, Any]) -> list:
+    if not e or not e.get("importance"):
+        return []
+    out = ["### Explanation", "", f"{e.get('method', '')}, on {e.get('rows')} test rows "
+           f"(output: {e.get('output')}). Features by mean |SHAP|:", "",
+           "| feature | mean abs SHAP | mean SHAP |", "| --- | --- | --- |"]
+    out += [f"| {_md_escape(i['feature'])} | {_md_escape(i['mean_abs_shap'])} | {_md_escape(i['mean_shap'])} |"
+            for i in e["importance"][:10]]
+    out.append("")
+    for d in e.get("partial_dependence") or []:
+        pairs = ", ".join(f"{v}: {(o if not isinstance(o, list) else o[-1]):.3f}"
+                          for v, o in zip(d["values"], d["mean_output"]))
+        out.append(f"- partial dependence of {e.get('output')} on `{d['feature']}`: {pairs}")
+    return out + [""]
 
 
 def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str, Any],
@@ -151,8 +236,11 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
         "metrics": {"split": blessing.get("split", ""),
                     "overall": blessing.get("overall", {}),
                     "per_slice": blessing.get("per_slice", {}),
-                    "slice_feature": blessing.get("slice_feature", "")},
-        "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "baseline_used", "baseline_version")},
+                    "slice_features": blessing.get("slice_features", []),
+                    "crossed_slices": blessing.get("crossed_slices", [])},
+        "fairness": blessing.get("fairness", {}),
+        "explanation": blessing.get("explanation", {}),
+        "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "baseline_used", "baseline_uri")},
         "trust": blessing.get("trust", {}),
         "warnings": blessing.get("warnings", []),
         "data": {k: examples[k] for k in ("source", "rows", "rows_train", "rows_eval", "rows_test", "class_counts")
@@ -161,8 +249,15 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
                             if k in hyperparameters},
         "which_model": {k: model[k] for k in ("passed_on", "reason") if k in model},
         "training": {k: model[k] for k in TRAINING_FACTS if k in model},
-        "quantized": {name: {k: info[k] for k in ("size_bytes", "metric", "metric_delta") if k in info}
+        "training_history": {k: v for k, v in (("distributed_train (teacher)", model.get("teacher_history")),
+                                               ("distill (student)", model.get("history"))) if v},
+        "quantized": {name: {k: info[k] for k in VARIANT_FACTS if k in info}
                       for name, info in variants.items()},
+        "quantized_recommended": quantized.get("recommended", ""),
+        "quantized_recommendation": quantized.get("recommendation", ""),
+        "quantized_reference": {k: v for k, v in (quantized.get("reference") or {}).items()
+                                if k in ("metric", "saved_model_bytes", "latency")},
+        "quantized_notes": quantized.get("notes", {}),
         "quantized_rejected": quantized.get("rejected", {}),
         "lineage": dict(lineage),
     }
@@ -219,8 +314,12 @@ def _already_published(registry_uri: str, model_name: str, model_fingerprint: st
 
 
 def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_uri: str,
-        model_name: str, card: Dict[str, Any]) -> dict:
+        model_name: str, card: Dict[str, Any], statistics_dir: str = "", schema_dir: str = "") -> dict:
     """Publish the blessed model as the next registry version, or nothing when not blessed.
+
+    The version holds the model, its TFLite variants, its card and, when given, the statistics
+    of the data it was trained on and the schema they were validated with: what the next run's
+    drift check (through resolve) and the monitor compare new data with.
 
     Idempotent: when the registry's head version holds the same model and variants (same
     fingerprint), nothing new is published and the head is returned (``already: True``).
@@ -240,12 +339,19 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         if not os.path.isdir(quantized_dir):
             raise ValueError(f"quantized_dir {quantized_dir!r} is not a directory")
         sources["tflite"] = quantized_dir
+    for name, path in (("statistics", statistics_dir), ("schema", schema_dir)):
+        if path:
+            if not os.path.isdir(path):
+                raise ValueError(f"{name}_dir {path!r} is not a directory")
+            sources[name] = path
     model_fingerprint = fingerprint(model_dir, quantized_dir)
     head = _already_published(registry_uri, model_name, model_fingerprint)
     if head is not None:
         markdown = registry.read_file(head, CARD_MD) or b""
+        page = registry.read_file(head, CARD_HTML) or b""
         return {"pushed": True, "already": True, "version": head.number, "uri": head.uri,
-                "model_name": model_name, "model_card": markdown.decode("utf-8")}
+                "model_name": model_name, "model_card": markdown.decode("utf-8"),
+                "model_card_html": page.decode("utf-8")}
     base_card = dict(card or {})
     base_card["model_fingerprint"] = model_fingerprint
     base_card.setdefault("model_name", model_name)
@@ -257,7 +363,8 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         full = {**base_card, "version": number, "published_at": published_at,
                 "uri": f"{registry_uri.rstrip('/')}/{model_name}/v{number}"}
         return {CARD_MD: render_card(full).encode("utf-8"),
-                CARD_JSON: json.dumps(full, indent=2, sort_keys=True, default=str).encode("utf-8")}
+                CARD_JSON: json.dumps(full, indent=2, sort_keys=True, default=str).encode("utf-8"),
+                CARD_HTML: card_html.render(full).encode("utf-8")}
 
     published: Dict[str, bytes] = {}
 
@@ -267,6 +374,7 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         return published
 
     version = registry.publish(sources, {}, registry_uri, model_name, versioned_files=remember)
-    # `model_card` (the Markdown) is for the component's Markdown output, not for metadata.
+    # `model_card` (the Markdown) and `model_card_html` are for the component's outputs, not for metadata.
     return {"pushed": True, "already": False, "version": version.number, "uri": version.uri,
-            "model_name": model_name, "model_card": published[CARD_MD].decode("utf-8")}
+            "model_name": model_name, "model_card": published[CARD_MD].decode("utf-8"),
+            "model_card_html": published[CARD_HTML].decode("utf-8")}

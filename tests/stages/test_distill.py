@@ -87,6 +87,9 @@ def test_alpha_changes_what_is_learned(model_args, teacher, transformed, eval_fe
         assert facts[alpha]["student_metric"] > 0.5
     assert mse[0.0] < 0.5 * mse[1.0], mse
     assert corr[0.0] > corr[1.0], corr
+    # the compressed student (<= 0.25x the parameters) keeps >= 0.98x the teacher's AUC
+    for alpha in (0.0, 1.0):
+        assert facts[alpha]["param_ratio"] <= 0.25 and facts[alpha]["metric_ratio"] >= 0.98, facts[alpha]
 
 
 @pytest.mark.parametrize("bad, name", [
@@ -110,21 +113,43 @@ def test_bad_parameters_raise_naming_them(bad, name, tmp_path):
 
 
 def test_a_student_no_smaller_than_the_teacher_is_refused_before_training(model_args, teacher, tmp_path):
-    with pytest.raises(ValueError, match=r"student_width=512 .* not fewer than the teacher's"):
+    with pytest.raises(ValueError, match=r"student_width=512, .* not fewer than the teacher's"):
         executor.run(teacher_model_dir=teacher.path, model_dir=str(tmp_path / "model"),
                      student_width=512, epochs=1, **model_args)
     assert not (tmp_path / "model").exists()
+
+
+def test_a_student_above_the_size_target_is_refused_with_the_numbers(model_args, teacher, tmp_path):
+    """Teacher-wide embeddings (16) make the student most of the teacher's size: above the 0.25x target."""
+    with pytest.raises(ValueError, match=r"student_embedding_dim=16 .* parameters = 0\.\d\dx the teacher's "
+                                         r"[\d,]+, above the size target max_student_ratio 0\.25"):
+        executor.run(teacher_model_dir=teacher.path, model_dir=str(tmp_path / "model"), student_width=16,
+                     student_embedding_dim=16, epochs=1, **model_args)
+    assert not (tmp_path / "model").exists()
+
+
+def test_the_default_student_compresses(student, teacher):
+    """The shared student (defaults: width 16, embeddings at most 2 wide) is at most a quarter of the
+    teacher's parameters; the embeddings no longer dominate it."""
+    facts = student.metadata
+    assert facts["student_embedding_dim"] == 2 and facts["max_student_ratio"] == 0.25
+    assert facts["student_params"] <= 0.25 * facts["teacher_params"], facts
+    assert facts["param_ratio"] == pytest.approx(facts["student_params"] / facts["teacher_params"], abs=1e-4)
+    assert facts["metric_ratio"] == pytest.approx(facts["student_metric"] / facts["teacher_metric"], abs=1e-5)
 
 
 def test_a_student_worse_than_the_teacher_is_not_passed_on(teacher, transformed, eval_features, tmp_path):
     """The gate: a one-unit student trained for one epoch falls short of the teacher by more than a
     zero tolerance, so distill passes the teacher's SavedModel on and says why, with the numbers."""
     artifact, metrics = _run_component(teacher, transformed, tmp_path / "gated", temperature=4.0, alpha=0.3,
-                                       student_width=1, epochs=1, tolerance=0.0)
+                                       student_width=1, epochs=1, tolerance=0.0, student_embedding_dim=1)
     facts = artifact.metadata
     assert facts["passed_on"] == "teacher" and metrics.metadata["passed_on"] == "teacher"
     assert facts["student_metric"] < facts["teacher_metric"]
     assert f"{facts['student_metric']:.4f}" in facts["reason"] and "teacher is passed on" in facts["reason"]
+    # the size the metric could not be held at, with the numbers
+    assert f"{facts['student_params']:,} parameters ({facts['param_ratio']:.2f}x the teacher's " \
+           f"{facts['teacher_params']:,}; size target 0.25x)" in facts["reason"], facts["reason"]
     np.testing.assert_allclose(_logits(artifact.path, eval_features), _logits(teacher.path, eval_features),
                                rtol=1e-6)
 

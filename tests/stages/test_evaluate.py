@@ -13,6 +13,23 @@ from kfx_components.evaluate import executor
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::RuntimeWarning")
 
 
+def slicing(taxi_config) -> dict:
+    """The configured slice features and crossed pairs (an older config names one ``slice_feature``)."""
+    features = list(taxi_config.get("slice_features") or [taxi_config["slice_feature"]])
+    crossed = list(taxi_config.get("crossed_slices") or [f"payment_type,{features[0]}"])
+    return dict(slice_features=features, crossed_slices=crossed)
+
+
+def specs(taxi_config) -> set:
+    """The slicing specs as sets of columns (TFMA may order a crossed slice's columns its own way)."""
+    s = slicing(taxi_config)
+    return {frozenset([f]) for f in s["slice_features"]} | {frozenset(c.split(",")) for c in s["crossed_slices"]}
+
+
+def spec_of(slice_name: str) -> frozenset:
+    return frozenset(part.split("=", 1)[0] for part in slice_name.split(", "))
+
+
 def _args(examples, out, **kw):
     m = examples.metadata
     return dict(examples_dir=examples.path, evaluation_dir=str(out / "evaluation"),
@@ -22,10 +39,10 @@ def _args(examples, out, **kw):
 
 @pytest.fixture(scope="module")
 def strict(examples, student, taxi_config, tmp_path_factory):
-    """The student against itself as baseline with an unreachable AUC bound and a demand of
-    +0.1 AUC over the baseline (tolerance -0.1): both thresholds must fail."""
+    """The student against itself as baseline with an unreachable AUC bound, a demand of
+    +0.1 AUC over the baseline (tolerance -0.1) and a 0.01 fairness gap: all three gates must fail."""
     out = tmp_path_factory.mktemp("evaluate_strict")
-    facts = executor.run(model_dir=student.path, slice_feature=taxi_config["slice_feature"],
+    facts = executor.run(model_dir=student.path, **slicing(taxi_config), explain_rows=0, max_fairness_gap=0.01,
                          metric_threshold=0.999, baseline_model_dir=student.path,
                          baseline_tolerance=-0.1, **_args(examples, out))
     return facts, out
@@ -33,7 +50,7 @@ def strict(examples, student, taxi_config, tmp_path_factory):
 
 def test_student_overall_and_per_slice(strict, examples, taxi_config):
     facts, out = strict
-    feature = taxi_config["slice_feature"]
+    feature = slicing(taxi_config)["slice_features"][0]
     overall = facts["overall"]
     assert overall["auc"] > 0.5, overall
     assert overall["example_count"] == examples.metadata["rows_test"]  # judged on test, not eval
@@ -41,10 +58,22 @@ def test_student_overall_and_per_slice(strict, examples, taxi_config):
     for name in ("precision", "recall"):  # None (undefined) when nothing is predicted positive
         assert overall[name] is None or 0.0 <= overall[name] <= 1.0
     assert facts["per_slice"] and facts["num_slices"] >= 2
-    assert all(s.startswith(f"{feature}=") for s in facts["per_slice"]), facts["per_slice"].keys()
+    groups = {}
+    for name, m in facts["per_slice"].items():
+        groups.setdefault(spec_of(name), {})[name] = m
+    assert set(groups) == specs(taxi_config), groups.keys()
+    assert any(s.startswith(f"{feature}=") for s in facts["per_slice"])
     assert all("auc" in m and m["example_count"] >= 1 for m in facts["per_slice"].values())
-    if facts["num_slices"] == len(facts["per_slice"]):
-        assert sum(m["example_count"] for m in facts["per_slice"].values()) == overall["example_count"]
+    # AUC is undefined where a slice holds one class only: tips paid in cash are not recorded, so the
+    # cash slice has no positive (TFMA reports 0 there; the facts say None, the page "n/a")
+    if "payment_type=Cash" in facts["per_slice"]:
+        assert facts["per_slice"]["payment_type=Cash"]["auc"] is None
+    assert all(m["auc"] is None or 0.0 <= m["auc"] <= 1.0 for m in facts["per_slice"].values())
+    # every test row is in exactly one slice of each spec (when no slice was left out of the facts)
+    for group in groups.values():
+        spec = executor.fairness.spec_name(next(iter(group)))
+        if len(group) == facts["slices_per_spec"][spec]:
+            assert sum(m["example_count"] for m in group.values()) == overall["example_count"]
     # ROC points and the confusion matrix at 0.5.
     roc = facts["roc"]
     assert len(roc["fpr"]) == len(roc["tpr"]) == len(roc["thresholds"]) > 10
@@ -107,15 +136,79 @@ def test_better_baseline_fails_change_threshold(strict):
     assert facts["baseline_overall"]["auc"] == facts["overall"]["auc"]
 
 
+def test_fairness_rates_per_slice_and_their_gaps(strict, taxi_config):
+    """Fairness Indicators from TFMA: the overall rates at 0.5 agree with the confusion matrix, every slice
+    of each spec has FPR/FNR/TPR at each threshold, gaps are slice - overall, and the largest gap is the
+    largest |gap| over slices of at least MIN_SLICE_ROWS rows."""
+    from kfx_components.evaluate import fairness
+    facts, _ = strict
+    fair = facts["fairness"]
+    (tn, fp), (fn, tp) = facts["confusion_matrix"]
+    overall = fair["overall"]["0.5"]
+    assert overall["false_positive_rate"] == pytest.approx(fp / (fp + tn), abs=1e-4)
+    assert overall["false_negative_rate"] == pytest.approx(fn / (fn + tp), abs=1e-4)
+    assert overall["true_positive_rate"] == pytest.approx(tp / (fn + tp), abs=1e-4)
+    assert {frozenset(spec.split(" x ")) for spec in fair["slices"]} == specs(taxi_config)
+    eligible = []
+    for spec, slices in fair["slices"].items():
+        for s in slices:
+            assert set(s["rates"]) == {"0.25", "0.5", "0.75"}
+            for t in s["rates"]:
+                for rate in fairness.RATES:
+                    value, gap = s["rates"][t][rate], s["gaps"][t][rate]
+                    if value is not None:
+                        assert gap == pytest.approx(value - fair["overall"][t][rate], abs=1e-5)
+            # a higher threshold predicts fewer positives: FPR cannot rise
+            fprs = [s["rates"][t]["false_positive_rate"] for t in ("0.25", "0.5", "0.75")]
+            if None not in fprs:
+                assert fprs[0] >= fprs[1] >= fprs[2]
+            if s["example_count"] >= fair["min_slice_rows"]:
+                eligible += [abs(s["gaps"]["0.5"][r]) for r in fairness.GATED_RATES if s["gaps"]["0.5"][r] is not None]
+    assert abs(fair["largest_gap"]["gap"]) == pytest.approx(max(eligible))
+
+
+def test_fairness_gate_blocks_a_large_gap(strict):
+    """The gate (off by default): max_fairness_gap 0.01 is below the largest gap, so the model is not
+    blessed and the reason names the slice and the numbers."""
+    facts, _ = strict
+    worst = facts["fairness"]["largest_gap"]
+    assert abs(worst["gap"]) > 0.01 and facts["max_fairness_gap"] == 0.01
+    reason = [r for r in facts["reasons"] if r.startswith("fairness:")]
+    assert facts["blessed"] is False and len(reason) == 1
+    assert worst["slice"] in reason[0] and f"{worst['gap']:+.4f}" in reason[0] and "0.01" in reason[0]
+
+
+def test_fairness_summary_gates_only_slices_large_enough():
+    """A tiny slice with a huge gap is reported, not gated; the gated gap is the largest of the rest."""
+    from kfx_components.evaluate import fairness
+
+    def rates(fpr, fnr, n):
+        out = {"example_count": n}
+        for t in fairness.THRESHOLDS:
+            out.update({f"false_positive_rate@{t:g}": fpr, f"false_negative_rate@{t:g}": fnr,
+                        f"true_positive_rate@{t:g}": 1 - fnr})
+        return out
+    by_slice = {"Overall": rates(0.1, 0.2, 1000), "g=a": rates(0.15, 0.2, 500), "g=b": rates(0.05, 0.35, 480),
+                "g=c": rates(0.9, 0.9, 5)}
+    off = fairness.summarize(by_slice)
+    assert off["reasons"] == [] and off["largest_gap"]["slice"] == "g=b"
+    assert off["largest_gap"]["gap"] == pytest.approx(0.15) and off["largest_gap"]["rate"] == "false_negative_rate"
+    assert [s["slice"] for s in off["slices"]["g"]] == ["g=a", "g=b", "g=c"]  # reported, largest first
+    on = fairness.summarize(by_slice, max_gap=0.1)
+    assert len(on["reasons"]) == 1 and "g=b" in on["reasons"][0] and "+0.1500" in on["reasons"][0]
+    assert fairness.summarize(by_slice, max_gap=0.2)["reasons"] == []
+
+
 def test_report_is_self_contained(strict, taxi_config):
     _, out = strict
     page = (out / "report.html").read_text()
-    assert "NOT BLESSED" in page and "auc" in page and taxi_config["slice_feature"] in page
+    assert "NOT BLESSED" in page and "auc" in page and slicing(taxi_config)["slice_features"][0] in page
+    assert "Fairness Indicators" in page and "<svg" in page
     assert "baseline" in page and "0.999" in page
     assert not re.search(r"https?://|<script|<link|<img|@import|src=", page, re.I)
 
 
-def _run_component(examples, student, taxi_config, reg, out):
+def _run_component(examples, student, taxi_config, baseline_model_uri, out, explain_rows=0):
     from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Metrics, Model
     from kfx_components.evaluate.component import evaluate
 
@@ -123,26 +216,32 @@ def _run_component(examples, student, taxi_config, reg, out):
                 blessing=Artifact(name="blessing", uri=str(out / "blessing")),
                 metrics=Metrics(name="metrics", uri=str(out / "metrics")),
                 classification_metrics=ClassificationMetrics(name="cm", uri=str(out / "cm")),
-                report=HTML(name="report", uri=str(out / "report.html")))
+                report=HTML(name="report", uri=str(out / "report.html")),
+                explanation=HTML(name="explanation", uri=str(out / "explanation.html")))
     evaluate.python_func(model=Model(name="1", uri=student.path, metadata={}),
                          examples=Dataset(name="2", uri=examples.path, metadata=dict(examples.metadata)),
-                         slice_feature=taxi_config["slice_feature"], metric_threshold=0.0,
-                         baseline_tolerance=0.01, min_vs_reference=0.85, registry_uri=reg,
-                         model_name=taxi_config["model_name"],
-                         **arts)
+                         metric_threshold=0.0, baseline_tolerance=0.01, min_vs_reference=0.85,
+                         baseline_model_uri=baseline_model_uri, explain_rows=explain_rows,
+                         **slicing(taxi_config), **arts)
     return arts
 
 
 def test_component_first_run_then_same_model_baseline(examples, student, taxi_config, tmp_path):
-    """First run: empty registry, no threshold -> blessed without a baseline. Once v1 is in the
-    registry the component evaluates against it, and the same model passes the change threshold."""
+    """First run: no baseline (resolve found none), no threshold -> blessed. Once v1 is in the
+    registry, resolve's URI of it is the baseline, and the same model passes the change threshold."""
     from kfx_components.common import registry
+    from kfx_components.resolve import executor as resolve
 
     reg = str(tmp_path / "registry")
-    first = _run_component(examples, student, taxi_config, reg, tmp_path / "first")
+    first = _run_component(examples, student, taxi_config, "", tmp_path / "first", explain_rows=40)
     meta = first["blessing"].metadata
+    # what the model card reads: the fairness summary and the explanation travel in the metadata
+    assert meta["fairness"]["largest_gap"] and 20 <= meta["explanation"]["rows"] <= 40
+    assert meta["slice_features"] == slicing(taxi_config)["slice_features"]
+    assert "Explanation" in (tmp_path / "first" / "explanation.html").read_text()
+    assert first["explanation"].metadata["rows"] == meta["explanation"]["rows"]
     assert meta["blessed"] is True, meta["reasons"]
-    assert meta["baseline_used"] is False and meta["baseline_version"] == 0
+    assert meta["baseline_used"] is False and meta["baseline_uri"] == ""
     assert os.path.exists(tmp_path / "first" / "blessing" / "BLESSED")
     assert first["metrics"].metadata["auc"] > 0.5
     assert first["metrics"].metadata["auc_ci_low"] > first["metrics"].metadata["auc_trivial"] == 0.5
@@ -153,16 +252,23 @@ def test_component_first_run_then_same_model_baseline(examples, student, taxi_co
     assert "BLESSED" in (tmp_path / "first" / "report.html").read_text()
 
     registry.publish({"saved_model": student.path}, {"model_card.md": b"# v1"}, reg, taxi_config["model_name"])
-    second = _run_component(examples, student, taxi_config, reg, tmp_path / "second")
+    baseline = resolve.run(reg, taxi_config["model_name"])["model_uri"]
+    second = _run_component(examples, student, taxi_config, baseline, tmp_path / "second")
     meta = second["blessing"].metadata
     assert meta["blessed"] is True, meta["reasons"]
-    assert meta["baseline_used"] is True and meta["baseline_version"] == 1
+    assert meta["baseline_used"] is True and meta["baseline_uri"] == baseline and baseline.endswith("v1/saved_model")
     assert "baseline" in (tmp_path / "second" / "report.html").read_text()
 
 
 def test_unknown_slice_feature_raises(examples, student, tmp_path):
-    with pytest.raises(ValueError, match="no_such_feature"):
-        executor.run(model_dir=student.path, slice_feature="no_such_feature", **_args(examples, tmp_path))
+    with pytest.raises(ValueError, match="slice_features: 'no_such_feature'"):
+        executor.run(model_dir=student.path, slice_features=["no_such_feature"], **_args(examples, tmp_path))
+    with pytest.raises(ValueError, match="crossed_slices: 'nope'"):
+        executor.run(model_dir=student.path, crossed_slices=["payment_type,nope"], **_args(examples, tmp_path))
+    with pytest.raises(ValueError, match="crossed_slices entry 'payment_type'"):
+        executor.run(model_dir=student.path, crossed_slices=["payment_type"], **_args(examples, tmp_path))
+    with pytest.raises(ValueError, match="max_fairness_gap"):
+        executor.run(model_dir=student.path, max_fairness_gap=-0.1, **_args(examples, tmp_path))
 
 
 def test_bad_inputs_raise(examples, student, tmp_path):

@@ -26,7 +26,7 @@ def _card(name):
     return {"model_name": name, "problem_type": "binary", "label_key": "label",
             "metrics": {"overall": {"auc": 0.81, "accuracy": 0.77, "example_count": 750.0},
                         "per_slice": {"trip_start_hour=1": {"auc": 0.7, "example_count": 20.0}},
-                        "slice_feature": "trip_start_hour"},
+                        "slice_features": ["trip_start_hour"]},
             "data": {"rows": 3000, "source": "data.csv"},
             "hyperparameters": {"width": 32, "depth": 2, "learning_rate": 0.01},
             "quantized": {"int8": {"size_bytes": 12345, "metric": 0.8, "metric_delta": -0.01}},
@@ -53,7 +53,9 @@ def test_push_publishes_a_version_that_serves(student, examples, quantized, tmp_
     assert facts["pushed"] is True and facts["version"] == 1
     assert facts["uri"] == f"{reg}/{name}/v1" and registry.latest(reg, name).number == 1
     v1 = facts["uri"]
-    assert sorted(os.listdir(v1)) == ["model_card.json", "model_card.md", "saved_model", "tflite"]
+    assert sorted(os.listdir(v1)) == ["model_card.html", "model_card.json", "model_card.md", "saved_model", "tflite"]
+    page = open(os.path.join(v1, "model_card.html")).read()
+    assert facts["model_card_html"] == page and "trip_start_hour=1" in page and "<svg" in page
     assert sorted(os.listdir(os.path.join(v1, "tflite"))) == ["dynamic_range.tflite", "float16.tflite",
                                                               "int8.tflite"]
     card_md = open(os.path.join(v1, "model_card.md")).read()
@@ -90,7 +92,7 @@ def test_push_publishes_a_version_that_serves(student, examples, quantized, tmp_
 
 
 def test_push_component_builds_the_card(student, examples, quantized, tmp_path):
-    from kfp.dsl import Artifact, Dataset, Markdown, Metrics, Model
+    from kfp.dsl import HTML, Artifact, Dataset, Markdown, Metrics, Model
     from kfx_components.push.component import push
 
     hp = tmp_path / "hp"
@@ -101,24 +103,37 @@ def test_push_component_builds_the_card(student, examples, quantized, tmp_path):
     reg = str(tmp_path / "registry")
     pushed = Model(name="pushed", uri=str(tmp_path / "pushed"), metadata={})
     card_out = Markdown(name="card", uri=str(tmp_path / "card.md"))
+    card_page = HTML(name="card_html", uri=str(tmp_path / "card.html"))
+    stats, schema = tmp_path / "statistics", tmp_path / "schema"
+    (stats / "train").mkdir(parents=True)
+    (stats / "train" / "FeatureStats.pb").write_bytes(b"stats")
+    schema.mkdir()
+    (schema / "schema.pbtxt").write_text("feature {}")
     push.python_func(
         model=Model(name="11", uri=student.path, metadata={}),
         quantized=Model(name="12", uri=quantized, metadata={"variants": {
             "int8": {"file": "int8.tflite", "size_bytes": 2048, "metric": 0.8, "metric_delta": -0.01,
                      "tensors": {"inputs": {}}}}}),
         blessing=Artifact(name="13", uri=str(tmp_path / "blessing"), metadata={
-            "blessed": True, "reasons": [], "baseline_used": False, "slice_feature": "trip_start_hour",
+            "blessed": True, "reasons": [], "baseline_used": False, "slice_features": ["trip_start_hour"],
             "per_slice": {"trip_start_hour=3": {"auc": 0.75, "example_count": 9.0}}}),
         eval_metrics=Metrics(name="14", uri=str(tmp_path / "m"), metadata={"auc": 0.8, "accuracy": 0.7}),
         examples=Dataset(name="15", uri=examples.path, metadata=dict(examples.metadata)),
         hyperparameters=Artifact(name="16", uri=str(hp), metadata={"width": 16, "depth": 2,
                                                                    "learning_rate": 0.003}),
-        registry_uri=reg, model_name="taxi", pushed_model=pushed, model_card=card_out)
+        statistics=Artifact(name="17", uri=str(stats)), schema=Artifact(name="18", uri=str(schema)),
+        registry_uri=reg, model_name="taxi", pushed_model=pushed, model_card=card_out, model_card_html=card_page)
     assert pushed.uri == f"{reg}/taxi/v1"
-    assert pushed.metadata == {"pushed": True, "already": False, "version": 1, "model_name": "taxi",
-                               "summary": "pushed taxi v1 (model)"}
+    # what the next run's drift check and the monitor compare new data with
+    assert (tmp_path / "registry/taxi/v1/statistics/train/FeatureStats.pb").read_bytes() == b"stats"
+    assert (tmp_path / "registry/taxi/v1/schema/schema.pbtxt").read_text() == "feature {}"
+    expected = {"pushed": True, "already": False, "version": 1, "model_name": "taxi",
+                "summary": "pushed taxi v1 (model)"}
+    assert {k: pushed.metadata.get(k) for k in expected} == expected
     text = (tmp_path / "card.md").read_text()
     assert "taxi v1" in text and "trip_start_hour=3" in text and "2.0 KiB" in text
+    page = (tmp_path / "card.html").read_text()
+    assert page == open(f"{reg}/taxi/v1/model_card.html").read() and "trip_start_hour=3" in page
     card = json.load(open(f"{reg}/taxi/v1/model_card.json"))
     assert card["lineage"] == {"model": "11", "quantized": "12", "blessing": "13", "eval_metrics": "14",
                                "examples": "15", "hyperparameters": "16"}

@@ -1,4 +1,5 @@
-"""quantize: three TFLite variants of the teacher's transformed_logits, each scored on test (taxi fixtures)."""
+"""quantize: post-training TFLite variants of the teacher's transformed_logits, each scored, sized and timed
+on test (taxi fixtures). Pruning and QAT run once, on the student, in test_analysis.py."""
 import json
 import os
 import subprocess
@@ -11,9 +12,9 @@ import yaml
 
 from kfx_components.quantize import executor
 
-VARIANTS = ("dynamic_range", "float16", "int8")
+VARIANTS = ("float32", "dynamic_range", "float16", "int8")
 # |variant AUC - SavedModel AUC| allowed on the taxi test split
-TOLERANCE = {"dynamic_range": 0.02, "float16": 0.005, "int8": 0.03}
+TOLERANCE = {"float32": 1e-4, "dynamic_range": 0.02, "float16": 0.005, "int8": 0.03}
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,8 @@ def quantized(teacher, transformed, tmp_path_factory):
     artifact = types.SimpleNamespace(path=str(out), metadata={})
     metrics = dsl.Metrics(name="metrics", uri=str(out) + "-metrics", metadata={})
     quantize.python_func(model=teacher, transformed_examples=transformed.examples,
-                         transform_graph=transformed.graph, tolerance=0.05, quantized=artifact, metrics=metrics)
+                         transform_graph=transformed.graph, tolerance=0.05, quantized=artifact, metrics=metrics,
+                         pruning_sparsity=0.0, qat=False)
     summary = json.loads((out / "quantization.json").read_text())
     return types.SimpleNamespace(artifact=artifact, metrics=metrics, summary=summary, path=out)
 
@@ -51,6 +53,26 @@ def test_writes_three_tflite_files_and_summary(quantized):
         assert quantized.metrics.metadata[f"{v}_size_bytes"] == s["variants"][v]["size_bytes"]
         assert quantized.metrics.metadata[f"{v}_auc"] == pytest.approx(s["variants"][v]["metric"])
     assert quantized.metrics.metadata["saved_model_auc"] == pytest.approx(s["reference"]["metric"])
+
+
+def test_sizes_weights_and_latency_are_measured(quantized):
+    """Per variant: gzip and weight bytes below the file size, latencies from the interpreter; int8 holds
+    a quarter of float32's weight bytes (plus quantization tables); the SavedModel is timed beside them."""
+    v = quantized.summary["variants"]
+    for name in VARIANTS:
+        assert 0 < v[name]["weight_bytes"] < v[name]["size_bytes"], name
+        assert 0 < v[name]["gzip_bytes"] < v[name]["size_bytes"], name
+        lat = v[name]["latency"]
+        assert lat["single_invoke"]["median_ms"] > 0 and lat["batch_invoke"]["median_ms"] > 0
+        assert lat["single_invoke"]["p90_ms"] >= lat["single_invoke"]["median_ms"]
+        assert lat["batch_size"] == min(256, quantized.summary["test_rows"])
+    assert v["int8"]["weight_bytes"] < 0.35 * v["float32"]["weight_bytes"]
+    assert v["float16"]["weight_bytes"] < 0.6 * v["float32"]["weight_bytes"]
+    assert v["float32"]["size_ratio_to_float32"] == 1.0
+    ref = quantized.summary["reference"]["latency"]
+    assert ref["transformed_single"]["median_ms"] > 0 and "end_to_end_single" not in ref  # no raw examples given
+    assert quantized.summary["recommended"] == min(v, key=lambda k: v[k]["size_bytes"])
+    assert quantized.artifact.metadata["recommended"] == quantized.summary["recommended"]
 
 
 def test_sizes_shrink_with_precision(quantized):
@@ -153,7 +175,7 @@ def test_a_variant_worse_than_the_tolerance_is_not_published(teacher, model_args
     """With a zero tolerance a variant any worse than the SavedModel is not written, and is named with
     the reason and the numbers."""
     facts = executor.run(model_dir=teacher.path, quantized_dir=str(tmp_path / "q"), tolerance=0.0,
-                         **model_args)
+                         pruning_sparsity=0.0, qat=False, **model_args)
     for name, reason in facts["rejected"].items():
         assert not (tmp_path / "q" / f"{name}.tflite").exists()
         assert "worse than the SavedModel" in reason and f"{facts['reference']['metric']:.4f}" in reason

@@ -22,7 +22,8 @@ from tests.trust import tables
 pytestmark = pytest.mark.e2e
 
 BUDGET = ["--param", "max_trials=1", "--param", "tune_epochs=3", "--param", "train_epochs=40", "--param", "explain_rows=0",
-          "--param", "distill_epochs=40"]
+          "--param", "distill_epochs=40", "--param", "finetune_epochs=1", "--param", "pruning_sparsity=0",
+          "--param", "quantize_qat=false"]
 # How close the pushed model must come to a plain classical model on the same rows.
 WITHIN = {"auc": 0.03, "accuracy": 0.1}
 RMSE_RATIO = 1.2
