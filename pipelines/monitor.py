@@ -12,7 +12,7 @@ from kfp import dsl
 from kfp.dsl import Dataset, Model
 
 from kfx_components.monitor.component import monitor
-from kfx_pipelines.profiles import pipeline_root, place
+from kfx_pipelines.profiles import kfx_pipeline, place
 
 PIPELINE_NAME = "kfx-monitor"
 
@@ -20,8 +20,7 @@ PIPELINE_NAME = "kfx-monitor"
 def build_pipeline(profile: str = "cpu"):
     """The pipeline function for a compile profile (local, cpu, gpu, tpu: the monitor runs on CPU)."""
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0],
-                  pipeline_root=pipeline_root(profile))
+    @kfx_pipeline(PIPELINE_NAME, __doc__, profile)
     def monitor_pipeline(
         serving_data_uri: str,
         model_uri: str,

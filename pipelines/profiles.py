@@ -21,6 +21,11 @@ Profiles
            ``nvidia.com/gpu`` x1, the rest on the CPU pool.
 ``tpu``    the same three stages on a TPU pool (``google.com/tpu``, GKE TPU v5e
            single-host slice) with ``TPU_NAME=local``, the rest on the CPU pool.
+``flink``  placed as ``cpu``; the data stages' Beam pipelines (ingest, validate,
+           transform, evaluate) go to a Flink session cluster through Beam's job
+           server (manifests/flink, chart value ``flink.enabled``):
+           :func:`beam_pipeline_args` gives their ``beam_pipeline_args``
+           (docs/scale.md). Training scales out through the TFJob path as before.
 
 Accelerators are used, not only held: on a GKE TPU VM node the chips are local to the
 VM, and ``TPUClusterResolver(tpu="local")`` is how TensorFlow finds them; the
@@ -42,7 +47,7 @@ from typing import Dict, List, Optional, Tuple
 from kfx_components.stages import NAMES as STAGES
 from kfx_components.stages import STAGES as STAGE_SPECS
 
-PROFILES: Tuple[str, ...] = ("cpu", "gpu", "tpu")
+PROFILES: Tuple[str, ...] = ("cpu", "gpu", "tpu", "flink")
 LOCAL = "local"
 
 ACCELERATED_STAGES: Tuple[str, ...] = tuple(s.name for s in STAGE_SPECS.values() if s.accelerated)
@@ -113,6 +118,33 @@ NODE_POOLS: Dict[str, NodePool] = {
 
 RETRY_BACKOFF = ("30s", 2.0, "10m")         # duration, factor, max duration
 
+# The stages whose work is a Beam pipeline (they take beam_pipeline_args).
+BEAM_STAGES: Tuple[str, ...] = ("ingest", "validate", "transform", "evaluate")
+# Beam's Flink job server and the SDK worker pool beside each TaskManager (manifests/flink,
+# helm/kfx templates/flink.yaml): the names are the contract with those manifests.
+FLINK_JOB_SERVER = "kfx-beam-jobserver"
+FLINK_BEAM_ARGS: Tuple[str, ...] = (
+    "--runner=PortableRunner",
+    f"--job_endpoint={FLINK_JOB_SERVER}:8099",
+    f"--artifact_endpoint={FLINK_JOB_SERVER}:8098",
+    "--environment_type=EXTERNAL",
+    "--environment_config=localhost:50000",
+    "--parallelism=8",
+    f"--temp_location=s3://{ARTIFACT_BUCKET}/beam-temp",
+    "--s3_endpoint_url=http://kfx-minio:9000",   # the chart's MinIO Service (minio.enabled)
+)
+LOCAL_BEAM_ARGS: Tuple[str, ...] = ("--runner=DirectRunner",)
+
+
+def beam_pipeline_args(profile: Optional[str]) -> List[str]:
+    """The data stages' beam_pipeline_args under a profile: Flink's portable runner for
+    ``flink``, the DirectRunner (in this pod / on this machine) for every other profile."""
+    profile = profile or LOCAL
+    if profile != LOCAL and profile not in PROFILES:
+        raise ValueError(
+            f"unknown compile profile {profile!r}; expected one of {', '.join((LOCAL,) + PROFILES)}")
+    return list(FLINK_BEAM_ARGS if profile == "flink" else LOCAL_BEAM_ARGS)
+
 def _check(stage: str, profile: Optional[str]) -> str:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
@@ -142,6 +174,13 @@ def pipeline_root(profile: Optional[str]) -> Optional[str]:
         raise ValueError(
             f"unknown compile profile {profile!r}; expected one of {', '.join((LOCAL,) + PROFILES)}")
     return PIPELINE_ROOT
+
+
+def kfx_pipeline(name: str, doc: str, profile: Optional[str]):
+    """The @dsl.pipeline decorator of a kfx pipeline: its name, the first line of its doc as the
+    description, and the profile's pipeline root."""
+    from kfp import dsl
+    return dsl.pipeline(name=name, description=doc.splitlines()[0], pipeline_root=pipeline_root(profile))
 
 
 def place(task, stage: str, profile: Optional[str]):

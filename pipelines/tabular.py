@@ -21,7 +21,7 @@ from kfx_components.resolve.component import resolve
 from kfx_components.transform.component import transform
 from kfx_components.tune.component import tune
 from kfx_components.validate.component import check_drift, validate
-from kfx_pipelines.profiles import pipeline_root, place
+from kfx_pipelines.profiles import kfx_pipeline, place
 
 PIPELINE_NAME = "kfx-tabular"
 
@@ -29,8 +29,7 @@ PIPELINE_NAME = "kfx-tabular"
 def build_pipeline(profile: str = "cpu"):
     """The pipeline function for a compile profile."""
 
-    @dsl.pipeline(name=PIPELINE_NAME, description=__doc__.splitlines()[0],
-                  pipeline_root=pipeline_root(profile))
+    @kfx_pipeline(PIPELINE_NAME, __doc__, profile)
     def tabular(
         data_uri: str,
         label: str,

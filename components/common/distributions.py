@@ -10,6 +10,13 @@ import math
 from typing import Any, Dict, List, Tuple
 
 
+def presence(f) -> Tuple[int, int]:
+    """(present, missing) counts of one feature's statistics."""
+    which = f.WhichOneof("stats") if f is not None else None
+    common = getattr(f, which).common_stats if which else None
+    return (common.num_non_missing, common.num_missing) if common else (0, 0)
+
+
 def feature_stats(stats) -> Dict[str, Any]:
     """{feature path: FeatureNameStatistics} of a statistics list's first data set."""
     return {".".join(f.path.step) or f.name: f for f in stats.datasets[0].features} if stats.datasets else {}

@@ -541,9 +541,7 @@ def _summary(f) -> Tuple[str, str]:
         return "absent", ""
     which = f.WhichOneof("stats")
     s = getattr(f, which) if which else None
-    common = s.common_stats if s is not None else None
-    present = common.num_non_missing if common else 0
-    missing = common.num_missing if common else 0
+    present, missing = distributions.presence(f)
     total = present + missing
     pct = f"{100.0 * missing / total:.1f}% missing" if total else ""
     if which == "num_stats":

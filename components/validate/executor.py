@@ -171,9 +171,7 @@ def _split_table(stats) -> str:
         kind = statistics_pb2.FeatureNameStatistics.Type.Name(f.type)
         which = f.WhichOneof("stats")
         s = getattr(f, which) if which else None
-        common = s.common_stats if s is not None else None
-        present = common.num_non_missing if common else 0
-        missing = common.num_missing if common else 0
+        present, missing = distributions.presence(f)
         total = present + missing
         missing_pct = 100.0 * missing / total if total else 0.0
         if which == "num_stats":
