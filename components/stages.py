@@ -47,9 +47,9 @@ STAGES: Dict[str, Stage] = _stages(
     Stage("distributed_train", TF_RUNTIME, Resources("2", "4", "4Gi", "12Gi"), 8 * 3600, accelerated=True),
     Stage("distill", TF_RUNTIME, Resources("2", "4", "4Gi", "12Gi"), 4 * 3600, accelerated=True),
     Stage("quantize", TF_RUNTIME, Resources("1", "2", "2Gi", "6Gi"), 3600),
-    # evaluate reads the registry's current blessed model (a baseline outside its inputs)
-    # and push writes a registry version: both always run.
-    Stage("evaluate", TF_RUNTIME, Resources("1", "2", "2Gi", "8Gi"), 3600, cached=False),
+    # evaluate is a pure function of its inputs (the baseline arrives from resolve as a URI).
+    Stage("evaluate", TF_RUNTIME, Resources("1", "2", "2Gi", "8Gi"), 3600),
+    # push writes a registry version (idempotently): it always runs.
     Stage("push", PUSH_RUNTIME, Resources("250m", "1", "512Mi", "2Gi"), 900, cached=False, retries=1),
     # deploy records the rollout a pushed model asks for (kfx serve / kfx rollout act on it).
     Stage("deploy", PUSH_RUNTIME, Resources("100m", "500m", "256Mi", "1Gi"), 300, cached=False, retries=1),

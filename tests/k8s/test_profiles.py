@@ -84,7 +84,7 @@ def test_cluster_profiles_place_every_stage(profile, tmp_path):
         assert task["retryPolicy"]["maxRetryCount"] == P.STAGE_SPECS[stage].retries
         assert task["cachingOptions"].get("enableCache", False) is P.STAGE_SPECS[stage].cached
     assert not stages["push"][1]["cachingOptions"].get("enableCache")
-    assert not stages["evaluate"][1]["cachingOptions"].get("enableCache")
+    assert stages["evaluate"][1]["cachingOptions"].get("enableCache")   # the baseline is an input now
 
 
 def test_gpu_profile_puts_only_training_tuning_distillation_on_gpus(tmp_path):
