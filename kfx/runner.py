@@ -30,6 +30,7 @@ from kfx.metadata import (CONTAINER_EXECUTION, IMPORTER_EXECUTION, PIPELINE_CONT
 from kfx.store import ArtifactStore, LocalStore, remove_tree
 
 LOG_TAIL_LINES = 40
+INPUT_FINGERPRINT = "kfx_fingerprint"   # added to every input artifact's metadata in the executor input
 HEARTBEAT_SECONDS = 30
 LEASE = ".lease"   # in runs/<run>/: locked (flock) while its runner lives; the kernel drops it when it dies
 # A step's resume directory (<root>/.resume/<cache key>): what it saves to resume after being killed
@@ -469,7 +470,10 @@ class Runner:
                 "artifacts": {name: {"artifacts": [{
                     "name": str(art.id), "type": ir.artifact_type(in_types.get(name, art.type)),
                     "uri": self.store.local_path(art.uri, scratch / name) if art.has_content
-                    else str(scratch / name), "metadata": art.metadata}]}
+                    else str(scratch / name),
+                    # What made it (data, parameters, code), stable with or without the cache: a step
+                    # may use it to recognise the same artifact (push: "already vN").
+                    "metadata": {**art.metadata, INPUT_FINGERPRINT: art.fingerprint}}]}
                     for name, art in inputs.items()},
             },
             "outputs": {

@@ -51,13 +51,15 @@ def runs(repo, tmp_path_factory):
     first = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     second = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     third = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
-    return root, first, second, third, incoming
+    # Everything recomputed: the model is made from the same data, parameters and code as v1.
+    uncached = _kfx("run", "--config", config, *data, "--root", str(root), "--no-cache", *FAST)
+    return root, first, second, third, incoming, uncached
 
 
 @pytest.fixture(scope="module")
 def later_spans(repo, runs):
     """Span 2 (the second taxi sample) runs through; span 3 (span 2 with trip_miles shifted) stops."""
-    root, *_, incoming = runs
+    root, *_, incoming, _ = runs
     config = str(repo / "pipelines/configs/chicago_taxi.yaml")
     data = ["--data", str(incoming / "span-{SPAN}" / "data.csv")]
     _span(incoming, 2, repo / "data/chicago_taxi/second_sample.csv")
@@ -151,7 +153,7 @@ def _states(root, proc) -> dict:
 def test_reruns_push_nothing_new_and_re_run_only_what_the_baseline_changed(runs):
     """KFP's caching semantics: resolve, push and deploy always run; check-drift and evaluate re-run in the
     second run because their baseline went from none to v1; the third run re-runs nothing else."""
-    root, first, second, third, _ = runs
+    root, first, second, third, _, uncached = runs
     assert _pushed_uri(second) == _pushed_uri(first) == _pushed_uri(third)
     assert re.search(r"^already v1: ", second.stdout, re.M) and re.search(r"^already v1: ", third.stdout, re.M)
     assert [p.name for p in (root / "registry" / "chicago-taxi-big-tipper").glob("v*")] == ["v1"]
@@ -159,6 +161,10 @@ def test_reruns_push_nothing_new_and_re_run_only_what_the_baseline_changed(runs)
     assert ran == {"resolve", "check-drift", "evaluate", "push", "deploy"}, _states(root, second)
     ran = {t for t, s in _states(root, third).items() if s == "COMPLETE"}
     assert ran == {"resolve", "push", "deploy"}, _states(root, third)
+    # --no-cache retrains everything; push knows the model by what made it, not by its bytes.
+    assert set(_states(root, uncached).values()) == {"COMPLETE", "IMPORTED"}
+    assert re.search(r"^(already v1: |not pushed: )", uncached.stdout, re.M), uncached.stdout
+    assert [p.name for p in (root / "registry" / "chicago-taxi-big-tipper").glob("v*")] == ["v1"]
 
 
 def test_report_shows_stats_anomalies_metrics_and_model_sizes(runs):
@@ -263,9 +269,9 @@ def test_spans_form_one_history_and_a_shifted_span_stops_naming_the_feature(runs
     assert shifted.returncode == 1
     [line] = shifted.stderr.strip().splitlines()
     assert line.startswith("error: check-drift: ") and "trip_miles" in line, line
-    assert [row["span"] for row in history] == [1, 1, 1, 2, 3]
-    assert history[0]["rows"] == 15002 and 4000 < history[3]["rows"] <= 5000
-    assert history[3]["drift"] == "none"               # span 2 is like span 1
-    assert history[4]["state"] == "FAILED at check-drift"
+    assert [row["span"] for row in history] == [1, 1, 1, 1, 2, 3]
+    assert history[0]["rows"] == 15002 and 4000 < history[4]["rows"] <= 5000
+    assert history[4]["drift"] == "none"               # span 2 is like span 1
+    assert history[5]["state"] == "FAILED at check-drift"
     assert history[0]["outcome"].startswith("pushed chicago-taxi-big-tipper v1")
     assert history[1]["outcome"].startswith("already v1")

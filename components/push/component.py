@@ -29,9 +29,13 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
                "hyperparameters": hyperparameters.name}
     card = executor.make_card(model_name, dict(model.metadata), dict(quantized.metadata), bless,
                               dict(examples.metadata), dict(hyperparameters.metadata), lineage)
+    # kfx's runner adds each input's lineage fingerprint (kfx_fingerprint); KFP does not: then bytes.
+    sources = [a.metadata.get("kfx_fingerprint", "") for a in (model, quantized)]
+    source_fingerprint = "+".join(sources) if all(sources) else ""
     facts = executor.run(model_dir=model.path, quantized_dir=quantized.path, blessing=bless,
                          registry_uri=registry_uri, model_name=model_name, card=card,
-                         statistics_dir=statistics.path, schema_dir=schema.path)
+                         statistics_dir=statistics.path, schema_dir=schema.path,
+                         source_fingerprint=source_fingerprint)
     markdown = facts.pop("model_card", "")
     page = facts.pop("model_card_html", "")
     if facts["pushed"]:

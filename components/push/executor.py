@@ -314,7 +314,8 @@ def _already_published(registry_uri: str, model_name: str, model_fingerprint: st
 
 
 def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_uri: str,
-        model_name: str, card: Dict[str, Any], statistics_dir: str = "", schema_dir: str = "") -> dict:
+        model_name: str, card: Dict[str, Any], statistics_dir: str = "", schema_dir: str = "",
+        source_fingerprint: str = "") -> dict:
     """Publish the blessed model as the next registry version, or nothing when not blessed.
 
     The version holds the model, its TFLite variants, its card and, when given, the statistics
@@ -322,7 +323,9 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
     drift check (through resolve) and the monitor compare new data with.
 
     Idempotent: when the registry's head version holds the same model and variants (same
-    fingerprint), nothing new is published and the head is returned (``already: True``).
+    fingerprint), nothing new is published and the head is returned (``already: True``). The
+    fingerprint is ``source_fingerprint`` when the runner gives one (what made the model: data,
+    parameters and code, the same with or without the cache), else the files' bytes.
     """
     if not isinstance(blessing, Mapping) or "blessed" not in blessing:
         raise ValueError("blessing must be a dict with a 'blessed' entry")
@@ -344,7 +347,7 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
             if not os.path.isdir(path):
                 raise ValueError(f"{name}_dir {path!r} is not a directory")
             sources[name] = path
-    model_fingerprint = fingerprint(model_dir, quantized_dir)
+    model_fingerprint = source_fingerprint or fingerprint(model_dir, quantized_dir)
     head = _already_published(registry_uri, model_name, model_fingerprint)
     if head is not None:
         markdown = registry.read_file(head, CARD_MD) or b""
