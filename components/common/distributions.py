@@ -54,14 +54,18 @@ def reference_edges(train_stats) -> Dict[str, List[float]]:
 
 
 def _masses(q, edges: List[float]) -> List[float]:
-    """A QUANTILES histogram's sample counts on the buckets (-inf, e0), [e0, e1), ..., [e_m-1, e_m], (e_m, inf)."""
+    """A QUANTILES histogram's sample counts on the buckets (-inf, e0), [e0, e1), ..., [e_m-1, e_m), [e_m, inf).
+
+    A point mass goes to the bucket that starts at or below it, so each value of a discrete
+    feature keeps a bucket of its own (a 0/1 label: [0, 1) and [1, inf)).
+    """
     bins = [(-_INF, edges[0])] + [(edges[i], edges[i + 1]) for i in range(len(edges) - 1)] + [(edges[-1], _INF)]
     counts = [0.0] * len(bins)
     for b in q.buckets:
         lo, hi, c = b.low_value, b.high_value, b.sample_count
         if hi <= lo:   # a point mass
             for i, (a, z) in enumerate(bins):
-                if a <= lo < z or (i == len(bins) - 2 and lo == z):
+                if a <= lo < z:
                     counts[i] += c
                     break
             continue

@@ -147,8 +147,9 @@ def test_missing_examples_named(tmp_path):
 
 
 # ---------------------------------------------------------------- drift against the previous span
-def _shifted_copy(examples, dest, feature: str, shift) -> str:
-    """The examples with one feature changed in every split: a new span whose data moved."""
+def _shifted_copy(examples, dest, feature: str, shift=None) -> str:
+    """The examples with one feature changed (or, with no shift, removed) in every split: a new
+    span whose data moved."""
     import tensorflow as tf
     shutil.copytree(examples.path, dest)
     for split in io.SPLITS:
@@ -156,7 +157,10 @@ def _shifted_copy(examples, dest, feature: str, shift) -> str:
         for r in io.read_records(io.split_file(examples.path, split)):
             ex = tf.train.Example.FromString(r)
             if feature in ex.features.feature:
-                shift(ex.features.feature[feature])
+                if shift is None:
+                    del ex.features.feature[feature]
+                else:
+                    shift(ex.features.feature[feature])
             records.append(ex.SerializeToString())
         os.remove(io.split_file(str(dest), split))
         io.write_records(io.split_file(str(dest), split), records)
@@ -207,3 +211,11 @@ def test_drift_can_warn_instead_of_blocking(examples, validated, tmp_path):
     assert facts["drifted_features"] == ["payment_type"] and facts["drift"][0]["action"] == "warn"
     with pytest.raises(ValueError, match="drift_action"):
         _check_drift(stats, schema, validated.statistics.path, tmp_path / "bad", drift_action="ignore")
+
+
+def test_a_dropped_feature_is_caught_by_name(examples, validated, tmp_path):
+    """Span 2 without one feature: validate against the schema the first span settled names it."""
+    from kfx_components.validate import executor
+    gone = _shifted_copy(examples, tmp_path / "dropped", "trip_seconds")
+    with pytest.raises(executor.AnomaliesFoundError, match="trip_seconds"):
+        _run(gone, tmp_path / "dropped-out", curated_schema_path=validated.schema.path)
