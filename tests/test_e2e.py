@@ -187,8 +187,11 @@ def docker_run(repo, runs, s3_server, tmp_path_factory):
     store = "s3://kfx-e2e/pipeline-root"
     client = S3Store(store).client
     client.fput_object("kfx-e2e", "datasets/chicago_taxi/data.csv", str(repo / "data/chicago_taxi/data.csv"))
+    # As on a cluster, the curated schema is an object too: a container sees no host path.
+    client.fput_object("kfx-e2e", "schemas/chicago_taxi.pbtxt", str(repo / "pipelines/schemas/chicago_taxi.pbtxt"))
     proc = _kfx("run", "--config", str(repo / "pipelines/configs/chicago_taxi.yaml"), "--root", str(root),
                 "--param", "data_uri=s3://kfx-e2e/datasets/chicago_taxi/data.csv",
+                "--param", "schema_uri=s3://kfx-e2e/schemas/chicago_taxi.pbtxt",
                 "--executor", "docker", "--artifact-store", store, *FAST)
     return root, store, proc
 

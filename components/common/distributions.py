@@ -40,6 +40,9 @@ def _quantiles(f):
         if f is not None and f.WhichOneof("stats") == "num_stats" else None
 
 
+MIN_DECILE_EDGES = 5
+
+
 def reference_edges(train_stats) -> Dict[str, List[float]]:
     """{numeric feature: the distinct edges of its training QUANTILES histogram}."""
     out = {}
@@ -48,7 +51,9 @@ def reference_edges(train_stats) -> Dict[str, List[float]]:
         if q is None or not q.buckets:
             continue
         edges = sorted({q.buckets[0].low_value} | {b.high_value for b in q.buckets})
-        if len(edges) >= 2 and all(math.isfinite(e) for e in edges):
+        # A feature of a few values (a 0/1 label, a small count) keeps TFDV's own buckets: decile
+        # buckets would smear its point masses (a 0/1 feature's deciles are just {0, 1}).
+        if len(edges) >= MIN_DECILE_EDGES and all(math.isfinite(e) for e in edges):
             out[name] = edges
     return out
 

@@ -31,5 +31,6 @@ def distill(teacher: Input[Model], transformed_examples: Input[Dataset], transfo
                            **({"teacher_history": teacher_history} if teacher_history else {})})
     for key in ("teacher_params", "student_params", "compression_ratio", "param_ratio", "teacher_metric",
                 "student_metric", "logit_mse_to_teacher", "logit_corr_to_teacher", "seconds"):
-        metrics.log_metric(key, float(facts[key]))
+        if facts.get(key) is not None:   # no student metrics when the teacher was too small to distill
+            metrics.log_metric(key, float(facts[key]))
     metrics.metadata["passed_on"] = facts["passed_on"]

@@ -10,9 +10,11 @@ embeddings of at most ``student_embedding_dim`` dimensions: the same
 transformed-feature inputs as the teacher, one hidden layer. For categorical
 features the embeddings hold most of a model's parameters (the teacher's are
 up to 16 wide), so narrowing them is what makes the student small. The size
-target: a student of more than ``max_student_ratio`` times the teacher's
-parameters is refused before training, naming both counts; a student that
-meets it but not the metric is reported with both numbers (see the gate).
+target: the student is the widest of at most ``student_width`` units within
+``max_student_ratio`` times the teacher's parameters (narrower than asked on a
+small teacher; the facts say which); a student that meets it but not the
+metric is reported with both numbers (see the gate); a teacher too small to
+have a smaller student is passed on undistilled, with the reason.
 Its loss is::
 
     alpha * hard(labels, student) + (1 - alpha) * soft(teacher, student)
@@ -185,15 +187,23 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
                                                     transform_graph_dir, label_key)
     tf.keras.utils.set_random_seed(int(seed))
     stats = M.label_stats(transformed_examples_dir, transform_output, label_key, problem_type, num_classes)
-    student = M.build_model(transform_output, label_key, problem_type, num_classes,
-                            width=int(student_width), depth=STUDENT_DEPTH, label_stats=stats,
-                            max_embedding_dim=int(student_embedding_dim))
-    sizes = _check_sizes(teacher_model_dir, teacher, student, student_width, student_embedding_dim,
-                         float(max_student_ratio))
-    history, plan = _distill(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
-                             label_key, problem_type, float(alpha), float(temperature), int(epochs), int(seed))
-    comparison = _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
-                          label_key, problem_type, float(tolerance), sizes, float(max_student_ratio))
+    teacher_params = _count_teacher_params(teacher_model_dir, teacher)
+
+    def build(width):
+        return M.build_model(transform_output, label_key, problem_type, num_classes, width=width,
+                             depth=STUDENT_DEPTH, label_stats=stats, max_embedding_dim=int(student_embedding_dim))
+    student, width = _student_within_target(build, int(student_width), teacher_params, float(max_student_ratio))
+    sizes = _check_sizes(teacher_params, student, float(max_student_ratio))
+    if sizes["student_params"] >= teacher_params:   # a tiny teacher: nothing smaller to distill into
+        history, plan = None, M.fit_plan(1, int(epochs))
+        comparison = {"passed_on": "teacher", "primary_metric": problem.primary_metric(problem_type),
+                      "reason": f"the smallest student ({sizes['student_params']:,} parameters) is not smaller "
+                                f"than the teacher ({teacher_params:,}): the teacher is passed on, not distilled"}
+    else:
+        history, plan = _distill(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
+                                 label_key, problem_type, float(alpha), float(temperature), int(epochs), int(seed))
+        comparison = _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
+                              label_key, problem_type, float(tolerance), sizes, float(max_student_ratio))
 
     with io.Staging() as stage:
         out = stage.dir(model_dir)
@@ -205,10 +215,11 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
     return {
         **comparison,
         **sizes,
-        "history": M.history_summary(history),
+        "history": M.history_summary(history) if history is not None else {},
         "temperature": float(temperature),
         "alpha": float(alpha),
-        "student_width": int(student_width),
+        "student_width": width,
+        "student_width_asked": int(student_width),
         "student_depth": STUDENT_DEPTH,
         "student_embedding_dim": int(student_embedding_dim),
         "max_student_ratio": float(max_student_ratio),
@@ -238,26 +249,32 @@ def _teacher_logits_fn(teacher, teacher_model_dir, transform_output, transform_g
     return teacher_fn, {a: args[a] for a in teacher_keys}
 
 
-def _check_sizes(teacher_model_dir, teacher, student, student_width, student_embedding_dim,
-                 max_student_ratio: float = 1.0) -> dict:
-    """Parameter counts; a student no smaller than its teacher, or above the size target
-    (``max_student_ratio`` x the teacher's parameters), is refused before training."""
+def _student_within_target(build, width: int, teacher_params: int, max_ratio: float):
+    """(student, width): the widest student of at most ``width`` units within the size target
+    (``max_ratio`` x the teacher's parameters); on a small teacher that may take a narrower one
+    than asked. When even one unit is above the target, the one-unit student (the gate then
+    judges it, and the card says the target was not met)."""
+    while True:
+        student = build(width)
+        if _params(student) <= max_ratio * teacher_params or width == 1:
+            return student, width
+        width = max(1, width // 2)
+
+
+def _params(model) -> int:
+    import numpy as np
+    return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
+
+
+def _check_sizes(teacher_params: int, student, max_student_ratio: float = 1.0) -> dict:
+    """Parameter counts of teacher and student, and whether the student meets the size target."""
     import numpy as np
 
-    teacher_params = _count_teacher_params(teacher_model_dir, teacher)
-    student_params = int(sum(int(np.prod(w.shape)) for w in student.trainable_weights))
-    what = (f"student_width={student_width}, student_embedding_dim={student_embedding_dim} (depth "
-            f"{STUDENT_DEPTH}) gives a student of {student_params:,} parameters")
-    if student_params >= teacher_params:
-        raise ValueError(f"{what}, not fewer than the teacher's {teacher_params:,}: lower student_width")
-    if student_params > max_student_ratio * teacher_params:
-        raise ValueError(f"{what} = {student_params / teacher_params:.2f}x the teacher's {teacher_params:,}, "
-                         f"above the size target max_student_ratio {max_student_ratio:g} "
-                         f"(at most {int(max_student_ratio * teacher_params):,}): lower student_width or "
-                         "student_embedding_dim, or raise max_student_ratio")
+    student_params = _params(student)
     embedding = int(sum(int(np.prod(w.shape)) for layer in student.layers if layer.name.startswith("emb_")
                         for w in layer.trainable_weights))
     return {"teacher_params": teacher_params, "student_params": student_params,
+            "size_target_met": student_params <= max_student_ratio * teacher_params,
             "student_embedding_params": embedding,
             "param_ratio": round(student_params / teacher_params, 4),
             "compression_ratio": round(teacher_params / student_params, 4)}

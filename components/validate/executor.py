@@ -129,10 +129,16 @@ def _add_sparse_eval_only(schema, eval_stats) -> None:
 
 def _infer_schema(stats: dict, label_key: str):
     import tensorflow_data_validation as tfdv
+    from tensorflow_metadata.proto.v0 import schema_pb2
     # No inferred shapes: a fixed shape would make every feature (the label
     # too) mandatory when a serving request is parsed.
     schema = tfdv.infer_schema(stats[io.TRAIN], infer_feature_shape=False)
     for feature in schema.feature:
+        # TFDV calls an integer column boolean when train holds only 0 and 1; a rare value in a
+        # count (a pixel intensity, a number of children) is then an anomaly in eval. Integers
+        # stay integers (and a 0/1 label is compared as one for drift).
+        if feature.HasField("bool_domain") and feature.type == schema_pb2.INT:
+            feature.ClearField("bool_domain")
         if feature.HasField("domain") or feature.HasField("string_domain"):
             feature.distribution_constraints.min_domain_mass = MIN_DOMAIN_MASS
             feature.drift_comparator.infinity_norm.threshold = DRIFT_LINF_THRESHOLD
