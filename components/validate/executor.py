@@ -53,9 +53,11 @@ class AnomaliesFoundError(ValueError):
 
     def __init__(self, anomalies: List[dict]):
         self.anomalies = anomalies
-        lines = [f"  [{a['split']}] {a['feature']}: {a['description']}" for a in anomalies]
-        super().__init__(f"data validation found {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'}:\n"
-                         + "\n".join(lines))
+        # One line (it becomes the run's one `error:` line): the features first, then what is wrong.
+        features = ", ".join(dict.fromkeys(a["feature"] for a in anomalies))
+        found = "; ".join(f"[{a['split']}] {a['feature']}: {a['description']}" for a in anomalies)
+        super().__init__(f"data validation found {len(anomalies)} anomal{'y' if len(anomalies) == 1 else 'ies'} "
+                         f"in {features} (the report shows them): {found}")
 
 
 def _load_schema(path: str, what: str = "curated_schema_path"):
