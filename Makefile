@@ -16,6 +16,7 @@ export UV_NATIVE_TLS := 1
 include images/images.mk
 include deploy/k8s.mk
 include serving/serving.mk
+include bench/bench.mk
 
 # The image build is driven by the venv's Python.
 images: venv

@@ -6,7 +6,7 @@ predictor and the plain classical reference on the same test rows (all read
 from the model card / blessing the run wrote), and the run's wall time.
 Writes the table between the markers in docs/measurements.md.
 
-    .venv/bin/python bench/trust_tables.py [--tables wine,diabetes] [--doc docs/measurements.md]
+    .venv/bin/python bench/trust_tables.py [--tables wine,diabetes] [--param NAME=VALUE ...] [--doc docs/measurements.md]
 """
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ from tests.trust import tables  # noqa: E402  (the same tables the tests use)
 BEGIN, END = "<!-- trust-tables:begin -->", "<!-- trust-tables:end -->"
 
 
-def run_table(make, work: Path) -> dict:
+def run_table(make, work: Path, params: list) -> dict:
     name, problem_type, frame = make()
     data = work / f"{name}.csv"
     frame.to_csv(data, index=False)
     root = work / name
     start = time.time()
     proc = subprocess.run([sys.executable, "-m", "kfx.cli", "run", "--data", str(data), "--label", tables.LABEL,
-                           "--task", problem_type, "--root", str(root)], capture_output=True, text=True)
+                           "--task", problem_type, "--root", str(root), *params], capture_output=True, text=True)
     seconds = time.time() - start
     row = {"table": name, "task": problem_type, "rows": len(frame), "seconds": round(seconds, 1),
            "exit": proc.returncode}
@@ -62,11 +62,12 @@ def _metadata(root: Path, artifact: Path) -> dict:
     return md.stored_artifact(found).metadata
 
 
-def render(rows: list, when: str) -> str:
+def render(rows: list, when: str, params: list) -> str:
     def f(x):
         return "n/a" if x is None else f"{x:.4g}" if isinstance(x, float) else str(x)
     out = [BEGIN, "",
-           f"Measured {when} with `bench/trust_tables.py` (default parameters; every figure on the test split).", "",
+           f"Measured {when} with `bench/trust_tables.py` "
+           f"({' '.join(params[1::2]) if params else 'default parameters'}; every figure on the test split).", "",
            "| table | task | rows | pushed model (test) | 95% CI | teacher / student (eval) | trivial predictor "
            "| plain classical reference | blessed | outcome | seconds |",
            "| --- | --- | ---: | --- | --- | --- | --- | --- | --- | --- | ---: |"]
@@ -88,16 +89,18 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tables", default=",".join(t.__name__ for t in tables.ALL))
     p.add_argument("--doc", default=str(REPO / "docs/measurements.md"))
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="passed to every kfx run")
     args = p.parse_args()
+    params = [x for pair in args.param for x in ("--param", pair)]
     work = Path(tempfile.mkdtemp(prefix="kfx-trust-"))
     rows = []
     for name in args.tables.split(","):
-        row = run_table(getattr(tables, name), work)
+        row = run_table(getattr(tables, name), work, params)
         print(json.dumps({k: v for k, v in row.items() if k != "trust"}), flush=True)
         rows.append(row)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC") + \
         f", load average {os.getloadavg()[0]:.1f}"
-    block = render(rows, when)
+    block = render(rows, when, params)
     doc = Path(args.doc)
     text = doc.read_text()
     if BEGIN in text:

@@ -21,6 +21,7 @@ from kfx_components.resolve.component import resolve
 from kfx_components.transform.component import transform
 from kfx_components.tune.component import tune
 from kfx_components.validate.component import check_drift, validate
+from kfx_pipelines import profiles
 from kfx_pipelines.profiles import kfx_pipeline, place
 
 PIPELINE_NAME = "kfx-tabular"
@@ -47,7 +48,7 @@ def build_pipeline(profile: str = "cpu"):
         num_buckets: int = 10,
         stop_on_anomalies: bool = True,
         drift_action: str = "block",
-        beam_pipeline_args: List[str] = ["--runner=DirectRunner"],
+        beam_pipeline_args: List[str] = profiles.beam_pipeline_args(profile),   # DirectRunner, or Flink
         tuner: str = "hyperband",
         max_trials: int = 6,
         tune_epochs: int = 20,
@@ -81,7 +82,8 @@ def build_pipeline(profile: str = "cpu"):
 
         examples = place(ingest(
             data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
-            test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key), "ingest", profile)
+            test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key,
+            beam_pipeline_args=beam_pipeline_args), "ingest", profile)
 
         validated = place(validate(
             examples=examples.outputs["examples"], curated_schema_uri=schema_uri,

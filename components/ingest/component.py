@@ -9,15 +9,25 @@ from kfx_components.images import stage_image
 
 @dsl.component(base_image=stage_image("ingest"), install_kfp_package=False)
 def ingest(data: Input[Dataset], label: str, problem_type: str, eval_ratio: float, test_ratio: float,
-           drop_columns: List[str], split_key: str, examples: Output[Dataset]):
+           drop_columns: List[str], split_key: str, examples: Output[Dataset], engine: str = "auto",
+           beam_pipeline_args: List[str] = []):
     """Convert a table to train/eval/test GZIP TFRecords of tf.train.Example.
 
     eval_ratio of the rows tune the model (search, early stopping, distillation);
     test_ratio of them, which nothing trains on, judge it.
+    engine: "auto" (Beam for tables of 64 MiB and more), "pandas" or "beam"; the Beam
+    engine runs with beam_pipeline_args, as validate and transform do (docs/scale.md).
     """
     # dsl.component embeds this body's source in the IR: imports must live here.
     from kfx_components.ingest import executor
+    # Only what differs from the defaults is passed on, so an image built before the
+    # engine existed still runs this body.
+    extra = {}
+    if engine != "auto":
+        extra["engine"] = engine
+    if beam_pipeline_args:
+        extra["beam_pipeline_args"] = list(beam_pipeline_args)
     facts = executor.run(data_path=data.path, examples_dir=examples.path, label=label,
                          problem_type=problem_type, eval_ratio=eval_ratio, test_ratio=test_ratio,
-                         drop_columns=list(drop_columns or ()), split_key=split_key)
+                         drop_columns=list(drop_columns or ()), split_key=split_key, **extra)
     examples.metadata.update(facts)

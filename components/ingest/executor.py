@@ -524,16 +524,26 @@ def _ratio(name: str, value, path: str) -> float:
     return ratio
 
 
+ENGINES = ("auto", "pandas", "beam")
+# engine="auto": tables from this size up stream through Beam (beam_path.py); smaller ones are
+# read whole by pandas (faster to start, and the reference the Beam path is tested against).
+BEAM_MIN_BYTES = int(os.environ.get("KFX_INGEST_BEAM_MIN_BYTES", 64 * 2 ** 20))
+
+
 def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float = 0.15,
-        test_ratio: float = 0.2, drop_columns: Sequence[str] = (), split_key: str = "") -> dict:
+        test_ratio: float = 0.2, drop_columns: Sequence[str] = (), split_key: str = "",
+        engine: str = "auto", beam_pipeline_args: Sequence[str] = ()) -> dict:
     """Read the table, encode the label, split train/eval/test, write GZIP TFRecords.
 
+    engine: "pandas" reads the table whole; "beam" streams it through two Beam pipelines
+    (run with beam_pipeline_args, as validate/transform/evaluate are); "auto" (the default)
+    takes Beam for files of at least KFX_INGEST_BEAM_MIN_BYTES (64 MiB) without a split_key.
     Raises ValueError (IngestError) with a one-line message for any bad input;
     nothing is written then.
     """
     try:
         return _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
-                    drop_columns, split_key)
+                    drop_columns, split_key, engine, beam_pipeline_args)
     except IngestError:
         raise
     except Exception as err:  # noqa: BLE001 - a failure nobody foresaw still reads as one line
@@ -541,7 +551,24 @@ def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_r
                           f"the step log has the traceback") from err
 
 
-def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key) -> dict:
+def _use_beam(path: str, engine: str, split_key: str) -> bool:
+    if engine == "pandas":
+        return False
+    if engine == "beam":
+        if split_key:
+            raise IngestError(f"{path}: split_key is handled by the pandas engine only; "
+                              f"use engine 'pandas' or 'auto' with a split_key")
+        return True
+    if split_key:
+        return False
+    size = os.path.getsize(path)
+    if path.lower().endswith(".gz"):
+        size *= 5   # about what gzip saves on CSV
+    return size >= BEAM_MIN_BYTES
+
+
+def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key,
+         engine="auto", beam_pipeline_args=()) -> dict:
     import pandas as pd
 
     # Parameters first: nothing is read or written for a bad call.
@@ -559,9 +586,15 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
         drop_columns = [drop_columns]
     drop_columns = [str(c) for c in (drop_columns or ())]
     split_key = str(split_key or "")
+    if engine not in ENGINES:
+        raise IngestError(f"{data_path}: engine {engine!r} is not one of {', '.join(ENGINES)}")
     warnings: List[str] = []
 
     path = _resolve_data_path(data_path)
+    if _use_beam(path, engine, split_key):
+        from kfx_components.ingest import beam_path
+        return beam_path.run(path, data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
+                             drop_columns, beam_pipeline_args)
     table = _read(path)
     df = table.df
     df.columns = [str(c) for c in df.columns]

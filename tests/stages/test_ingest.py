@@ -268,3 +268,61 @@ def test_bad_input_names_culprit_and_writes_nothing(case, kwargs, culprit, sampl
         _run(tmp_path, data, **args)
     assert "\n" not in str(raised.value) and str(data) in str(raised.value)   # one line, naming the file
     assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ the streaming Beam engine
+@pytest.fixture
+def small_ranges(monkeypatch):
+    """Byte ranges of 4 KiB, so a small file is read as many ranges (as a large one is)."""
+    from kfx_components.ingest import beam_path
+    monkeypatch.setattr(beam_path, "RANGE_BYTES", 4096)
+    monkeypatch.setattr(beam_path, "BATCH", 97)
+
+
+def _taxi_args(taxi_config):
+    return dict(label=taxi_config["label"], eval_ratio=0.25, drop_columns=taxi_config["drop_columns"])
+
+
+def test_beam_engine_gives_the_pandas_split(examples, sample_csv, taxi_config, tmp_path, small_ranges):
+    """The streaming engine cuts each class at the same ranks: the same records in each split, the same facts."""
+    out, m = _run(tmp_path, sample_csv, engine="beam", **_taxi_args(taxi_config))
+    assert m.pop("engine") == "beam"
+    assert m == examples.metadata
+    for split in io.SPLITS:
+        assert collections.Counter(io.read_records(io.split_file(out, split))) == \
+            collections.Counter(io.read_records(io.split_file(examples.path, split)))
+    assert io.read_columns(out) == io.read_columns(examples.path)
+
+
+def test_beam_engine_reads_parquet_row_groups(examples, sample_csv, taxi_config, tmp_path):
+    path = tmp_path / "sample.parquet"
+    pd.read_csv(sample_csv).to_parquet(path, row_group_size=700)
+    out, m = _run(tmp_path, path, engine="beam", **_taxi_args(taxi_config))
+    assert [m[f"rows_{s}"] for s in io.SPLITS] == [examples.metadata[f"rows_{s}"] for s in io.SPLITS]
+    assert m["class_counts"] == examples.metadata["class_counts"]
+
+
+def test_beam_engine_names_the_absolute_line(sample_csv, taxi_config, tmp_path, small_ranges):
+    lines = open(sample_csv).read().splitlines()
+    lines[2500] += ",extra"          # file line 2501, far past the first range
+    bad = tmp_path / "ragged.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    from kfx_components.ingest import executor
+    with pytest.raises(ValueError) as err:
+        _run(tmp_path, bad, engine="beam", **_taxi_args(taxi_config))
+    message = str(err.value)
+    assert "\n" not in message and "line 2501 has" in message and str(bad) in message
+    assert not (tmp_path / "out").exists()
+
+
+def test_beam_engine_stray_text_and_auto_threshold(sample_csv, taxi_config, tmp_path, monkeypatch):
+    df = pd.read_csv(sample_csv)
+    df.loc[1200, "trip_miles"] = "12 miles"
+    path = tmp_path / "stray.csv"
+    df.to_csv(path, index=False)
+    from kfx_components.ingest import executor
+    monkeypatch.setattr(executor, "BEAM_MIN_BYTES", 1)     # auto -> beam for any file
+    with pytest.raises(ValueError, match=r"column 'trip_miles' is numeric except 1 cell\(s\), first at line 1202"):
+        _run(tmp_path, path, **_taxi_args(taxi_config))
+    with pytest.raises(ValueError, match="engine 'spark' is not one of"):
+        _run(tmp_path, path, engine="spark", **_taxi_args(taxi_config))

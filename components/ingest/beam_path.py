@@ -1,0 +1,761 @@
+"""ingest as two Beam pipelines that stream the table: what large tables take.
+
+Memory does not grow with the table: nothing holds the table, only per-column
+counters, per-class counts and a 4096-bucket histogram of row hashes per class.
+
+* **Head (driver).** The first HEAD_LINES lines (or the first row group) go
+  through the pandas reader of executor.py: the header checks (encoding,
+  delimiter, duplicate names), the label (column or expression) and
+  drop_columns are checked there, with the same one-line errors.
+* **Pass 1 (Beam).** The file is read in byte ranges (CSV: one record per line;
+  gzip: one range) or row groups (Parquet). Per column: present / integer /
+  numeric / boolean counts and the first text cell; per class: the row count
+  and a histogram of the top 12 bits of each row's md5 digest; ragged and
+  non-UTF-8 lines; missing labels. Errors found here name the absolute line
+  (each range reports how many lines it holds).
+* **Driver.** Column types, the label vocabulary, then per class the exact
+  (test, eval) counts, as the pandas path computes them (`_take`). Walking a
+  class's histogram gives, for each of the two cut ranks, the one bucket that
+  holds it.
+* **Pass 2 (Beam).** Rows are encoded; a row in a bucket below a cut goes to
+  its split directly; rows in the (at most two per class) cut buckets are
+  grouped (about n/4096 rows each), sorted by (digest, canonical text) and
+  ranked. So each class is cut at exactly the same ranks as a full sort by
+  (digest, text) would cut it: the exact stratified split, in two streaming
+  passes. Writes one GZIP TFRecord file per split.
+
+Where it differs from the pandas path (docs/scale.md): a cell's canonical text
+for the hash is decided per cell (a number is written as a number), not per
+column, so a text column holding numbers spelled non-canonically ('01')
+hashes differently; regression is split by row hash within one stratum (not
+by label-quantile bins); split_key is not handled here (the caller keeps
+such tables on the pandas path); a CSV record must not span lines.
+"""
+import collections
+import csv
+import gzip
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from typing import Dict, List, Optional, Sequence
+
+from kfx_components.common import io
+from kfx_components.ingest import executor as ex
+
+HEAD_LINES = 5000
+BATCH = 2048
+RANGE_BYTES = 8 * 2 ** 20
+HASH_BITS = 12
+BUCKETS = 1 << HASH_BITS
+NA = frozenset(['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN',
+                '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'n/a', 'nan', 'null'])   # pandas' default na_values
+TRUE, FALSE = frozenset(["True", "TRUE", "true"]), frozenset(["False", "FALSE", "false"])
+
+
+# ------------------------------------------------------------------ cells
+_MEMO_MAX = 100_000
+_canon_memo: Dict[str, str] = {}
+
+
+def canon(text: str) -> str:
+    """A cell's canonical text, decided from the cell alone (see the module doc)."""
+    hit = _canon_memo.get(text)
+    if hit is not None:
+        return hit
+    value = _canon(text)
+    if len(_canon_memo) < _MEMO_MAX:   # categorical cells repeat: most lookups hit
+        _canon_memo[text] = value
+    return value
+
+
+def _canon(text: str) -> str:
+    if text in NA:
+        return ""
+    if text in TRUE:
+        return "true"
+    if text in FALSE:
+        return "false"
+    if "_" not in text:
+        try:
+            return str(int(text))
+        except ValueError:
+            pass
+        try:
+            f = float(text)
+        except ValueError:
+            return text
+        return str(int(f)) if f.is_integer() and abs(f) < 2 ** 63 else repr(f)
+    return text
+
+
+def _number(text: str):
+    """(is_int, float value) of a numeric cell, None for text."""
+    if "_" in text:
+        return None
+    try:
+        return True, float(int(text))
+    except ValueError:
+        pass
+    try:
+        return False, float(text)
+    except ValueError:
+        return None
+
+
+def _label_sort_key(text: str):
+    if text in ("true", "false"):
+        return (0, float(text == "true"), "")
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+# ------------------------------------------------------------------ reading
+class Source:
+    """What the workers need to read the table: plain data, pickled to each worker."""
+
+    def __init__(self, path: str, kind: str, names: List[str], data_start: int, first_line: int,
+                 row_groups: Optional[List[int]] = None):
+        self.path, self.kind, self.names = path, kind, names
+        self.data_start, self.first_line, self.row_groups = data_start, first_line, row_groups
+
+    def ranges(self) -> List[tuple]:
+        if self.kind == "parquet":
+            return [(i, i, i + 1) for i in range(len(self.row_groups))]
+        if self.path.lower().endswith(".gz"):
+            return [(0, 0, -1)]
+        size = os.path.getsize(self.path)
+        cuts = list(range(self.data_start, size, RANGE_BYTES)) + [size]
+        return [(i, a, b) for i, (a, b) in enumerate(zip(cuts, cuts[1:]))] or [(0, size, size)]
+
+
+def read_range(source: Source, rng: tuple):
+    """Batches of (range index, [(local line or row, [cell texts]) ...], bad, n_lines).
+
+    bad: [(local line, message with {where} for the absolute position)] of rows that
+    cannot be read; n_lines: physical lines in the range (in the last batch only, else None).
+    """
+    index, start, end = rng
+    width = len(source.names)
+    if source.kind == "parquet":
+        import pyarrow.parquet as pq
+        table = pq.ParquetFile(source.path).read_row_group(start)
+        columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
+        rows = []
+        for local, row in enumerate(zip(*columns)):
+            rows.append((local, [ex._canon(v) if not isinstance(v, str) else v for v in row]))
+            if len(rows) >= BATCH:
+                yield index, rows, [], None
+                rows = []
+        yield index, rows, [], table.num_rows
+        return
+    if end < 0:   # gzip: not splittable, one range from the first data line
+        f = gzip.open(source.path, "rb")
+        for _ in range(source.first_line - 1):
+            f.readline()
+        stop = None
+    else:
+        f = open(source.path, "rb")
+        stop = end
+        if start > source.data_start:
+            f.seek(start - 1)
+            f.readline()   # the line holding byte start-1 belongs to the range before
+        else:
+            f.seek(start)
+    rows, bad, local = [], [], 0
+    with f:
+        while stop is None or f.tell() < stop:
+            raw = f.readline()
+            if not raw:
+                break
+            local += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                bad.append((local, "{where} is not UTF-8 (byte 0x%s); save the file as UTF-8, e.g. iconv -f "
+                                   "latin1 -t utf-8 (if it is latin-1)" % raw[err.start:err.start + 1].hex()))
+                continue
+            if not line.strip():
+                continue
+            try:
+                cells = next(csv.reader([line.rstrip("\r\n")]))
+            except csv.Error as err:
+                bad.append((local, "{where}: not valid CSV (%s); fix that line" % err))
+                continue
+            if len(cells) != width:
+                bad.append((local, "{where} has %d fields but the header has %d; fix that row (a missing or "
+                                   "extra comma, an unquoted comma inside a value, or a quoted value spanning "
+                                   "lines, which the streaming reader does not take: save as Parquet)"
+                                   % (len(cells), width)))
+                continue
+            rows.append((local, cells))
+            if len(rows) >= BATCH:
+                yield index, rows, bad, None
+                rows, bad = [], []
+    yield index, rows, bad, local
+
+
+# ------------------------------------------------------------------ labels
+class Labeler:
+    """The label's canonical text per row (None when missing), from a column or an expression."""
+
+    def __init__(self, names: List[str], label: str, label_key: str, numeric_columns: List[str],
+                 problem_type: str):
+        self.names, self.label, self.label_key = names, label, label_key
+        self.numeric, self.problem_type = set(numeric_columns), problem_type
+        self.column = names.index(label) if label in names else None
+
+    def labels(self, rows) -> List[Optional[str]]:
+        if self.column is not None:
+            out = []
+            for _, cells in rows:
+                text = canon(cells[self.column])
+                out.append(text if text != "" else None)
+            return out
+        import pandas as pd
+        if not rows:
+            return []
+        data = {}
+        for j, name in enumerate(self.names):
+            values = [None if c[j] in NA else c[j] for _, c in rows]
+            data[name] = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce") \
+                if name in self.numeric else pd.Series(values, dtype=object)
+        values = pd.DataFrame(data).eval(self.label)
+        return [ex._canon(v) or None for v in values.tolist()]   # missing (None, NaN) -> None
+
+
+def _bucket(digest: int) -> int:
+    return digest >> (64 - HASH_BITS)
+
+
+# ------------------------------------------------------------------ pass 1
+class Stats:
+    """Mergeable pass-1 counters."""
+
+    def __init__(self, width: int):
+        self.present = [0] * width
+        self.ints = [0] * width
+        self.nums = [0] * width
+        self.bools = [0] * width
+        self.whole = [True] * width       # every numeric cell integer-valued
+        self.max_abs = [0.0] * width
+        self.first_text: List[Optional[tuple]] = [None] * width   # ((range, local), value)
+        self.classes: Dict[str, int] = collections.Counter()
+        self.hist: Dict[str, list] = {}
+        self.missing_label = 0
+        self.first_missing: Optional[tuple] = None
+        self.label_text = 0
+        self.first_label_text: Optional[tuple] = None
+        self.bad: List[tuple] = []       # the first few ((range, local), message)
+        self.n_bad = 0
+        self.lines: Dict[int, int] = {}
+
+    def merge(self, other: "Stats") -> "Stats":
+        for j in range(len(self.present)):
+            self.present[j] += other.present[j]
+            self.ints[j] += other.ints[j]
+            self.nums[j] += other.nums[j]
+            self.bools[j] += other.bools[j]
+            self.whole[j] = self.whole[j] and other.whole[j]
+            self.max_abs[j] = max(self.max_abs[j], other.max_abs[j])
+            self.first_text[j] = _first(self.first_text[j], other.first_text[j])
+        self.classes.update(other.classes)
+        for k, h in other.hist.items():
+            if k in self.hist:
+                self.hist[k] = [a + b for a, b in zip(self.hist[k], h)]
+            else:
+                self.hist[k] = list(h)
+        self.missing_label += other.missing_label
+        self.first_missing = _first(self.first_missing, other.first_missing)
+        self.label_text += other.label_text
+        self.first_label_text = _first(self.first_label_text, other.first_label_text)
+        self.bad = sorted(self.bad + other.bad)[:5]
+        self.n_bad += other.n_bad
+        self.lines.update(other.lines)
+        return self
+
+
+def _first(a, b):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+def pass1_batch(element, names, labeler: Labeler, problem_type: str, label_column: Optional[int]):
+    index, rows, bad, n_lines = element
+    width = len(names)
+    s = Stats(width)
+    if n_lines is not None:
+        s.lines[index] = n_lines
+    s.bad = [((index, local), msg) for local, msg in bad][:5]
+    s.n_bad = len(bad)
+    labels = labeler.labels(rows)
+    hist = {}
+    for (local, cells), label in zip(rows, labels):
+        texts = []
+        for j, cell in enumerate(cells):
+            text = canon(cell)
+            texts.append(text)
+            if cell in NA:
+                continue
+            s.present[j] += 1
+            if cell in TRUE or cell in FALSE:
+                s.bools[j] += 1
+            parsed = _number(cell)
+            if parsed is None:
+                if s.first_text[j] is None:
+                    s.first_text[j] = ((index, local), cell)
+                continue
+            is_int, value = parsed
+            s.nums[j] += 1
+            s.ints[j] += is_int
+            if not is_int and not value.is_integer():
+                s.whole[j] = False
+            if abs(value) > s.max_abs[j]:
+                s.max_abs[j] = abs(value)
+        if label is None:
+            s.missing_label += 1
+            if s.first_missing is None:
+                s.first_missing = (index, local)
+            continue
+        if problem_type == "regression":
+            if _number(label) is None:
+                s.label_text += 1
+                if s.first_label_text is None:
+                    s.first_label_text = ((index, local), label)
+                continue
+            stratum = ""
+        else:
+            stratum = label
+        s.classes[stratum] += 1
+        digest = ex._digest("\x1f".join(texts))
+        h = hist.get(stratum)
+        if h is None:
+            h = hist[stratum] = [0] * BUCKETS
+        h[_bucket(digest)] += 1
+    s.hist = hist
+    yield s
+
+
+def _merge_all(stats_list):
+    it = iter(stats_list)
+    total = None
+    for s in it:
+        total = s if total is None else total.merge(s)
+    return total
+
+
+# ------------------------------------------------------------------ pass 2
+class Plan:
+    """Per stratum: (n_test, n_eval, cut buckets, rows before each cut bucket), the encoding."""
+
+    def __init__(self, names, types, feature_idx, label_key, label_type, vocabulary, cuts):
+        self.names, self.types, self.feature_idx = names, types, feature_idx
+        self.label_key, self.label_type, self.vocabulary = label_key, label_type, vocabulary
+        self.index = {v: i for i, v in enumerate(vocabulary)}
+        self.cuts = cuts   # stratum -> (r1, r2, b1, b2, before)   before: {bucket: rows in lower buckets}
+
+
+def _feature_value(cell: str, kind: str):
+    import tensorflow as tf
+    if kind == ex.INT64:
+        if cell in TRUE or cell in FALSE:
+            v = int(cell in TRUE)
+        else:
+            try:
+                v = int(cell)
+            except ValueError:
+                v = int(float(cell))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+    if kind == ex.FLOAT:
+        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(cell)]))
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[cell.encode("utf-8")]))
+
+
+def pass2_batch(element, plan: Plan, labeler: Labeler, problem_type: str):
+    import apache_beam as beam
+    import tensorflow as tf
+    index, rows, _, _ = element
+    labels = labeler.labels(rows)
+    for (local, cells), label in zip(rows, labels):
+        if label is None:
+            continue
+        if problem_type == "regression":
+            if _number(label) is None:
+                continue
+            stratum, encoded = "", float(label)
+        else:
+            stratum, encoded = label, plan.index[label]
+        feats = {}
+        for j in plan.feature_idx:
+            cell = cells[j]
+            if cell in NA:
+                continue
+            feats[plan.names[j]] = _feature_value(cell, plan.types[plan.names[j]])
+        feats[plan.label_key] = ex._feature(encoded, plan.label_type)
+        record = tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+        r1, r2, b1, b2, _ = plan.cuts[stratum]
+        if r2 == 0:
+            yield beam.pvalue.TaggedOutput(io.TRAIN, record)
+            continue
+        text = "\x1f".join(canon(c) for c in cells)
+        digest = ex._digest(text)
+        b = _bucket(digest)
+        if b == b1 or b == b2:
+            yield beam.pvalue.TaggedOutput("cut", ((stratum, b), (digest, text, record)))
+        elif b < b1:
+            yield beam.pvalue.TaggedOutput(io.TEST, record)
+        elif b < b2:
+            yield beam.pvalue.TaggedOutput(io.EVAL, record)
+        else:
+            yield beam.pvalue.TaggedOutput(io.TRAIN, record)
+
+
+def rank_cut(element, plan: Plan):
+    import apache_beam as beam
+    (stratum, b), members = element
+    r1, r2, _, _, before = plan.cuts[stratum]
+    for rank, (_, _, record) in enumerate(sorted(members, key=lambda m: (m[0], m[1])), start=before[b]):
+        split = io.TEST if rank < r1 else io.EVAL if rank < r2 else io.TRAIN
+        yield beam.pvalue.TaggedOutput(split, record)
+
+
+# ------------------------------------------------------------------ driver
+def _head(path: str, kind: str, workdir: str):
+    """(Table of the head rows read by the pandas path, Source)."""
+    gz = path.lower().endswith(".gz")
+    try:
+        f = gzip.open(path, "rb") if gz else open(path, "rb")
+        with f:
+            head = []
+            for _ in range(HEAD_LINES):
+                line = f.readline()
+                if not line:
+                    break
+                head.append(line)
+    except (OSError, EOFError) as err:
+        raise ex.IngestError(f"{path}: cannot read the file ({err}); check that it is a complete CSV"
+                             f"{' gzip' if gz else ''} file") from err
+    sample = os.path.join(workdir, "head.csv")
+    with open(sample, "wb") as out:
+        out.writelines(head)
+    try:
+        table = ex._read_csv(sample)
+    except ex.IngestError as err:
+        raise ex.IngestError(str(err).replace(sample, path)) from None
+    table.path = path
+    # The header line: the first line with a non-blank cell, as _read_csv reads it.
+    header_line = 1
+    offset = 0
+    for i, line in enumerate(head, start=1):
+        if line.strip(b"\r\n").replace(b",", b"").strip():
+            header_line, offset = i, offset + len(line)
+            break
+        offset += len(line)
+    return table, Source(path, "csv", list(table.df.columns), offset, header_line + 1)
+
+
+def _head_parquet(path: str):
+    import pyarrow.parquet as pq
+    # The marker, size and duplicate-name checks of the pandas path, on the file's metadata.
+    with open(path, "rb") as f:
+        start = f.read(4)
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        f.seek(max(0, size - 4))
+        end = f.read(4)
+    if size == 0:
+        raise ex.IngestError(f"{path}: the file is empty (0 bytes); export the table again")
+    if start != b"PAR1" or end != b"PAR1":
+        raise ex.IngestError(f"{path}: not a Parquet file (no PAR1 marker at its start and end); "
+                             f"export the table again as Parquet, or as CSV")
+    try:
+        pf = pq.ParquetFile(path)
+        df = pf.read_row_group(0).to_pandas() if pf.num_row_groups else None
+    except Exception as err:  # noqa: BLE001
+        raise ex.IngestError(f"{path}: cannot read the Parquet file ({type(err).__name__}: {err}); "
+                             f"export the table again") from err
+    if df is None or pf.metadata.num_rows == 0:
+        raise ex.IngestError(f"{path}: the table has no rows; export the data again")
+    names = [str(c) for c in df.columns]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ex.IngestError(f"{path}: column name(s) {ex._names(map(repr, duplicated))} appear more than once; "
+                             f"rename the columns so that each name is unique")
+    df = df.head(HEAD_LINES)
+    groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
+    return ex.Table(df, path, None, "parquet"), Source(path, "parquet", names, 0, 1, groups)
+
+
+def _where_factory(source: Source, stats: Stats):
+    if source.kind == "parquet":
+        starts = [0]
+        for n in source.row_groups:
+            starts.append(starts[-1] + n)
+        return lambda pos: f"row {starts[pos[0]] + pos[1] + 1}"
+    starts, line = {}, source.first_line
+    for i in sorted(stats.lines):
+        starts[i] = line
+        line += stats.lines[i]
+    return lambda pos: f"line {starts.get(pos[0], source.first_line) + pos[1] - 1}"
+
+
+def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float,
+        test_ratio: float, drop_columns: Sequence[str], beam_pipeline_args: Sequence[str] = ()) -> dict:
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    warnings: List[str] = []
+    kind = ex._reader_for(path)
+    workdir = tempfile.mkdtemp(prefix="kfx-ingest-")
+    try:
+        table, source = _head_parquet(path) if kind == "parquet" else _head(path, kind, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    df = table.df
+    df.columns = [str(c) for c in df.columns]
+    names = list(df.columns)
+    source.names = names
+    listed = f"(columns: {ex._names(names)})"
+    unknown = [c for c in drop_columns if c not in names]
+    if unknown:
+        raise ex.IngestError(f"{path}: drop_columns names unknown column(s) {ex._names(map(repr, unknown))}"
+                             f"{ex._did_you_mean(unknown[0], names)} {listed}")
+    label_key, _ = ex._label(table, label, drop_columns)   # checks the column or expression
+    from pandas.api import types as ptypes
+    numeric_sample = [c for c in names if ptypes.is_numeric_dtype(df[c]) or ptypes.is_bool_dtype(df[c])]
+    feature_columns = [c for c in names if c not in drop_columns and c != label_key]
+    if not feature_columns:
+        raise ex.IngestError(f"{path}: no feature columns left besides the label {listed}; "
+                             f"the table needs at least one column to learn from (check drop_columns)")
+    labeler = Labeler(names, label, label_key, numeric_sample, problem_type)
+    options = PipelineOptions(list(beam_pipeline_args or ()))
+
+    # ---- pass 1: counts, types, class histograms, unreadable rows
+    ranges = source.ranges()
+    stats_path = os.path.join(_scratch(options), f"kfx-ingest-stats-{uuid.uuid4().hex}.pkl")
+    with beam.Pipeline(options=options) as p:
+        _ = (p | "Ranges" >> beam.Create(ranges) | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
+             | "Count" >> beam.FlatMap(pass1_batch, names, labeler, problem_type, labeler.column)
+             | "Merge" >> beam.CombineGlobally(_merge_all)
+             | "Save" >> beam.Map(_save_stats, stats_path))
+    stats = _load_stats(stats_path)
+    where = _where_factory(source, stats)
+    if stats.n_bad:
+        pos, message = stats.bad[0]
+        raise ex.IngestError(f"{path}: " + message.format(where=where(pos)))
+    if stats.missing_label and not stats.classes:
+        raise ex.IngestError(f"{path}: label {label!r} is missing in every row; check the label column")
+    if stats.missing_label:
+        ex._warn(warnings, path, f"label {label!r} is missing in {stats.missing_label} row(s) "
+                                 f"(first at {where(stats.first_missing)}); those rows are dropped")
+    if problem_type == "regression" and stats.label_text:
+        pos, value = stats.first_label_text
+        raise ex.IngestError(f"{path}: label {label!r} is not numeric ({stats.label_text} cell(s) are text, "
+                             f"first at {where(pos)}: {value!r}); regression needs a numeric label: fix the "
+                             f"cells or choose problem_type binary/multiclass")
+
+    types: Dict[str, str] = {}
+    idx = {c: j for j, c in enumerate(names)}
+    for c in feature_columns:
+        j = idx[c]
+        present = stats.present[j]
+        if present == 0:
+            ex._warn(warnings, path, f"column {c!r} is empty in every row; it carries no information "
+                                     f"(add it to drop_columns to silence this warning)")
+            types[c] = ex.FLOAT
+            continue
+        n_text = present - stats.nums[j]
+        if stats.bools[j] == present:
+            types[c] = ex.INT64
+        elif n_text == 0:
+            types[c] = ex.INT64 if stats.whole[j] and stats.max_abs[j] < 2 ** 63 else ex.FLOAT
+        elif n_text <= (1 - ex.NUMERIC_SHARE) * present:
+            pos, value = stats.first_text[j]
+            raise ex.IngestError(f"{path}: column {c!r} is numeric except {n_text} cell(s), first at "
+                                 f"{where(pos)}: {value!r}; fix or empty those cells (an empty cell "
+                                 f"is a missing value), or add {c!r} to drop_columns")
+        else:
+            types[c] = ex.BYTES
+    label_type = ex.FLOAT if problem_type == "regression" else ex.INT64
+    types[label_key] = label_type
+
+    vocabulary: List[str] = []
+    if problem_type != "regression":
+        vocabulary = sorted(stats.classes, key=_label_sort_key)
+        if problem_type == "binary" and len(vocabulary) != 2:
+            found = f"only one class ({vocabulary[0]!r})" if len(vocabulary) == 1 else \
+                f"{len(vocabulary)} classes ({ex._names(map(repr, vocabulary), 10)})"
+            todo = "use problem_type multiclass" if len(vocabulary) > 2 else \
+                "check the label (or its expression) and that the file holds rows of both classes"
+            raise ex.IngestError(f"{path}: label {label!r} has {found}; binary needs exactly 2: {todo}")
+        if problem_type == "multiclass" and len(vocabulary) < 2:
+            raise ex.IngestError(f"{path}: label {label!r} has only one class ({vocabulary[0]!r}); "
+                                 f"multiclass needs at least 2: check the label")
+
+    # ---- the cut buckets of each stratum
+    cuts, counts, small = {}, {s: collections.Counter() for s in io.SPLITS}, []
+    for stratum, n in stats.classes.items():
+        if n < ex.MIN_CLASS_ROWS:
+            if problem_type != "regression":
+                small.append(stratum)
+            cuts[stratum] = (0, 0, -1, -1, {})
+            counts[io.TRAIN][stratum] += n
+            continue
+        n_test, n_eval = ex._take(n, eval_ratio, test_ratio)
+        r1, r2 = n_test, n_test + n_eval
+        hist, before, total = stats.hist[stratum], {}, 0
+        b1 = b2 = None
+        for b, h in enumerate(hist):
+            if b1 is None and total + h > r1:
+                b1 = b
+            if b2 is None and total + h > r2:
+                b2 = b
+            before[b] = total
+            total += h
+        cuts[stratum] = (r1, r2, b1, b2, {b1: before[b1], b2: before[b2]})
+        counts[io.TEST][stratum] += n_test
+        counts[io.EVAL][stratum] += n_eval
+        counts[io.TRAIN][stratum] += n - r2
+    rows = {s: sum(counts[s].values()) for s in io.SPLITS}
+    empty = [s for s in io.SPLITS if rows[s] == 0]
+    kept = sum(rows.values())
+    if empty:
+        per = ", ".join(f"{rows[s]} {s}" for s in io.SPLITS)
+        cause = "too few rows" if problem_type == "regression" else \
+            f"a class needs at least {ex.MIN_CLASS_ROWS} rows to reach every split"
+        which = " and ".join(empty)
+        raise ex.IngestError(f"{path}: the {which} split{'s' if len(empty) > 1 else ''} would be empty "
+                             f"({kept} usable rows: {per}; {cause}); add rows, or change eval_ratio/test_ratio")
+    if small:
+        ex._warn(warnings, path, f"class(es) {ex._names(map(repr, small))} of label {label!r} have fewer than "
+                                 f"{ex.MIN_CLASS_ROWS} rows; they are in the train split only (not evaluated)")
+    if rows[io.TEST] < ex.SMALL_TEST_ROWS:
+        ex._warn(warnings, path, f"the test split has only {rows[io.TEST]} rows; a metric on so few rows is "
+                                 f"uncertain (more data or a larger test_ratio narrows it)")
+
+    plan = Plan(names, types, [idx[c] for c in feature_columns], label_key, label_type, vocabulary, cuts)
+
+    # ---- pass 2: encode, cut, write. Each bundle writes its own GZIP part file per split (no
+    # shuffle of the records: Beam's sharded writer would group them all, and the DirectRunner
+    # holds a grouped PCollection in memory); the parts are then concatenated into the one
+    # file per split the examples contract names (GZIP members concatenate into a valid file).
+    parts_root = os.path.join(_scratch(options), f"kfx-ingest-parts-{uuid.uuid4().hex}")
+    with io.Staging() as stage:
+        staging = stage.dir(examples_dir)
+        with beam.Pipeline(options=options) as p:
+            out = (p | "Ranges" >> beam.Create(ranges) | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
+                   | "Encode" >> beam.FlatMap(pass2_batch, plan, labeler, problem_type)
+                   .with_outputs("cut", *io.SPLITS))
+            ranked = (out["cut"] | "GroupCut" >> beam.GroupByKey()
+                      | "Rank" >> beam.FlatMap(rank_cut, plan).with_outputs(*io.SPLITS))
+            # Two writers per split, no Flatten: a Flatten of the encoding stage's output with the
+            # ranking stage's would make the DirectRunner buffer every record until both ran; this
+            # way the records are written by the stage that encodes them, as they stream.
+            for split in io.SPLITS:
+                _ = out[split] | f"Write{split}" >> beam.ParDo(_PartWriter(os.path.join(parts_root, split)))
+                _ = ranked[split] | f"WriteCut{split}" >> beam.ParDo(
+                    _PartWriter(os.path.join(parts_root, split)))
+        try:
+            for split in io.SPLITS:
+                _concatenate(os.path.join(parts_root, split), io.split_file(staging, split))
+        finally:
+            _remove_tree(parts_root)
+        with open(os.path.join(staging, io.COLUMNS_FILE), "w", encoding="utf-8") as f:
+            json.dump(types, f, indent=1, sort_keys=True)
+
+    facts = {
+        "label_key": label_key, "problem_type": problem_type, "num_classes": len(vocabulary),
+        "label_vocabulary": vocabulary, "rows": kept, "rows_train": rows[io.TRAIN], "rows_eval": rows[io.EVAL],
+        "rows_test": rows[io.TEST], "columns": types, "source": str(data_path),
+        "dropped_rows": stats.missing_label + stats.label_text, "eval_ratio": eval_ratio,
+        "test_ratio": test_ratio,
+        "split_method": "by row hash" if problem_type == "regression" else "stratified by label",
+        "warnings": warnings, "engine": "beam",
+    }
+    if problem_type != "regression":
+        facts["class_counts"] = {s: {v: counts[s][v] for v in vocabulary} for s in io.SPLITS}
+        facts["classes_only_in_train"] = sorted(small, key=_label_sort_key)
+    return facts
+
+
+class _PartWriter:
+    """A DoFn (built lazily: apache_beam is imported at run time) writing its bundle's records."""
+
+    def __new__(cls, directory: str):
+        import apache_beam as beam
+
+        class PartWriter(beam.DoFn):
+            def __init__(self, directory):
+                self.directory = directory
+
+            def start_bundle(self):
+                self.handle = None
+
+            def process(self, record):
+                from apache_beam.io.tfrecordio import _TFRecordUtil
+                if self.handle is None:
+                    from apache_beam.io.filesystem import CompressionTypes
+                    from apache_beam.io.filesystems import FileSystems
+                    path = FileSystems.join(self.directory, f"part-{uuid.uuid4().hex}.tfrecord.gz")
+                    self.handle = FileSystems.create(path, compression_type=CompressionTypes.GZIP)
+                _TFRecordUtil.write_record(self.handle, record)
+
+            def finish_bundle(self):
+                if self.handle is not None:
+                    self.handle.close()
+                    self.handle = None
+
+        return PartWriter(directory)
+
+
+def _concatenate(parts_dir: str, out_path: str) -> None:
+    """The part files' bytes, one after another, into out_path (an empty GZIP file if none)."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    pattern = FileSystems.join(parts_dir, "part-*.tfrecord.gz")
+    parts = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
+    with open(out_path, "wb") as out:
+        if not parts:
+            out.write(gzip.compress(b""))
+        for part in parts:
+            with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+                shutil.copyfileobj(f, out, 8 * 2 ** 20)
+
+
+def _remove_tree(path: str) -> None:
+    from apache_beam.io.filesystems import FileSystems
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception:  # noqa: BLE001 - scratch: leaving it behind is harmless
+        pass
+
+
+def _scratch(options) -> str:
+    """Where pass 1 leaves its counters for the driver: Beam's temp_location when set (shared
+    storage on a distributed runner), else this machine's temp directory."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    return options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
+
+
+def _save_stats(stats: Stats, path: str) -> None:
+    import pickle
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.create(path) as f:
+        f.write(pickle.dumps(stats))
+
+
+def _load_stats(path: str) -> Stats:
+    import pickle
+    from apache_beam.io.filesystems import FileSystems
+    with FileSystems.open(path) as f:
+        stats = pickle.loads(f.read())
+    FileSystems.delete([path])
+    return stats
