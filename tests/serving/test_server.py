@@ -2,6 +2,7 @@
 SavedModel's own probabilities, on both protocols; bad requests are 4xx naming the field; health,
 readiness and Prometheus metrics; payload logs land in the documented JSON-lines format."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -181,3 +182,26 @@ def test_docker_executor_same_answers(served_registry, instances, in_process):
         np.testing.assert_allclose(got, in_process, rtol=1e-5, atol=1e-6)
     finally:
         srv.stop()
+
+
+def test_serving_logs_pass_through_kfx_monitor(server, instances, served_registry, tmp_path):
+    """What the model really saw, logged by the server, is what kfx monitor checks: the payload logs
+    of requests drawn from the training data are read whole and judged (a verdict, never an error)."""
+    for start in range(0, len(instances), 8):
+        r = httpx.post(f"{server['url']}/v1/models/{MODEL}:predict", json={"instances": instances[start:start + 8]},
+                       headers={"x-request-id": f"req-monitor-{start}"})
+        assert r.status_code == 200
+    logged = lambda: sum(1 for p in server["logs"].rglob("*.jsonl")   # noqa: E731
+                         for line in p.read_text().splitlines() if '"req-monitor-' in line)
+    deadline = time.time() + 20
+    while logged() < (len(instances) + 7) // 8 and time.time() < deadline:
+        time.sleep(0.3)
+    proc = subprocess.run([sys.executable, "-m", "kfx.cli", "monitor", "--serving-data", str(server["logs"]),
+                           "--model", str(served_registry["v1"]), "--root", str(tmp_path / "monitor")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode in (0, 3), proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "report: " in proc.stdout and "error:" not in proc.stderr
+    if proc.returncode == 0:
+        assert re.search(r"all is well: \d+ serving instances", proc.stdout), proc.stdout
+    else:
+        assert "retraining due: " in proc.stdout, proc.stdout
