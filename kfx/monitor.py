@@ -127,7 +127,7 @@ def retrain_command(args, model: str) -> List[str]:
 
 
 def due_line(verdict: dict) -> str:
-    """`retraining due: trip_miles (skew), payment_type (new values), concept drift (...)` - one line."""
+    """`retraining due: <feature> (skew), <feature> (new values), concept drift (...)` - one line."""
     kinds = {}
     for key, word in (("skewed", "skew"), ("drifted", "drift"), ("missing_features", "missing"),
                       ("new_features", "new feature"), ("schema_anomalies", "schema")):

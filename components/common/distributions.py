@@ -23,15 +23,15 @@ def feature_stats(stats) -> Dict[str, Any]:
 
 
 # TFDV's Jensen-Shannon comparator reads each side's STANDARD histogram: ten equal-width buckets
-# between the minimum and the maximum. On heavy-tailed features (a taxi fare of 700, a trip of
+# between the minimum and the maximum. On heavy-tailed features (a taxi ride costing 700, a trip of
 # 1,700 miles) nearly all the mass sits in the first bucket, and two random samples of the same
-# data score 0.3-0.7 (measured on the bundled taxi data: trip_miles 0.70 for 2,000 rows drawn
+# data score 0.3-0.7 (measured on the bundled taxi data: the trip length scored 0.70 for 2,000 rows drawn
 # from the training file itself). Before comparing, both sides' STANDARD histograms are therefore
 # rebuilt on one set of buckets: the training data's deciles (its QUANTILES histogram), with an
 # open bucket below the training minimum and one above its maximum. Each side's mass per bucket
 # comes from its own QUANTILES histogram (uniform within a quantile bucket; a zero-width bucket is
 # a point mass). TFDV's comparator then measures the divergence over the training deciles: the
-# same 2,000 rows score 0.002, a sample of other trips at most 0.07, trip_miles doubled 0.36.
+# same 2,000 rows score 0.002, a sample of other trips at most 0.07, the trip length doubled 0.36.
 _INF = float("inf")
 
 

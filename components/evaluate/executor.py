@@ -248,7 +248,7 @@ def parse_slices(slice_features: Sequence[str], crossed_slices: Sequence[str]) -
         keys = [k.strip() for k in str(cross).split(",") if k.strip()]
         if len(keys) < 2 or len(set(keys)) != len(keys):
             raise ValueError(f"crossed_slices entry {cross!r}: expected two or more distinct features "
-                             "separated by a comma, e.g. 'payment_type,trip_start_hour'")
+                             "separated by a comma, e.g. 'region,weekday'")
         if keys not in specs:
             specs.append(keys)
     return specs
