@@ -391,7 +391,7 @@ def test_cli_holds_no_tensorflow_and_no_stage_code(cli_inspected):
                   "print('kfx', md.version('kfx'))\n"
                   "EOF")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "['__init__.py', 'submit.py']" in res.stdout, res.stdout
+    assert "['__init__.py', 'ir.py', 'params.py', 'submit.py']" in res.stdout, res.stdout
     assert f"kfx {images.version()}" in res.stdout
 
 
