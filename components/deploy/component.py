@@ -19,10 +19,11 @@ def deploy(pushed_model: Input[Model], registry_uri: str, model_name: str, rollo
 
     facts = executor.run(dict(pushed_model.metadata), registry_uri, model_name, rollout,
                          run_info={"pushed_model": pushed_model.name})
-    if facts["deployed"]:
-        deployment.uri = facts["record"]
     deployment.metadata.update({k: facts[k] for k in ("deployed", "rollout", "version", "reason", "record")
                                 if k in facts})
-    os.makedirs(os.path.dirname(deployment.path) or ".", exist_ok=True)
-    with open(deployment.path, "w") as f:
-        json.dump(facts, f, indent=2, sort_keys=True, default=str)
+    if facts["deployed"]:   # the artifact is the record the executor wrote under the registry (file or S3)
+        deployment.uri = facts["record"]
+    else:                   # nothing deployed: the artifact says why
+        os.makedirs(os.path.dirname(deployment.path) or ".", exist_ok=True)
+        with open(deployment.path, "w") as f:
+            json.dump(facts, f, indent=2, sort_keys=True, default=str)
