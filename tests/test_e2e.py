@@ -70,6 +70,12 @@ def later_spans(repo, runs):
     return second_span, shifted, json.loads(history.stdout)
 
 
+def _examples(root: Path, proc) -> Path:
+    """The examples a run's ingest wrote (each run has its own; a cached run reuses the first's)."""
+    run_id = re.search(r"^run (\S+) COMPLETE", proc.stdout, re.M).group(1)
+    return root / "artifacts" / "kfx-tabular" / run_id / "ingest" / "examples"
+
+
 def _pushed_uri(proc) -> str:
     match = re.search(r"^published: (\S+)$", proc.stdout, re.M)
     assert match, proc.stdout
@@ -97,7 +103,7 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
 
     # The raw test split exactly as ingested: serialized tf.Examples, label included
     # (the signature ignores it), no transformation applied by the caller.
-    [examples_dir] = root.glob("artifacts/kfx-tabular/*/ingest/examples")
+    examples_dir = _examples(root, first)
     raw = list(tf.data.TFRecordDataset(str(examples_dir / "test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
     labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw]
     probabilities = serve(examples=tf.constant(raw))["probabilities"].numpy().ravel()
@@ -234,7 +240,7 @@ def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker
     version = registry.latest(store_uri + "/registry", "chicago-taxi-big-tipper")
     model_dir = Path(registry.fetch(version, str(tmp_path / "pushed")))
     docker_auc = _eval_auc(model_dir / "saved_model", examples_dir)
-    [local_examples] = local_root.glob("artifacts/kfx-tabular/*/ingest/examples")
+    local_examples = _examples(local_root, local_first)
     local_auc = _eval_auc(Path(_pushed_uri(local_first)) / "saved_model", local_examples)
     assert abs(docker_auc - local_auc) < 0.02, (docker_auc, local_auc)
 
