@@ -1,6 +1,8 @@
 """Reading compiled KFP IR (PipelineSpec YAML) into what the runner needs.
 
-Only the root DAG is executed; it may hold container tasks and importers.
+A pipeline is a tree of DAGs: the root DAG's tasks are containers, importers or sub-DAGs
+(dsl.If / Elif / Else branches, dsl.ParallelFor bodies, pipelines used as components), each
+sub-DAG a DAG of its own. Exit handlers (`dsl.ExitHandler`) are not run locally.
 """
 from __future__ import annotations
 
@@ -54,11 +56,13 @@ def check_values(parameters: dict, given: dict, pipeline: str = "the pipeline") 
 
 @dataclasses.dataclass
 class Task:
-    name: str
-    spec: dict                       # the task entry in root.dag.tasks
+    name: str                        # the task's name in its DAG
+    spec: dict                       # the task entry in <dag>.tasks
     component: dict                  # components[<ref>]
-    executor: dict                   # deploymentSpec.executors[<label>]
+    executor: dict                   # deploymentSpec.executors[<label>]; {} for a sub-DAG
     platform: dict                   # kubernetes platform config for the task, if any
+    label: str = ""                  # its name in progress, MLMD and the summary (see load)
+    dag: Optional["Dag"] = None      # a sub-DAG task's own DAG
 
     @property
     def is_importer(self) -> bool:
@@ -67,6 +71,16 @@ class Task:
     @property
     def container(self) -> dict:
         return self.executor.get("container", {})
+
+    @property
+    def condition(self) -> str:
+        """dsl.If / Elif / Else: the CEL condition over the task's input parameters, or ""."""
+        return self.spec.get("triggerPolicy", {}).get("condition", "")
+
+    @property
+    def iterator(self) -> Optional[dict]:
+        """dsl.ParallelFor: the task's parameterIterator or artifactIterator, or None."""
+        return self.spec.get("parameterIterator") or self.spec.get("artifactIterator")
 
     @property
     def upstream(self) -> set[str]:
@@ -108,12 +122,32 @@ class Task:
 
 
 @dataclasses.dataclass
+class Dag:
+    tasks: dict[str, Task]
+    order: list[str]                 # a topological order of the tasks
+    outputs: dict                    # <component>.dag.outputs: which subtask outputs it passes on
+
+    def leaves(self) -> list[Task]:
+        """Its container and importer tasks, those of its sub-DAGs included, in dependency order."""
+        return [leaf for n in self.order for leaf in
+                (self.tasks[n].dag.leaves() if self.tasks[n].dag else [self.tasks[n]])]
+
+
+@dataclasses.dataclass
 class Pipeline:
     name: str
     spec: dict
-    tasks: dict[str, Task]
-    order: list[str]
+    root: Dag
     parameters: dict                 # root.inputDefinitions.parameters
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """Every container and importer task of the pipeline, by label, in dependency order."""
+        return {t.label: t for t in self.root.leaves()}
+
+    @property
+    def order(self) -> list[str]:
+        return list(self.tasks)
 
     def resolve_parameters(self, given: dict) -> dict:
         """Pipeline parameter values: defaults, overridden by `given`, type-checked."""
@@ -149,23 +183,42 @@ def root_parameters(spec: dict) -> dict:
     return spec["root"].get("inputDefinitions", {}).get("parameters", {})
 
 
-def load(path: str | Path) -> Pipeline:
-    path = Path(path)
-    spec, platform = read_spec(path)
-    platform_executors = platform.get("deploymentSpec", {}).get("executors", {})
+def _read_dag(path: Path, spec: dict, dag_spec: dict, platform_executors: dict, where: tuple) -> Dag:
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     tasks = {}
-    for name, task_spec in spec["root"]["dag"]["tasks"].items():
+    for name, task_spec in dag_spec.get("tasks", {}).items():
         component = spec["components"][task_spec["componentRef"]["name"]]
+        if task_spec.get("triggerPolicy", {}).get("strategy") or any(
+                "taskFinalStatus" in b for b in task_spec.get("inputs", {}).get("parameters", {}).values()):
+            raise IRError(f"{path}: task '{name}' is an exit handler (dsl.ExitHandler), which the local "
+                          "runner does not run")
         if "dag" in component:
-            raise IRError(f"{path}: task '{name}' is a sub-DAG; the local runner runs flat pipelines")
+            sub = _read_dag(path, spec, component["dag"], platform_executors, where + (name,))
+            tasks[name] = Task(name, task_spec, component, {}, {}, "/".join(where + (name,)), sub)
+            continue
         label = component["executorLabel"]
-        tasks[name] = Task(name, task_spec, component, executors[label], platform_executors.get(label, {}))
+        tasks[name] = Task(name, task_spec, component, executors[label], platform_executors.get(label, {}),
+                           "/".join(where + (name,)))
     try:
         order = list(TopologicalSorter({n: t.upstream for n, t in tasks.items()}).static_order())
     except CycleError as err:
         raise IRError(f"{path}: the task graph has a cycle: {err.args[1]}") from err
-    return Pipeline(spec["pipelineInfo"]["name"], spec, tasks, order, root_parameters(spec))
+    return Dag(tasks, order, dag_spec.get("outputs", {}))
+
+
+def load(path: str | Path) -> Pipeline:
+    """The pipeline's tree of DAGs. A container or importer task's label is its own name, or its
+    path of sub-DAG task names ("inner/make") where a pipeline used as a component repeats a name."""
+    path = Path(path)
+    spec, platform = read_spec(path)
+    platform_executors = platform.get("deploymentSpec", {}).get("executors", {})
+    root = _read_dag(path, spec, spec["root"]["dag"], platform_executors, ())
+    leaves = root.leaves()
+    repeated = {n for n in (t.name for t in leaves) if sum(t.name == n for t in leaves) > 1}
+    for leaf in leaves:
+        if leaf.name not in repeated:
+            leaf.label = leaf.name
+    return Pipeline(spec["pipelineInfo"]["name"], spec, root, root_parameters(spec))
 
 
 def artifact_type(schema_title: str) -> dict:

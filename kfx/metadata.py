@@ -213,7 +213,7 @@ class MetadataStore:
         return exec_id
 
     def finish_execution(self, exec_id: int, state: int, properties: dict,
-                         inputs: dict[str, StoredArtifact], outputs: dict[str, "StoredArtifact | NewArtifact"],
+                         inputs: dict[str, "StoredArtifact | list[StoredArtifact]"], outputs: dict[str, "StoredArtifact | NewArtifact"],
                          contexts: Iterable[int]) -> dict[str, StoredArtifact]:
         """Sets the final state, stores the new output artifacts and links inputs and outputs to the
         execution (events) and the outputs to the contexts; returns the outputs as stored."""
@@ -221,19 +221,34 @@ class MetadataStore:
         execution.last_known_state = state
         for k, v in properties.items():
             execution.custom_properties[k].CopyFrom(_value(v))
-        known = [a.id for a in (*inputs.values(), *outputs.values()) if isinstance(a, StoredArtifact)]
+        # An input of a list of artifacts (dsl.Collected) is one INPUT event per item, indexed.
+        listed = [(name, i, art) for name, value in inputs.items()
+                  for i, art in (enumerate(value) if isinstance(value, list) else [(None, value)])]
+        known = [a.id for *_, a in listed] + [a.id for a in outputs.values() if isinstance(a, StoredArtifact)]
         protos = {a.id: a for a in self.store.get_artifacts_by_id(known)} if known else {}
         pairs, names = [], []
-        for kind, arts in ((pb.Event.INPUT, inputs), (pb.Event.OUTPUT, outputs)):
-            for name, art in arts.items():
+        for kind, arts in ((pb.Event.INPUT, listed), (pb.Event.OUTPUT, [(n, None, a) for n, a in outputs.items()])):
+            for name, index, art in arts:
                 event = pb.Event(type=kind)
                 event.path.steps.add().key = name
+                if index is not None:
+                    event.path.steps.add().index = index
                 pairs.append((protos[art.id] if isinstance(art, StoredArtifact) else art.proto, event))
-                names.append(name)
+                names.append(name if kind == pb.Event.OUTPUT else None)
         _, ids, _ = self.store.put_execution(execution, pairs, _linked(contexts), force_reuse_context=True)
-        stored = dict(zip(names, ids))
+        stored = {name: i for name, i in zip(names, ids) if name is not None}
         return {name: art if isinstance(art, StoredArtifact) else art.stored(stored[name])
                 for name, art in outputs.items()}
+
+    def skipped_execution(self, type_name: str, properties: dict, contexts: Iterable[int]) -> int:
+        """A task a condition or an empty loop skipped. MLMD has no SKIPPED state (KFP's API has):
+        CANCELED, with the reason in the `skipped` property."""
+        execution = pb.Execution(type_id=self._type_id("execution", type_name),
+                                 last_known_state=State.CANCELED)
+        for k, v in properties.items():
+            execution.custom_properties[k].CopyFrom(_value(v))
+        exec_id, _, _ = self.store.put_execution(execution, [], _linked(contexts), force_reuse_context=True)
+        return exec_id
 
     def running_executions(self) -> dict[str, list[pb.Execution]]:
         """Executions still RUNNING, by the run that started them."""

@@ -15,6 +15,7 @@ from kfx.forkserver import ForkServerLauncher
 from kfx.launchers import SubprocessLauncher
 from kfx.metadata import MetadataStore, prop
 from kfx.runner import Runner, Workspace
+from tests.light_pipelines import compile_hang
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -130,23 +131,8 @@ def test_exit_codes_are_a_processes(probe_ir, tmp_path):
     assert not Path(f"/proc/{launcher.server.pid}").exists()     # the server is gone, and reaped
 
 
-@dsl.component(base_image="python:3.11", install_kfp_package=False)
-def wait_forever(pid_file: str):
-    import os
-    import time
-    with open(pid_file, "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(3600)
-
-
-@dsl.pipeline(name="hang")
-def hang(pid_file: str):
-    wait_forever(pid_file=pid_file)
-
-
 def test_killing_a_step_fails_it_and_the_run_leaves_no_process(tmp_path):
-    ir_path = tmp_path / "hang.yaml"
-    compiler.Compiler().compile(hang, str(ir_path))
+    ir_path = compile_hang(tmp_path)
     pid_file = tmp_path / "pid"
     launcher = ForkServerLauncher()
     outcome = {}

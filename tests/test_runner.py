@@ -15,6 +15,7 @@ from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 from kfx import ir, lineage
 from kfx.metadata import MetadataStore, State, prop
 from kfx.runner import Runner, Workspace
+from tests.light_pipelines import compile_hang
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -191,20 +192,6 @@ def test_a_launcher_that_cannot_start_the_step_fails_it_cleanly(setup):
     assert not (runner.ws.artifacts / "toy" / result.run_id).exists()
 
 
-@dsl.component(base_image="python:3.11", install_kfp_package=False)
-def wait_forever(pid_file: str):
-    import os
-    import time
-    with open(pid_file, "w") as f:
-        f.write(str(os.getpid()))
-    time.sleep(3600)
-
-
-@dsl.pipeline(name="hang")
-def hang(pid_file: str):
-    wait_forever(pid_file=pid_file)
-
-
 def _gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
@@ -225,8 +212,7 @@ def _start_run(ir_path, root, pid_file):
 
 def test_a_killed_runner_is_recovered_by_the_next_run_and_a_live_one_is_not(setup, tmp_path):
     runner, toy_ir, data, lines = setup
-    ir_path = tmp_path / "hang.yaml"
-    compiler.Compiler().compile(hang, str(ir_path))
+    ir_path = compile_hang(tmp_path)
     root = runner.ws.root
     killed, killed_step = _start_run(ir_path, root, tmp_path / "killed.pid")
     live, live_step = _start_run(ir_path, root, tmp_path / "live.pid")
