@@ -21,6 +21,7 @@ _TOKEN = re.compile(r"""\s*(?:
 )""", re.VERBOSE)
 
 _COMPARE = {"==", "!=", "<", "<=", ">", ">="}
+_FUNCTIONS = {"int", "double", "string", "parseJson"}
 
 
 def _tokens(text: str) -> list[tuple[str, str]]:
@@ -44,11 +45,9 @@ def _cast(name: str, value):
             return float(value)
         if name == "string":
             return value if isinstance(value, str) else json.dumps(value)
-        if name == "parseJson":
-            return json.loads(value)
+        return json.loads(value)   # parseJson
     except (TypeError, ValueError) as err:
         raise IRError(f"{name}({value!r}): {err}") from err
-    raise IRError(f"function {name}() is not supported")
 
 
 def _kind(value) -> str:
@@ -158,6 +157,8 @@ class _Parser:
             if text == "null":
                 return None
             if self.peek() == "(":
+                if text not in _FUNCTIONS:
+                    raise self.error(f"function {text}() is not supported")
                 self.take()
                 argument = self.disjunction()
                 self.take(")")
