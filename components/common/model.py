@@ -238,28 +238,58 @@ def count_examples(transformed_examples_dir: str, split: str) -> int:
     return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1).numpy())
 
 
+IN_MEMORY_SPLIT_BYTES = 256 * 2**20   # a split whose parsed features fit is held in memory; a larger one streams
+
+
+def _read_records(files: list) -> tf.data.Dataset:
+    """The split's serialized examples in file order (parallel reads keep the order)."""
+    return tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                   num_parallel_reads=min(len(files), 8) if len(files) > 1 else None)
+
+
+def _parse_in_memory(files: list, spec: dict, limit_bytes: int) -> dict | None:
+    """``{feature: tensor of every row}`` for the whole split, or None once it would exceed ``limit_bytes``."""
+    import numpy as np
+
+    columns: dict = {k: [] for k in spec}
+    size = 0
+    for batch in _read_records(files).batch(4096).map(lambda s: tf.io.parse_example(s, spec),
+                                                      num_parallel_calls=tf.data.AUTOTUNE):
+        for k, v in batch.items():
+            a = v.numpy()
+            columns[k].append(a)
+            size += a.nbytes
+        if size > limit_bytes:
+            return None
+    if not columns or not next(iter(columns.values())):
+        return {k: tf.constant(np.zeros((0,), spec[k].dtype.as_numpy_dtype)) for k in spec}
+    return {k: tf.constant(np.concatenate(v)) for k, v in columns.items()}
+
+
 def make_dataset(transformed_examples_dir: str, split: str, transform_output: tft.TFTransformOutput,
                  label_key: str, batch_size: int = 256, shuffle: bool = False, repeat: bool = False,
                  seed: int | None = None, problem_type: str | None = None, drop_remainder: bool = False,
-                 with_label: bool = True) -> tf.data.Dataset:
+                 with_label: bool = True, in_memory_bytes: int = IN_MEMORY_SPLIT_BYTES) -> tf.data.Dataset:
     """Batches of ``(features, label)`` (or ``features`` alone when ``with_label=False``).
 
     ``features`` maps every name in ``feature_keys`` to a ``[batch]`` tensor.
     The label is reshaped for ``build_model``'s loss when ``problem_type`` is given:
     binary/regression -> ``float32 [batch, 1]``, multiclass -> ``int64 [batch]``;
     with ``problem_type=None`` it is the parsed ``[batch]`` tensor.
+
+    A split whose parsed features fit in ``in_memory_bytes`` is parsed once and
+    batches are gathered from memory (a full shuffle each pass, as Keras does
+    with in-memory tensors): the input costs about what training on tensors
+    costs (docs/benchmarks.md, training input). A larger split streams from its
+    files (parallel reads, a 10,000-example shuffle buffer, parallel parsing),
+    so memory stays bounded. Either way the order is a function of ``seed``.
     Auto-sharding is by DATA so one file per split works with multi-worker training.
     """
     spec = transformed_feature_spec(transform_output, label_key)
-    ds = tf.data.TFRecordDataset(split_files(transformed_examples_dir, split), compression_type="GZIP")
-    if shuffle:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    files = split_files(transformed_examples_dir, split)
 
-    def parse(serialized):
-        features = tf.io.parse_example(serialized, spec)
+    def shaped(features):
+        features = dict(features)
         label = features.pop(label_key)
         if not with_label:
             return features
@@ -269,10 +299,28 @@ def make_dataset(transformed_examples_dir: str, split: str, transform_output: tf
             label = tf.cast(label, tf.int64)
         return features, label
 
-    ds = ds.map(parse, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    columns = _parse_in_memory(files, spec, in_memory_bytes) if in_memory_bytes > 0 else None
+    if columns is not None:
+        rows = int(next(iter(columns.values())).shape[0])
+        ds = tf.data.Dataset.range(rows)   # row indices: shuffling them is cheap, rows stay in place
+        if shuffle:
+            ds = ds.shuffle(max(rows, 1), seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
+            lambda idx: shaped({k: tf.gather(v, idx) for k, v in columns.items()}),
+            num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = _read_records(files)
+        if shuffle:
+            ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            ds = ds.repeat()
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(
+            lambda s: shaped(tf.io.parse_example(s, spec)), num_parallel_calls=tf.data.AUTOTUNE)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return ds.with_options(options)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def label_stats(transformed_examples_dir: str, transform_output: tft.TFTransformOutput, label_key: str,
