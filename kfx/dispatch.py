@@ -160,9 +160,8 @@ def _drop_resume(run: RunContext, key: str) -> None:
 def _writable(run: RunContext, call: TaskCall, staging: Path) -> list[str]:
     """Where the step may write: its staging, and a path in the workspace's shared registry that
     one of its parameters names (a container sees nothing else of the host writable)."""
-    shared = run.ws.registry
     named = [p for p in call.params.values() if isinstance(p, str) and p.startswith("/")
-             and Path(p).resolve().is_relative_to(shared)]
+             and Path(os.path.normpath(p)).is_relative_to(run.ws.registry)]
     return [str(staging)] + sorted(set(named))
 
 
@@ -222,7 +221,7 @@ def _executor_input(run: RunContext, call: TaskCall, staging: Path, scratch: Pat
         return {"name": str(art.id), "type": ir.artifact_type(in_types.get(name, art.type)),
                 "uri": run.store.local_path(art.uri, local) if art.has_content else str(local),
                 # What made it (data, parameters, code), stable with or without the cache: a step
-                # may use it to recognise the same artifact (push: "already vN").
+                # may use it to recognise the same artifact (a publishing step: "already vN").
                 "metadata": {**art.metadata, INPUT_FINGERPRINT: art.fingerprint}}
 
     return {

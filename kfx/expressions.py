@@ -96,19 +96,17 @@ class _Parser:
         return value
 
     def disjunction(self):
-        value = self.conjunction()
-        while self.peek() == "||":
-            self.take()
-            right = self.conjunction()
-            value = bool(value) or bool(right)
-        return value
+        return self._chain("||", self.conjunction)
 
     def conjunction(self):
-        value = self.unary()
-        while self.peek() == "&&":
+        return self._chain("&&", self.unary)
+
+    def _chain(self, op: str, operand):
+        value = operand()
+        while self.peek() == op:
             self.take()
-            right = self.unary()
-            value = bool(value) and bool(right)
+            right = operand()   # evaluated either way: a malformed right side is an error
+            value = (bool(value) or bool(right)) if op == "||" else (bool(value) and bool(right))
         return value
 
     def unary(self):
