@@ -51,7 +51,6 @@ HASH_BITS = 12
 BUCKETS = 1 << HASH_BITS
 NA = frozenset(['', '#N/A', '#N/A N/A', '#NA', '-1.#IND', '-1.#QNAN', '-NaN', '-nan', '1.#IND', '1.#QNAN',
                 '<NA>', 'N/A', 'NA', 'NULL', 'NaN', 'n/a', 'nan', 'null'])   # pandas' default na_values
-TRUE, FALSE = frozenset(["True", "TRUE", "true"]), frozenset(["False", "FALSE", "false"])
 
 
 # ------------------------------------------------------------------ cells
@@ -73,9 +72,9 @@ def canon(text: str) -> str:
 def _canon(text: str) -> str:
     if text in NA:
         return ""
-    if text in TRUE:
+    if text in ex.TRUE_TEXT:
         return "true"
-    if text in FALSE:
+    if text in ex.FALSE_TEXT:
         return "false"
     if "_" not in text:
         try:
@@ -88,20 +87,6 @@ def _canon(text: str) -> str:
             return text
         return str(int(f)) if f.is_integer() and abs(f) < 2 ** 63 else repr(f)
     return text
-
-
-def _number(text: str):
-    """(is_int, float value) of a numeric cell, None for text."""
-    if "_" in text:
-        return None
-    try:
-        return True, float(int(text))
-    except ValueError:
-        pass
-    try:
-        return False, float(text)
-    except ValueError:
-        return None
 
 
 def _label_sort_key(text: str):
@@ -304,9 +289,9 @@ def pass1_batch(element, names, labeler: Labeler, problem_type: str, label_colum
             if cell in NA:
                 continue
             s.present[j] += 1
-            if cell in TRUE or cell in FALSE:
+            if cell in ex.TRUE_TEXT or cell in ex.FALSE_TEXT:
                 s.bools[j] += 1
-            parsed = _number(cell)
+            parsed = ex.number(cell)
             if parsed is None:
                 if s.first_text[j] is None:
                     s.first_text[j] = ((index, local), cell)
@@ -324,7 +309,7 @@ def pass1_batch(element, names, labeler: Labeler, problem_type: str, label_colum
                 s.first_missing = (index, local)
             continue
         if problem_type == "regression":
-            if _number(label) is None:
+            if ex.number(label) is None:
                 s.label_text += 1
                 if s.first_label_text is None:
                     s.first_label_text = ((index, local), label)
@@ -361,22 +346,6 @@ class Plan:
         self.cuts = cuts   # stratum -> (r1, r2, b1, b2, before)   before: {bucket: rows in lower buckets}
 
 
-def _feature_value(cell: str, kind: str):
-    import tensorflow as tf
-    if kind == ex.INT64:
-        if cell in TRUE or cell in FALSE:
-            v = int(cell in TRUE)
-        else:
-            try:
-                v = int(cell)
-            except ValueError:
-                v = int(float(cell))
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
-    if kind == ex.FLOAT:
-        return tf.train.Feature(float_list=tf.train.FloatList(value=[float(cell)]))
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[cell.encode("utf-8")]))
-
-
 def pass2_batch(element, plan: Plan, labeler: Labeler, problem_type: str):
     import apache_beam as beam
     import tensorflow as tf
@@ -386,7 +355,7 @@ def pass2_batch(element, plan: Plan, labeler: Labeler, problem_type: str):
         if label is None:
             continue
         if problem_type == "regression":
-            if _number(label) is None:
+            if ex.number(label) is None:
                 continue
             stratum, encoded = "", float(label)
         else:
@@ -396,7 +365,7 @@ def pass2_batch(element, plan: Plan, labeler: Labeler, problem_type: str):
             cell = cells[j]
             if cell in NA:
                 continue
-            feats[plan.names[j]] = _feature_value(cell, plan.types[plan.names[j]])
+            feats[plan.names[j]] = ex._feature(cell, plan.types[plan.names[j]])
         feats[plan.label_key] = ex._feature(encoded, plan.label_type)
         record = tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
         r1, r2, b1, b2, _ = plan.cuts[stratum]
@@ -462,18 +431,7 @@ def _head(path: str, kind: str, workdir: str):
 
 def _head_parquet(path: str):
     import pyarrow.parquet as pq
-    # The marker, size and duplicate-name checks of the pandas path, on the file's metadata.
-    with open(path, "rb") as f:
-        start = f.read(4)
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        f.seek(max(0, size - 4))
-        end = f.read(4)
-    if size == 0:
-        raise ex.IngestError(f"{path}: the file is empty (0 bytes); export the table again")
-    if start != b"PAR1" or end != b"PAR1":
-        raise ex.IngestError(f"{path}: not a Parquet file (no PAR1 marker at its start and end); "
-                             f"export the table again as Parquet, or as CSV")
+    ex.check_parquet_file(path)
     try:
         pf = pq.ParquetFile(path)
         df = pf.read_row_group(0).to_pandas() if pf.num_row_groups else None
@@ -483,10 +441,7 @@ def _head_parquet(path: str):
     if df is None or pf.metadata.num_rows == 0:
         raise ex.IngestError(f"{path}: the table has no rows; export the data again")
     names = [str(c) for c in df.columns]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ex.IngestError(f"{path}: column name(s) {ex._names(map(repr, duplicated))} appear more than once; "
-                             f"rename the columns so that each name is unique")
+    ex.check_unique_names(path, names)
     df = df.head(HEAD_LINES)
     groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
     return ex.Table(df, path, None, "parquet"), Source(path, "parquet", names, 0, 1, groups)
@@ -564,24 +519,9 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
     idx = {c: j for j, c in enumerate(names)}
     for c in feature_columns:
         j = idx[c]
-        present = stats.present[j]
-        if present == 0:
-            ex._warn(warnings, path, f"column {c!r} is empty in every row; it carries no information "
-                                     f"(add it to drop_columns to silence this warning)")
-            types[c] = ex.FLOAT
-            continue
-        n_text = present - stats.nums[j]
-        if stats.bools[j] == present:
-            types[c] = ex.INT64
-        elif n_text == 0:
-            types[c] = ex.INT64 if stats.whole[j] and stats.max_abs[j] < 2 ** 63 else ex.FLOAT
-        elif n_text <= (1 - ex.NUMERIC_SHARE) * present:
-            pos, value = stats.first_text[j]
-            raise ex.IngestError(f"{path}: column {c!r} is numeric except {n_text} cell(s), first at "
-                                 f"{where(pos)}: {value!r}; fix or empty those cells (an empty cell "
-                                 f"is a missing value), or add {c!r} to drop_columns")
-        else:
-            types[c] = ex.BYTES
+        counts = ex.ColumnCounts(stats.present[j], stats.nums[j], stats.bools[j], stats.whole[j], stats.max_abs[j])
+        pos, value = stats.first_text[j] or (None, None)
+        types[c] = ex.column_type(path, c, counts, warnings, lambda: (where(pos), value))
     label_type = ex.FLOAT if problem_type == "regression" else ex.INT64
     types[label_key] = label_type
 

@@ -11,6 +11,7 @@ import ast
 import codecs
 import collections
 import csv
+import dataclasses
 import hashlib
 import io as _io
 import json
@@ -118,6 +119,21 @@ def _read(path: str) -> Table:
 
 def _read_parquet(path: str) -> Table:
     import pandas as pd
+    check_parquet_file(path)
+    try:
+        df = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several kinds for a damaged file
+        raise IngestError(f"{path}: cannot read the Parquet file ({type(err).__name__}: {err}); "
+                          f"export the table again") from err
+    check_unique_names(path, [str(c) for c in df.columns])
+    if len(df) == 0:
+        raise IngestError(f"{path}: the table has columns ({_names(map(str, df.columns))}) but no rows; "
+                          f"export the data again")
+    return Table(df, path, None, "parquet")
+
+
+def check_parquet_file(path: str) -> None:
+    """Not empty, and the PAR1 marker at both ends (the Beam path reads no further before its passes)."""
     with open(path, "rb") as f:
         head = f.read(4)
         f.seek(0, os.SEEK_END)
@@ -137,19 +153,13 @@ def _read_parquet(path: str) -> Table:
             pass
         raise IngestError(f"{path}: not a Parquet file (no PAR1 marker at its start and end);"
                           f"{hint or ' export the table again as Parquet, or as CSV'}")
-    try:
-        df = pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several kinds for a damaged file
-        raise IngestError(f"{path}: cannot read the Parquet file ({type(err).__name__}: {err}); "
-                          f"export the table again") from err
-    names = [str(c) for c in df.columns]
+
+
+def check_unique_names(path: str, names: List[str]) -> None:
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise IngestError(f"{path}: column name(s) {_names(map(repr, duplicated))} appear more than once; "
                           f"rename the columns so that each name is unique")
-    if len(df) == 0:
-        raise IngestError(f"{path}: the table has columns ({_names(names)}) but no rows; export the data again")
-    return Table(df, path, None, "parquet")
 
 
 def _decode(raw: bytes, path: str) -> str:
@@ -299,25 +309,90 @@ def _digest(text: str) -> int:
     return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:8], "big")
 
 
-def _column_type(series) -> str:
+# ------------------------------------------------------------------ column types (both engines)
+TRUE_TEXT, FALSE_TEXT = frozenset(["True", "TRUE", "true"]), frozenset(["False", "FALSE", "false"])
+
+
+def number(text: str):
+    """(is_int, float value) of a cell's text that reads as a number, None for text."""
+    if "_" in text:   # int() and float() take '1_000'; a CSV reader does not
+        return None
+    try:
+        return True, float(int(text))
+    except ValueError:
+        pass
+    try:
+        return False, float(text)
+    except ValueError:
+        return None
+
+
+@dataclasses.dataclass
+class ColumnCounts:
+    """A column's non-missing cells, counted: all its type depends on (``column_type``). The pandas
+    path counts a read column (``_column_counts``); the Beam path counts cell by cell and merges."""
+    present: int = 0       # non-missing cells
+    numbers: int = 0       # cells that read as numbers
+    bools: int = 0         # true / false cells
+    whole: bool = True     # every number integer-valued
+    max_abs: float = 0.0   # the largest |number|
+
+
+def column_type(path: str, name: str, counts: ColumnCounts, warnings: List[str], first_text) -> str:
+    """The one typing rule of both engines. All true/false: int64 (0/1). All numbers: int64 when each
+    is whole and int64 holds it (codes, ids: float32 would merge codes above 2**24; pandas reads an
+    integer column with missing cells as float), else float. Mostly text: bytes. Empty in every row:
+    float, with a warning. Numbers but for a few text cells (at most 1 - NUMERIC_SHARE): an
+    IngestError naming the first, ``first_text()`` = (where, value)."""
+    if counts.present == 0:
+        _warn(warnings, path, f"column {name!r} is empty in every row; it carries no information "
+                              f"(add it to drop_columns to silence this warning)")
+        return FLOAT
+    if counts.bools == counts.present:
+        return INT64
+    n_text = counts.present - counts.numbers
+    if n_text == 0:
+        return INT64 if counts.whole and counts.max_abs < 2 ** 63 else FLOAT
+    if n_text <= (1 - NUMERIC_SHARE) * counts.present:
+        where, value = first_text()
+        raise IngestError(f"{path}: column {name!r} is numeric except {n_text} cell(s), first at "
+                          f"{where}: {value!r}; fix or empty those cells (an empty cell "
+                          f"is a missing value), or add {name!r} to drop_columns")
+    return BYTES
+
+
+def _column_counts(series):
+    """(ColumnCounts, position of the first text cell or None) of a column pandas read: its dtype
+    says what a typed column holds; the cells of a text (object) column are read one by one."""
     import pandas as pd
     from pandas.api import types
-    if types.is_bool_dtype(series) and not series.isna().any():
-        return INT64
-    if types.is_integer_dtype(series):
-        return INT64
-    if types.is_float_dtype(series):
-        # pandas reads an integer column with missing cells as float; keep such codes
-        # (census tracts, ids) int64, since float32 would merge codes above 2**24.
-        present = series.dropna()
-        if len(present) and (present == present.round()).all() and present.abs().max() < 2 ** 63:
-            return INT64
-        return FLOAT
-    if types.is_numeric_dtype(series) and not types.is_complex_dtype(series):
-        return FLOAT
-    if isinstance(series.dtype, pd.BooleanDtype):  # nullable boolean with missing cells
-        return FLOAT
-    return BYTES
+    present = series.dropna()
+    n = len(present)
+    dtype = series.dtype
+    if n == 0 or types.is_complex_dtype(dtype):
+        return ColumnCounts(present=n), (0 if n else None)
+    if types.is_bool_dtype(dtype) or isinstance(dtype, pd.BooleanDtype):
+        return ColumnCounts(present=n, bools=n), None
+    if types.is_numeric_dtype(dtype):
+        values = present.astype("float64")
+        return ColumnCounts(present=n, numbers=n, whole=bool((values == values.round()).all()),
+                            max_abs=float(values.abs().max())), None
+    counts, first = ColumnCounts(present=n), None
+    for position, value in zip(range(len(series)), series.tolist()):
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            continue
+        if isinstance(value, bool) or type(value).__name__ == "bool_" or \
+                (isinstance(value, str) and (value in TRUE_TEXT or value in FALSE_TEXT)):
+            counts.bools += 1
+        parsed = number(value if isinstance(value, str) else _canon(value)) \
+            if not isinstance(value, bool) else None
+        if parsed is None:
+            first = position if first is None else first
+            continue
+        counts.numbers += 1
+        counts.whole = counts.whole and parsed[1].is_integer()
+        counts.max_abs = max(counts.max_abs, abs(parsed[1]))
+    return counts, first
 
 
 def _stray_text(series):
@@ -428,13 +503,23 @@ def _label(table: Table, label: str, drop_columns: Sequence[str]):
 
 
 def _feature(value, kind: str):
+    """One cell as a tf.train.Feature of its column's type: a value pandas read, or a cell's text."""
     import tensorflow as tf
     if kind == INT64:
+        if isinstance(value, str):
+            value = 1 if value in TRUE_TEXT else 0 if value in FALSE_TEXT else _int(value)
         return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
     if kind == FLOAT:
         return tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
     data = value if isinstance(value, bytes) else _canon(value).encode("utf-8")
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[data]))
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:   # '3.0' in an integer column
+        return int(float(text))
 
 
 # ------------------------------------------------------------------ split
@@ -652,20 +737,10 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
     if not feature_columns:
         raise IngestError(f"{path}: no feature columns left besides the label {listed}; "
                           f"the table needs at least one column to learn from (check drop_columns)")
+    types: Dict[str, str] = {}
     for c in feature_columns:
-        column = df[c]
-        if column.isna().all():
-            _warn(warnings, path, f"column {c!r} is empty in every row; it carries no information "
-                                  f"(add it to drop_columns to silence this warning)")
-            continue
-        stray = _stray_text(column)
-        if stray:
-            n_text, position, value = stray
-            raise IngestError(f"{path}: column {c!r} is numeric except {n_text} cell(s), first at "
-                              f"{table.where(position)}: {value!r}; fix or empty those cells (an empty cell "
-                              f"is a missing value), or add {c!r} to drop_columns")
-
-    types: Dict[str, str] = {c: _column_type(df.loc[keep, c]) for c in feature_columns}
+        counts, first = _column_counts(df[c])
+        types[c] = column_type(path, c, counts, warnings, lambda: (table.where(first), df[c].iloc[first]))
     types[label_key] = FLOAT if problem_type == "regression" else INT64
 
     # Hash the full raw row (or the split key), so the split does not move when
