@@ -103,17 +103,51 @@ def build_tfjob(
     retry (``backoffLimit: 0``) - a collective all-reduce cannot carry on without a
     member; the KFP step's own retry policy re-runs the whole step instead.
     """
+    _check_job(name, workers, command)
+    container = _worker_container(image, command, args, env, env_value_from, env_from_secrets,
+                                  env_from_config_maps, resources, image_pull_policy)
+    pod_spec = _worker_pod_spec(container, node_selector, tolerations, service_account, scratch_volume_size)
+    pod_labels = {"app.kubernetes.io/part-of": "kfx", "app.kubernetes.io/component": "kfx-tfjob-worker",
+                  "kfx.dev/stage": "distributed-train", **dict(labels or {})}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": _job_metadata(name, namespace, owner_pod),
+        "spec": {
+            "runPolicy": _run_policy(active_deadline_seconds, ttl_seconds_after_finished),
+            # the job succeeds when every worker has succeeded (not only worker 0)
+            "successPolicy": "AllWorkers",
+            "tfReplicaSpecs": {
+                "Worker": {
+                    "replicas": workers,
+                    "restartPolicy": "Never",
+                    "template": {
+                        "metadata": {"labels": pod_labels,
+                                     "annotations": {"sidecar.istio.io/inject": "false"}},
+                        "spec": pod_spec,
+                    },
+                },
+            },
+        },
+    }
+
+
+def _check_job(name: str, workers: int, command: Sequence[str]) -> None:
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) or len(name) > 50:
         raise ValueError(f"TFJob name {name!r} is not a DNS-1123 label of at most 50 characters")
     if not command:
         raise ValueError("command must not be empty")
+
+
+def _worker_container(image, command, args, env, env_value_from, env_from_secrets, env_from_config_maps,
+                      resources, image_pull_policy) -> Dict[str, Any]:
+    """The worker's one container: non-root, read-only root, /tmp on a scratch volume; literal env
+    values first, then ``valueFrom`` entries the literals do not override."""
     env = {"TF_USE_LEGACY_KERAS": "1", **dict(env or {})}
     env_list: List[Dict[str, Any]] = [{"name": k, "value": str(v)} for k, v in sorted(env.items())]
     env_list += [dict(e) for e in env_value_from if e.get("name") not in env]
-    pod_labels = {"app.kubernetes.io/part-of": "kfx", "app.kubernetes.io/component": "kfx-tfjob-worker",
-                  "kfx.dev/stage": "distributed-train", **dict(labels or {})}
     container: Dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": image,
@@ -134,6 +168,12 @@ def build_tfjob(
     env_from += [{"configMapRef": {"name": c}} for c in env_from_config_maps]
     if env_from:
         container["envFrom"] = env_from
+    return container
+
+
+def _worker_pod_spec(container, node_selector, tolerations, service_account,
+                     scratch_volume_size: str) -> Dict[str, Any]:
+    """The worker pod: uid/gid 1000, RuntimeDefault seccomp, no API token, placed as the step was."""
     pod_spec: Dict[str, Any] = {
         "containers": [container],
         "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
@@ -147,37 +187,26 @@ def build_tfjob(
         pod_spec["tolerations"] = [dict(t) for t in tolerations]
     if service_account:
         pod_spec["serviceAccountName"] = service_account
+    return pod_spec
+
+
+def _run_policy(active_deadline_seconds: Optional[int], ttl_seconds_after_finished: int) -> Dict[str, Any]:
+    """No retry and no restart (see build_tfjob); pods kept for their logs; the job gone after the TTL."""
     run_policy: Dict[str, Any] = {"cleanPodPolicy": "None", "backoffLimit": 0,
                                   "ttlSecondsAfterFinished": ttl_seconds_after_finished}
     if active_deadline_seconds:
         run_policy["activeDeadlineSeconds"] = int(active_deadline_seconds)
+    return run_policy
+
+
+def _job_metadata(name: str, namespace: str, owner_pod: Optional[Mapping[str, str]]) -> Dict[str, Any]:
     metadata: Dict[str, Any] = {"name": name, "namespace": namespace,
                                 "labels": {"app.kubernetes.io/part-of": "kfx", "app.kubernetes.io/managed-by": "kfx"}}
     if owner_pod:
         metadata["ownerReferences"] = [{"apiVersion": "v1", "kind": "Pod", "name": owner_pod["name"],
                                         "uid": owner_pod["uid"], "controller": False,
                                         "blockOwnerDeletion": False}]
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
-        "metadata": metadata,
-        "spec": {
-            "runPolicy": run_policy,
-            # the job succeeds when every worker has succeeded (not only worker 0)
-            "successPolicy": "AllWorkers",
-            "tfReplicaSpecs": {
-                "Worker": {
-                    "replicas": workers,
-                    "restartPolicy": "Never",
-                    "template": {
-                        "metadata": {"labels": pod_labels,
-                                     "annotations": {"sidecar.istio.io/inject": "false"}},
-                        "spec": pod_spec,
-                    },
-                },
-            },
-        },
-    }
+    return metadata
 
 
 def inherit_placement(core_api, namespace: str, pod_name: str, pod=None) -> Dict[str, Any]:
