@@ -267,22 +267,22 @@ def stage_context(stage: str, runtime_hash: str) -> tuple[Path, str, list[str]]:
         code[f"kfx_components/{rel.as_posix()}"] = path.read_bytes()
     if not any(n.startswith(f"kfx_components/{stage}/") and n.endswith("executor.py") for n in code):
         log(f"warning: components/{stage}/executor.py does not exist yet")
-    site = {**code, **dist_info(code)}
-    files = {"Dockerfile": (IMAGES / "Dockerfile.stage").read_bytes()}
-    files.update({f"site-packages/{k}": v for k, v in site.items()})
-    content_hash = digest(files, runtime_hash, stage)
-    ctx = BUILD / "ctx" / stage
-    write_context(ctx, files)
-    return ctx, content_hash, sorted(code)
+    return _context(stage, code, "kfx_components", "Dockerfile.stage", runtime_hash)
 
 
 def cli_context(runtime_hash: str) -> tuple[Path, str, list[str]]:
     code = {f"kfx/{p.relative_to(REPO / 'kfx').as_posix()}": p.read_bytes() for p in cli_sources()}
-    site = {**code, **dist_info(code, top_level="kfx")}
-    files = {"Dockerfile": (IMAGES / "Dockerfile.cli").read_bytes()}
+    return _context(CLI, code, "kfx", "Dockerfile.cli", runtime_hash)
+
+
+def _context(name: str, code: dict[str, bytes], top_level: str, dockerfile: str,
+             runtime_hash: str) -> tuple[Path, str, list[str]]:
+    """The build context of image `name`: its Dockerfile and `code` installed as a dist; its content hash."""
+    site = {**code, **dist_info(code, top_level=top_level)}
+    files = {"Dockerfile": (IMAGES / dockerfile).read_bytes()}
     files.update({f"site-packages/{k}": v for k, v in site.items()})
-    content_hash = digest(files, runtime_hash, CLI)
-    ctx = BUILD / "ctx" / CLI
+    content_hash = digest(files, runtime_hash, name)
+    ctx = BUILD / "ctx" / name
     write_context(ctx, files)
     return ctx, content_hash, sorted(code)
 

@@ -5,6 +5,7 @@ streamed line by line, and a step killed for its memory named as such."""
 import pytest
 
 from kfx.launchers import Step
+from tests import docker_engine
 
 pytestmark = pytest.mark.docker
 
@@ -34,12 +35,7 @@ except OSError:
 
 @pytest.fixture(scope="module")
 def launcher():
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as err:  # noqa: BLE001 - no engine answers
-        pytest.skip(f"no Docker engine: {err}")
+    client = docker_engine.client()
     from kfx.docker_launcher import DockerLauncher, image_exists
     from kfx_components.images import stage_image
     image = stage_image("push")   # the smallest stage image: Python without TensorFlow

@@ -15,6 +15,7 @@ from kfp import compiler, dsl
 from kfp.dsl import Dataset, Output
 
 from kfx.runner import Runner, Workspace
+from tests import docker_engine
 from tests.reliability.common import REPO, kfx_run
 
 HOSTILE = "x'; touch {canary}; echo \"$(touch {canary})\" `touch {canary}` $HOME && rm -rf / #"
@@ -105,16 +106,6 @@ def test_credentials_appear_in_nothing_a_run_writes(s3_server, tmp_path):
 
 
 # ------------------------------------------------------------------ containers
-def _docker():
-    docker = pytest.importorskip("docker")
-    try:
-        client = docker.from_env()
-        client.ping()
-    except Exception as err:  # noqa: BLE001 - no engine answers
-        pytest.skip(f"no Docker engine: {err}")
-    return client
-
-
 _CREDENTIAL = re.compile(r"(AWS_SECRET_ACCESS_KEY|AWS_ACCESS_KEY_ID|AWS_SESSION_TOKEN|MINIO_ROOT_PASSWORD|"
                          r"MINIO_SECRET_KEY|MINIO_ACCESS_KEY|KFX_S3_\w*|GOOGLE_APPLICATION_CREDENTIALS)\s*=")
 _KNOWN_SECRETS = ("kfx-test-secret", "minioadmin", "minio123")
@@ -122,7 +113,7 @@ _KNOWN_SECRETS = ("kfx-test-secret", "minioadmin", "minio123")
 
 @pytest.mark.docker
 def test_the_kfx_images_carry_no_credentials():
-    client = _docker()
+    client = docker_engine.client()
     images = [i for i in client.images.list() if any(t.startswith("kfx/") for t in i.tags)]
     assert images, "no kfx/ image is built: run `make images`"
     for image in images:
@@ -154,7 +145,7 @@ def test_a_step_container_is_non_root_without_capabilities_on_a_read_only_root(t
     from kfx.docker_launcher import DockerLauncher, image_exists
     from kfx.launchers import Step
     from kfx_components.images import stage_image
-    client = _docker()
+    client = docker_engine.client()
     image = stage_image("push")
     assert image_exists(client, image), f"{image} is not built: run `make images`"
     out = tmp_path / "out"
@@ -193,7 +184,7 @@ def test_the_push_image_works_on_a_read_only_root_through_the_runner(tmp_path):
     through the docker launcher's read-only root, non-root, capability-free container."""
     from kfx.docker_launcher import DockerLauncher
     from kfx_components.images import stage_image
-    client = _docker()
+    client = docker_engine.client()
     assert stage_image("push") == "kfx/kfx-push:0.1.0"
     ir_path = tmp_path / "ro_push.yaml"
     compiler.Compiler().compile(ro_push, str(ir_path))
