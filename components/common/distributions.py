@@ -43,7 +43,7 @@ def _quantiles(f):
 MIN_DECILE_EDGES = 5
 
 
-def reference_edges(train_stats) -> Dict[str, List[float]]:
+def reference_edges(train_stats, min_edges: int = MIN_DECILE_EDGES) -> Dict[str, List[float]]:
     """{numeric feature: the distinct edges of its training QUANTILES histogram}."""
     out = {}
     for name, f in feature_stats(train_stats).items():
@@ -53,7 +53,7 @@ def reference_edges(train_stats) -> Dict[str, List[float]]:
         edges = sorted({q.buckets[0].low_value} | {b.high_value for b in q.buckets})
         # A feature of a few values (a 0/1 label, a small count) keeps TFDV's own buckets: decile
         # buckets would smear its point masses (a 0/1 feature's deciles are just {0, 1}).
-        if len(edges) >= MIN_DECILE_EDGES and all(math.isfinite(e) for e in edges):
+        if len(edges) >= min_edges and all(math.isfinite(e) for e in edges):
             out[name] = edges
     return out
 
@@ -127,6 +127,34 @@ def distribution(stats, feature: str) -> Dict[str, float]:
 def pair(stats_a, stats_b, feature: str) -> Tuple[Dict[str, float], Dict[str, float]]:
     """Both distributions of one feature (on the training deciles, for numeric features of binned statistics)."""
     return distribution(stats_a, feature), distribution(stats_b, feature)
+
+
+def js_divergence(a: Dict[str, float], b: Dict[str, float]) -> float:
+    """Jensen-Shannon divergence (base 2, 0 = same, 1 = disjoint) of two {bucket or value: fraction}
+    distributions; what neither lists (values below a top-values cut) is one shared "other" bucket."""
+    keys = set(a) | set(b)
+    p = [a.get(k, 0.0) for k in keys] + [max(0.0, 1.0 - sum(a.values()))]
+    q = [b.get(k, 0.0) for k in keys] + [max(0.0, 1.0 - sum(b.values()))]
+
+    def kl(x, m):
+        return sum(xi * math.log2(xi / mi) for xi, mi in zip(x, m) if xi > 0)
+
+    m = [(pi + qi) / 2 for pi, qi in zip(p, q)]
+    return max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))
+
+
+def compared(stats_a, stats_b) -> List[Tuple[str, float, Dict[str, float], Dict[str, float]]]:
+    """Every feature present in both: (name, JS divergence, distribution a, distribution b), most
+    divergent first. Numeric features on a's quantile edges (a feature of few values keeps one bucket
+    per value), categorical ones on their top values."""
+    edges = reference_edges(stats_a, min_edges=2)
+    a, b = binned(stats_a, edges), binned(stats_b, edges)
+    out = []
+    for name in feature_stats(a):
+        da, db = pair(a, b, name)
+        if da and db:
+            out.append((name, js_divergence(da, db), da, db))
+    return sorted(out, key=lambda r: (-r[1], r[0]))
 
 
 def side_by_side(feature: str, before: Dict[str, float], after: Dict[str, float], names: Tuple[str, str]) -> str:

@@ -85,6 +85,23 @@ def hbars(rows: Sequence[Tuple[str, Optional[float]]], title: str, width: int = 
     return "".join(out)
 
 
+def _y_scale(y_lo: float, y_hi: float, pad_t: float, plot_h: float):
+    """Data y -> SVG y (up is larger) inside a plot area starting ``pad_t`` from the top."""
+    return lambda v: pad_t + (1 - (v - y_lo) / (y_hi - y_lo)) * plot_h
+
+
+def _frame(title: str, width: int, height: int, pad_l: int, pad_t: int, plot_w: float, plot_h: float,
+           py, y_range: Tuple[float, float]) -> List[str]:
+    """The opening of an x-y chart: the svg element, its title, the plot area's border and three y ticks."""
+    y_lo, y_hi = y_range
+    out = [f"<svg width='{width}' height='{height}' role='img' aria-label='{_esc(title)}' {FONT}>",
+           f"<text x='4' y='16' font-weight='bold'>{_esc(title)}</text>",
+           f"<rect x='{pad_l}' y='{pad_t}' width='{plot_w}' height='{plot_h}' fill='none' stroke='#bbb'/>"]
+    for v in (y_lo, (y_lo + y_hi) / 2, y_hi):
+        out.append(f"<text x='{pad_l - 4}' y='{py(v) + 4:.1f}' text-anchor='end'>{_esc(_num(v))}</text>")
+    return out
+
+
 def lines(series: Dict[str, Sequence[float]], title: str, x_label: str = "epoch", y_label: str = "",
           xs: Optional[Dict[str, Sequence[float]]] = None, width: int = 520, height: int = 260) -> str:
     """Line chart of named series (x = 1..n unless ``xs`` gives each series' x values), with a legend."""
@@ -110,15 +127,8 @@ def lines(series: Dict[str, Sequence[float]], title: str, x_label: str = "epoch"
     def px(v):
         return pad_l + (v - x_lo) / (x_hi - x_lo) * plot_w
 
-    def py(v):
-        return pad_t + (1 - (v - y_lo) / (y_hi - y_lo)) * plot_h
-
-    out = [f"<svg width='{width}' height='{total_h}' role='img' "
-           f"aria-label='{_esc(title)}' {FONT}>",
-           f"<text x='4' y='16' font-weight='bold'>{_esc(title)}</text>",
-           f"<rect x='{pad_l}' y='{pad_t}' width='{plot_w}' height='{plot_h}' fill='none' stroke='#bbb'/>"]
-    for v in (y_lo, (y_lo + y_hi) / 2, y_hi):
-        out.append(f"<text x='{pad_l - 4}' y='{py(v) + 4:.1f}' text-anchor='end'>{_esc(_num(v))}</text>")
+    py = _y_scale(y_lo, y_hi, pad_t, plot_h)
+    out = _frame(title, width, total_h, pad_l, pad_t, plot_w, plot_h, py, (y_lo, y_hi))
     for v, anchor in ((x_lo, "start"), (x_hi, "end")):
         out.append(f"<text x='{px(v):.1f}' y='{pad_t + plot_h + 14}' text-anchor='{anchor}'>{_esc(_num(v))}</text>")
     out.append(f"<text x='{pad_l + plot_w / 2:.1f}' y='{pad_t + plot_h + 28}' text-anchor='middle' "
@@ -169,15 +179,8 @@ def scatter(points: Sequence[Tuple[str, float, float, Optional[float]]], title: 
     def px(v):
         return pad_l + (tx(v) - x_lo) / (x_hi - x_lo) * plot_w
 
-    def py(v):
-        return pad_t + (1 - (v - y_lo) / (y_hi - y_lo)) * plot_h
-
-    out = [f"<svg width='{width}' height='{height + 16 * len(points) + 8}' role='img' "
-           f"aria-label='{_esc(title)}' {FONT}>",
-           f"<text x='4' y='16' font-weight='bold'>{_esc(title)}</text>",
-           f"<rect x='{pad_l}' y='{pad_t}' width='{plot_w}' height='{plot_h}' fill='none' stroke='#bbb'/>"]
-    for v in (y_lo, (y_lo + y_hi) / 2, y_hi):
-        out.append(f"<text x='{pad_l - 4}' y='{py(v) + 4:.1f}' text-anchor='end'>{_esc(_num(v))}</text>")
+    py = _y_scale(y_lo, y_hi, pad_t, plot_h)
+    out = _frame(title, width, height + 16 * len(points) + 8, pad_l, pad_t, plot_w, plot_h, py, (y_lo, y_hi))
     for v, anchor in ((min(p[1] for p in points), "start"), (max(p[1] for p in points), "end")):
         out.append(f"<text x='{px(v):.1f}' y='{pad_t + plot_h + 14}' text-anchor='{anchor}' fill='#777'>"
                    f"{_esc(_num(v))}</text>")

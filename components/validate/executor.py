@@ -210,11 +210,17 @@ def _drift_section(drift: List[dict], current, baseline) -> str:
 
 
 _STYLE = """<style>
-body { font-family: sans-serif; margin: 1.5em; }
+body { font-family: sans-serif; margin: 1.5em; max-width: 1200px; }
 table { border-collapse: collapse; margin-bottom: 1.5em; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; }
-th { background: #eee; } .ok { color: #070; } h1 .bad { color: #a00; }
+td:last-child { overflow-wrap: anywhere; }
+th { background: #eee; } .ok { color: #070; } h1 .bad { color: #a00; } .muted { color: #777; }
+.charts { display: flex; flex-wrap: wrap; gap: 12px; } figure { margin: 0; } svg { max-width: 100%; height: auto; }
 </style>"""
+
+# Train vs eval plots on the page: the most divergent features, the rest in a table (a wide table
+# would otherwise make a page of hundreds of charts).
+PLOTTED_FEATURES = 8
 
 
 def _drift_report(drift: List[dict], current, baseline, baseline_source: str) -> str:
@@ -223,6 +229,26 @@ def _drift_report(drift: List[dict], current, baseline, baseline_source: str) ->
             f"<h1>Drift against the previous span {verdict}</h1>"
             f"<p>Previous span: {html.escape(baseline_source or 'none')}</p>"
             f"{_drift_section(drift, current, baseline)}</body></html>")
+
+
+def _split_distributions(train, other, other_name: str) -> str:
+    """Train vs ``other`` per feature: paired bars for the ``PLOTTED_FEATURES`` most divergent,
+    the Jensen-Shannon divergence of every other feature in a table."""
+    ranked = distributions.compared(train, other)
+    if not ranked:
+        return "<p>No feature has values in both splits.</p>"
+    shown, rest = ranked[:PLOTTED_FEATURES], ranked[PLOTTED_FEATURES:]
+    charts = "".join(distributions.side_by_side(f"{name} (JS {js:.3f})", a, b, (io.TRAIN, other_name))
+                     for name, js, a, b in shown)
+    table = ""
+    if rest:
+        rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{js:.4f}</td></tr>" for name, js, _, _ in rest)
+        table = (f"<p>The other {len(rest)} features, less divergent:</p>"
+                 f"<table><thead><tr><th>feature</th><th>JS divergence</th></tr></thead><tbody>{rows}</tbody></table>")
+    return (f'<p class="muted">Jensen-Shannon divergence (base 2: 0 same, 1 disjoint) of each feature\'s '
+            f"distribution in {html.escape(other_name)} against train: numeric features on the train split's "
+            f"deciles, categorical ones on their most frequent values. The {len(shown)} most divergent of "
+            f"{len(ranked)} are drawn.</p><div class=\"charts\">{charts}</div>{table}")
 
 
 def _report(stats: dict, anomalies: List[dict], schema_source: str) -> str:
@@ -234,14 +260,18 @@ def _report(stats: dict, anomalies: List[dict], schema_source: str) -> str:
                         f"<th>description</th></tr></thead><tbody>{rows}</tbody></table>")
     else:
         anomaly_html = '<p class="ok">No anomalies.</p>'
-    splits = "".join(f"<h2>Split: {html.escape(split)}</h2>{_split_table(s)}" for split, s in stats.items())
+    splits = "".join(f'<section id="split-{html.escape(split)}"><h2>Split: {html.escape(split)}</h2>'
+                     f"{_split_table(s)}</section>" for split, s in stats.items())
+    distributions_html = (f'<section id="distributions"><h2>Feature distributions: train vs {io.EVAL}</h2>'
+                          f"{_split_distributions(stats[io.TRAIN], stats[io.EVAL], io.EVAL)}</section>")
     # Inline CSS only: the report must render with no network access.
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>kfx data validation</title>
 {_STYLE}</head><body>
 <h1>Data validation {'<span class="bad">(' + str(len(anomalies)) + ' anomalies)</span>' if anomalies else ''}</h1>
 <p>Schema: {html.escape(schema_source)}</p>
-<h2>Anomalies</h2>{anomaly_html}
+<section id="anomalies"><h2>Anomalies</h2>{anomaly_html}</section>
+{distributions_html}
 {splits}
 </body></html>
 """

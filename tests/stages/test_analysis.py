@@ -131,14 +131,11 @@ def screenshots(tmp_path_factory):
     return directory
 
 
-@pytest.mark.parametrize("page", ["report.html", "explanation.html", "model_card.html"])
-def test_pages_in_a_real_browser(page, evaluated, card, out, screenshots):
+def _shown_in_a_browser(path: str, shot: str) -> None:
     """Every section is shown (not empty, drawn inside its box), no console error, no network request,
     nothing wider than the window; the full-page screenshot is kept."""
     if not browser.available():
         pytest.skip(f"no headless browser: {browser.CHROMIUM} or playwright missing (apt-get install chromium)")
-    path = os.path.join(card["uri"], page) if page == "model_card.html" else str(out / page)
-    shot = os.path.join(screenshots, page.replace(".html", ".png"))
     seen = browser.inspect(path, shot)
     print(f"screenshot: {shot}")
     assert seen["errors"] == [] and [m for m in seen["console"] if m[0] in ("error", "warning")] == []
@@ -151,3 +148,14 @@ def test_pages_in_a_real_browser(page, evaluated, card, out, screenshots):
     drawn = [s for s in seen["sections"] if s["svgs"]]
     assert drawn, "no chart on the page"
     assert os.path.getsize(shot) > 20_000
+
+
+@pytest.mark.parametrize("page", ["report.html", "explanation.html", "model_card.html"])
+def test_pages_in_a_real_browser(page, evaluated, card, out, screenshots):
+    path = os.path.join(card["uri"], page) if page == "model_card.html" else str(out / page)
+    _shown_in_a_browser(path, os.path.join(screenshots, page.replace(".html", ".png")))
+
+
+def test_validate_page_in_a_real_browser(validated, screenshots):
+    """validate's page: anomalies, train vs eval distribution charts, the split tables."""
+    _shown_in_a_browser(validated.report, os.path.join(screenshots, "validate.png"))

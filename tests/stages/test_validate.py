@@ -65,6 +65,30 @@ def test_report_is_self_contained(validated, examples):
     assert not re.search(r"@import|url\(", text, re.I)
 
 
+def test_report_draws_train_vs_eval_for_the_most_divergent_features(validated):
+    from kfx_components.validate import executor
+    text = open(validated.report).read()
+    section = text[text.index('<section id="distributions">'):]
+    section = section[:section.index("</section>")]
+    drawn = re.findall(r'aria-label="([^"]+) \(JS ([0-9.]+)\) distributions"', section)
+    listed = re.findall(r"<tr><td>([^<]+)</td><td>([0-9.]+)</td></tr>", section)
+    assert len(drawn) == executor.PLOTTED_FEATURES and listed   # bounded: the rest is a table
+    divergences = [float(js) for _, js in drawn] + [float(js) for _, js in listed]
+    assert divergences == sorted(divergences, reverse=True)      # most divergent drawn first
+    assert {"fare", "company", "trip_miles"} <= {name for name, _ in drawn + listed}
+    assert section.count("&#9632; train</span> vs") == len(drawn) and "&#9632; eval</span>" in section
+
+
+def test_js_divergence_separates_same_from_shifted():
+    from kfx_components.common import distributions as d
+    same = d.js_divergence({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5})
+    shifted = d.js_divergence({"a": 0.9, "b": 0.1}, {"a": 0.1, "b": 0.9})
+    disjoint = d.js_divergence({"a": 1.0}, {"b": 1.0})
+    assert same == 0.0 and 0.3 < shifted < 1.0 and abs(disjoint - 1.0) < 1e-9
+    # top values that do not cover a split share one "other" bucket
+    assert d.js_divergence({"a": 0.5}, {"a": 0.5}) == 0.0
+
+
 @pytest.fixture(scope="module")
 def tightened_schema(validated, tmp_path_factory):
     """The inferred schema with `company`'s domain cut to its first few values."""
