@@ -18,7 +18,7 @@ Policy (flags win over the root's retention setting `<root>/retention.yaml`, key
 * Resume directories (`.resume/<cache key>`, a killed step's checkpoints) not in use by a live step
   and untouched for `older_than_days` (default 7 days), and staging left by dead runs.
 * Registry versions (`<root>/registry/<model>/v<N>`) beyond the newest `keep_versions`, never the
-  version a serving alias (`aliases/<alias>.json`) points to, nor one a kept run refers to (the
+  version a serving alias (`aliases.json`, kfx rollout's) points to, nor one a kept run refers to (the
   baseline it evaluated against, the version it pushed). The newest version is always kept: a
   version number is never reused. Removal renames the version to a hidden name first (atomic).
 
@@ -341,13 +341,14 @@ def _collect_registry(registry: Path, keep: int, pinned_refs: set[str], report: 
         if not versions:
             continue
         pinned = {n for n, _ in versions[-keep:]}
-        aliases = model_dir / "aliases"
-        for alias in sorted(aliases.glob("*.json")) if aliases.is_dir() else []:
+        aliases = model_dir / "aliases.json"   # {alias: {"version": N, ...}, "history": [...]}
+        if aliases.is_file():
             try:
-                pinned.add(int(json.loads(alias.read_text())["version"]))
-            except (ValueError, KeyError, TypeError, OSError):
+                pinned |= {int(entry["version"]) for name, entry in json.loads(aliases.read_text()).items()
+                           if name != "history"}
+            except (ValueError, KeyError, TypeError, AttributeError, OSError):
                 # An alias that cannot be read pins everything: never guess.
-                report.notes.append(f"{alias}: unreadable alias, {model_dir.name} versions kept")
+                report.notes.append(f"{aliases}: unreadable aliases, {model_dir.name} versions kept")
                 pinned |= {n for n, _ in versions}
         for n, path in versions:
             if n in pinned or _is_needed(str(path), pinned_refs):

@@ -128,21 +128,38 @@ def with_retries(what: str, call: Callable[[], T], endpoint: str = "") -> T:
 
 
 def split_uri(uri: str) -> tuple[str, str]:
-    """Bucket and key of s3://bucket/key (or KFP's minio://bucket/key)."""
+    """Bucket and key (no slashes at its ends) of s3://bucket/key (or KFP's minio://bucket/key)."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("s3", "minio") or not parsed.netloc:
         raise S3ConfigError(f"not an s3://bucket/key URI: {uri}")
-    return parsed.netloc, parsed.path.lstrip("/")
+    return parsed.netloc, parsed.path.strip("/")
 
 
-def _is_s3(uri: str) -> bool:
+def is_s3(uri: str) -> bool:
     return uri.startswith(("s3://", "minio://"))
+
+
+def read_object(client, bucket: str, key: str) -> bytes | None:
+    """An object's bytes, or None when it (or its bucket) does not exist."""
+    from minio.error import S3Error
+    try:
+        response = client.get_object(bucket, key)
+    except S3Error as err:
+        if err.code in ("NoSuchKey", "NoSuchObject", "NoSuchBucket"):
+            return None
+        raise
+    try:
+        return response.read()
+    finally:
+        response.close()
+        response.release_conn()
 
 
 class S3Store:
     def __init__(self, root_uri: str, client=None):
         self.root_uri = root_uri.rstrip("/")
-        self.bucket, self.prefix = split_uri(self.root_uri + "/")
+        self.bucket, key = split_uri(self.root_uri)
+        self.prefix = f"{key}/" if key else ""
         self.client = client or client_from_env()
         self.endpoint = endpoint_url()
         if not self._retry(f"bucket_exists {self.bucket}", lambda: self.client.bucket_exists(self.bucket)):
@@ -195,25 +212,13 @@ class S3Store:
         return sum(manifest["objects"].values())
 
     def _manifest(self, uri: str):
-        from minio.error import S3Error
         bucket, key = split_uri(uri)
-
-        def read():
-            try:
-                response = self.client.get_object(bucket, key + COMMIT_SUFFIX)
-            except S3Error as err:
-                if err.code in ("NoSuchKey", "NoSuchBucket"):
-                    return None
-                raise
-            try:
-                return json.loads(response.read())
-            finally:
-                response.close()
-                response.release_conn()
-        return self._retry(f"read of {uri}{COMMIT_SUFFIX}", read)
+        raw = self._retry(f"read of {uri}{COMMIT_SUFFIX}",
+                          lambda: read_object(self.client, bucket, key + COMMIT_SUFFIX))
+        return None if raw is None else json.loads(raw)
 
     def exists(self, uri: str) -> bool:
-        if not _is_s3(uri):
+        if not is_s3(uri):
             return Path(uri).exists()
         if not self._is_ours(uri):
             return bool(self._external_objects(uri))
@@ -240,7 +245,7 @@ class S3Store:
         self._retry(f"download of s3://{bucket}/{key}", lambda: self.client.fget_object(bucket, key, str(target)))
 
     def resolve_import(self, uri: str) -> tuple[str, str]:
-        if not _is_s3(uri):
+        if not is_s3(uri):
             return import_local(uri)
         bucket, key = split_uri(uri)
         uri = f"s3://{bucket}/{key}"
@@ -256,7 +261,7 @@ class S3Store:
 
     def local_path(self, uri: str, scratch: Path) -> str:
         """Downloads an artifact into scratch; local paths (imported files) pass through."""
-        if not _is_s3(uri):
+        if not is_s3(uri):
             return uri
         if not self._is_ours(uri):
             return self._download_external(uri, scratch)

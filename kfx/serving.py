@@ -47,6 +47,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
+from kfx.s3 import is_s3, read_object, split_uri
+
 REPO = Path(__file__).resolve().parents[1]
 SERVING_SRC = REPO / "serving"
 ALIASES = ("staging", "production")
@@ -69,8 +71,9 @@ def _log(msg: str) -> None:
 
 # ============================================================== registry (no stage imports)
 
-def _is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
+# A registry version is committed by the stages' marker convention (docs/design.md, "Storage and
+# commit markers"): it exists once `v<N>/_COMPLETE` does; top-level `_` names are never content.
+REGISTRY_MARKER = "_COMPLETE"
 
 
 def _local(uri: str) -> str:
@@ -82,26 +85,10 @@ def _s3_client():
     return client_from_env()
 
 
-def _s3_split(uri: str):
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    return bucket, key.strip("/")
-
-
 def read_json(uri: str) -> Optional[dict]:
-    if _is_s3(uri):
-        from minio.error import S3Error
-        bucket, key = _s3_split(uri)
-        try:
-            r = _s3_client().get_object(bucket, key)
-        except S3Error as e:
-            if e.code in ("NoSuchKey", "NoSuchObject"):
-                return None
-            raise
-        try:
-            return json.loads(r.read())
-        finally:
-            r.close()
-            r.release_conn()
+    if is_s3(uri):
+        raw = read_object(_s3_client(), *split_uri(uri))
+        return None if raw is None else json.loads(raw)
     path = _local(uri)
     if not os.path.isfile(path):
         return None
@@ -111,8 +98,8 @@ def read_json(uri: str) -> Optional[dict]:
 
 def write_json(uri: str, data: Any) -> None:
     raw = json.dumps(data, indent=2, sort_keys=True, default=str).encode()
-    if _is_s3(uri):
-        bucket, key = _s3_split(uri)
+    if is_s3(uri):
+        bucket, key = split_uri(uri)
         _s3_client().put_object(bucket, key, io.BytesIO(raw), len(raw), content_type="application/json")
         return
     path = _local(uri)
@@ -124,13 +111,13 @@ def write_json(uri: str, data: Any) -> None:
 
 
 def versions(model_dir: str) -> List[int]:
-    if _is_s3(model_dir):
-        bucket, prefix = _s3_split(model_dir)
+    if is_s3(model_dir):
+        bucket, prefix = split_uri(model_dir)
         found = set()
         for obj in _s3_client().list_objects(bucket, prefix=prefix + "/", recursive=True):
             head, _, tail = obj.object_name[len(prefix) + 1:].partition("/")
             m = _VERSION_RE.match(head)
-            if m and tail == "_COMPLETE":
+            if m and tail == REGISTRY_MARKER:
                 found.add(int(m.group(1)))
         return sorted(found)
     d = _local(model_dir)
@@ -191,9 +178,9 @@ def resolve(uri: str) -> tuple:
 
 def local_version_dir(model_dir: str, version: int, cache: Optional[str] = None) -> str:
     """A local directory holding the version (an S3 version is downloaded into a cache once)."""
-    if not _is_s3(model_dir):
+    if not is_s3(model_dir):
         return os.path.join(_local(model_dir), f"v{version}")
-    bucket, prefix = _s3_split(model_dir)
+    bucket, prefix = split_uri(model_dir)
     dest = os.path.join(cache or os.path.join(tempfile.gettempdir(), "kfx-serving-cache"),
                         bucket, prefix, f"v{version}")
     if os.path.isfile(os.path.join(dest, ".complete")):
@@ -202,7 +189,7 @@ def local_version_dir(model_dir: str, version: int, cache: Optional[str] = None)
     key = f"{prefix}/v{version}/"
     for obj in client.list_objects(bucket, prefix=key, recursive=True):
         rel = obj.object_name[len(key):]
-        if rel in ("_CLAIM", "_COMPLETE") or obj.is_dir:
+        if rel.startswith("_") or obj.is_dir:
             continue
         client.fget_object(bucket, obj.object_name, os.path.join(dest, *rel.split("/")))
     Path(dest, ".complete").touch()
@@ -678,7 +665,7 @@ class Rollout:
             raise ServingError(f"--strategy {strategy!r}: one of {STRATEGIES}")
         self.model_dir, self.strategy, self.current, self.candidate = model_dir.rstrip("/"), strategy, current, candidate
         self.id = f"{datetime.datetime.now(datetime.timezone.utc):%Y%m%dT%H%M%S}-{strategy}-v{current}-v{candidate}"
-        base = state_root or (os.path.join(_local(self.model_dir), "rollouts") if not _is_s3(self.model_dir)
+        base = state_root or (os.path.join(_local(self.model_dir), "rollouts") if not is_s3(self.model_dir)
                               else os.path.join(tempfile.gettempdir(), "kfx-rollouts"))
         self.dir = os.path.join(base, self.id)
         os.makedirs(self.dir, exist_ok=True)
@@ -697,11 +684,11 @@ class Rollout:
         self.state.update(updates, updated=_now())
         write_json(os.path.join(self.dir, "state.json"), self.state)
         if self.state["status"] in ("starting", "running", "awaiting-approval", "switched"):
-            write_json(f"{_local(self.model_dir)}/rollouts/active.json" if not _is_s3(self.model_dir)
+            write_json(f"{_local(self.model_dir)}/rollouts/active.json" if not is_s3(self.model_dir)
                        else os.path.join(os.path.dirname(self.dir), "active.json"),
                        {"id": self.id, "dir": self.dir, "strategy": self.strategy})
         else:
-            active = (f"{_local(self.model_dir)}/rollouts/active.json" if not _is_s3(self.model_dir)
+            active = (f"{_local(self.model_dir)}/rollouts/active.json" if not is_s3(self.model_dir)
                       else os.path.join(os.path.dirname(self.dir), "active.json"))
             with contextlib.suppress(FileNotFoundError):
                 if (read_json(active) or {}).get("id") == self.id:

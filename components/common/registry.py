@@ -14,9 +14,11 @@ visible once it is complete.
   `KFX_S3_ENDPOINT`, `KFX_S3_SECURE`, `AWS_ACCESS_KEY_ID`,
   `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`): a publisher first claims `v<N>` by
   writing `v<N>/_CLAIM` (a random token) with `If-None-Match: *` and reading
-  it back; a taken N moves it on to N+1. Then the objects are uploaded and
-  `v<N>/_COMPLETE` is written last. Only versions with `_COMPLETE` are
-  visible (`latest`, `fetch`).
+  it back; a taken N moves it on to N+1. Then the version is committed by the
+  stages' one convention (`common.s3.commit`): the objects, then
+  `v<N>/_COMPLETE` last, listing them. Only versions with `_COMPLETE` are
+  visible (`latest`, `fetch`); versions pushed before the marker listed its
+  objects (it held the claim token) stay readable.
 
 This module must not import TensorFlow: the push image carries none.
 """
@@ -26,22 +28,20 @@ import ctypes
 import ctypes.util
 import dataclasses
 import errno
-import io
 import json
 import os
 import re
 import shutil
 import time
 import uuid
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Callable, Dict, List, Mapping, Optional
 
 from kfx_components.common import s3
 
 _VERSION_RE = re.compile(r"^v([1-9][0-9]*)$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 STAGING_PREFIX = ".staging-"
-CLAIM, COMPLETE = "_CLAIM", "_COMPLETE"
-MARKERS = (CLAIM, COMPLETE)
+CLAIM = "_CLAIM"
 MAX_ATTEMPTS = 1000
 STALE_STAGING_SECONDS = 24 * 3600
 
@@ -65,10 +65,6 @@ def _check_name(model_name: str) -> None:
         raise ValueError(f"model_name {model_name!r} must match {_NAME_RE.pattern}")
 
 
-def _is_s3(uri: str) -> bool:
-    return uri.startswith("s3://")
-
-
 def _local_root(registry_uri: str) -> str:
     if registry_uri.startswith("file://"):
         return registry_uri[len("file://"):]
@@ -87,7 +83,7 @@ def _check_sources(source_dirs: Mapping[str, str], files: Mapping[str, bytes],
     if not source_dirs and not files and not allow_empty:
         raise ValueError("publish: nothing to publish (no source_dirs and no files)")
     for name in list(source_dirs) + list(files):
-        if not _NAME_RE.match(name) or name in MARKERS or _VERSION_RE.match(name):
+        if not _NAME_RE.match(name) or _VERSION_RE.match(name):   # never a marker (`_...`) nor `v<N>`
             raise ValueError(f"publish: entry name {name!r} is not allowed")
     for name, path in source_dirs.items():
         if not os.path.isdir(path):
@@ -189,14 +185,6 @@ def _local_publish(source_dirs, files, registry_uri, model_name, versioned_files
 
 # ------------------------------------------------------------------ S3 / MinIO
 
-def _s3_split(registry_uri: str) -> Tuple[str, str]:
-    rest = registry_uri[len("s3://"):]
-    bucket, _, prefix = rest.partition("/")
-    if not bucket:
-        raise ValueError(f"registry_uri {registry_uri!r} names no bucket")
-    return bucket, prefix.strip("/")
-
-
 def _s3_model_prefix(prefix: str, model_name: str) -> str:
     return f"{prefix}/{model_name}/" if prefix else f"{model_name}/"
 
@@ -211,7 +199,7 @@ def _s3_versions(client, bucket: str, model_prefix: str) -> Dict[int, bool]:
         if not m:
             continue
         n = int(m.group(1))
-        out[n] = out.get(n, False) or tail == COMPLETE
+        out[n] = out.get(n, False) or tail == s3.MARKER
     return out
 
 
@@ -232,18 +220,11 @@ def _s3_claim(client, bucket: str, key: str, token: bytes) -> bool:
 
 
 def _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files) -> Version:
-    bucket, prefix = _s3_split(registry_uri)
+    bucket, prefix = s3.split_uri(registry_uri)
     client = s3.client()
     if not client.bucket_exists(bucket):
         raise ValueError(f"registry_uri {registry_uri!r}: bucket {bucket!r} does not exist")
     model_prefix = _s3_model_prefix(prefix, model_name)
-    uploads: List[Tuple[str, str]] = []  # (relative name, local path)
-    for name, src in source_dirs.items():
-        for root, _dirs, names in os.walk(src):
-            for fname in sorted(names):
-                path = os.path.join(root, fname)
-                rel = os.path.relpath(path, src).replace(os.sep, "/")
-                uploads.append((f"{name}/{rel}", path))
     token = uuid.uuid4().hex.encode()
     versions = _s3_versions(client, bucket, model_prefix)
     number = max(versions, default=0) + 1
@@ -258,11 +239,7 @@ def _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files) -
         extra = dict(versioned_files(number))
         _check_sources({}, extra)
         files = {**files, **extra}
-    for rel, path in uploads:
-        client.fput_object(bucket, base + rel, path)
-    for name, data in files.items():
-        client.put_object(bucket, base + name, io.BytesIO(bytes(data)), len(data))
-    client.put_object(bucket, base + COMPLETE, io.BytesIO(token), len(token))
+    s3.commit(client, bucket, base, source_dirs, files)
     return Version(number, _version_uri(registry_uri, model_name, number))
 
 
@@ -271,8 +248,8 @@ def _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files) -
 def versions(registry_uri: str, model_name: str) -> List[Version]:
     """Every complete version, oldest first."""
     _check_name(model_name)
-    if _is_s3(registry_uri):
-        bucket, prefix = _s3_split(registry_uri)
+    if s3.is_s3(registry_uri):
+        bucket, prefix = s3.split_uri(registry_uri)
         client = s3.client()
         if not client.bucket_exists(bucket):
             return []
@@ -302,23 +279,24 @@ def publish(source_dirs: Mapping[str, str], files: Mapping[str, bytes], registry
     _check_name(model_name)
     source_dirs, files = dict(source_dirs or {}), dict(files or {})
     _check_sources(source_dirs, files, allow_empty=versioned_files is not None)
-    if _is_s3(registry_uri):
+    if s3.is_s3(registry_uri):
         return _s3_publish(source_dirs, files, registry_uri, model_name, versioned_files)
     return _local_publish(source_dirs, files, registry_uri, model_name, versioned_files)
 
 
-ALIASES = "aliases"   # <registry_uri>/<model_name>/aliases/<alias>.json = {"version": N, ...}
+# <registry_uri>/<model_name>/aliases.json = {"production": {"version": N, ...}, "staging": ..., "history": [...]},
+# written by `kfx rollout` (kfx/serving.py set_alias).
+ALIASES = "aliases.json"
 
 
 def read_alias(registry_uri: str, model_name: str, alias: str) -> Optional[int]:
     """The version number an alias (``staging``, ``production``) points to, or None."""
     _check_name(model_name)
-    name = f"{ALIASES}/{alias}.json"
-    if _is_s3(registry_uri):
-        bucket, prefix = _s3_split(registry_uri)
-        raw = s3.read(s3.client(), bucket, _s3_model_prefix(prefix, model_name) + name)
+    if s3.is_s3(registry_uri):
+        bucket, prefix = s3.split_uri(registry_uri)
+        raw = s3.read(s3.client(), bucket, _s3_model_prefix(prefix, model_name) + ALIASES)
     else:
-        path = os.path.join(_local_root(registry_uri), model_name, ALIASES, f"{alias}.json")
+        path = os.path.join(_local_root(registry_uri), model_name, ALIASES)
         raw = None
         if os.path.isfile(path):
             with open(path, "rb") as f:
@@ -326,16 +304,17 @@ def read_alias(registry_uri: str, model_name: str, alias: str) -> Optional[int]:
     if raw is None:
         return None
     try:
-        return int(json.loads(raw)["version"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"alias {alias!r} of {model_name} in {registry_uri}: not "
-                         f'{{"version": N}} JSON ({e})') from e
+        entry = json.loads(raw).get(alias)
+        return None if entry is None else int(entry["version"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{registry_uri.rstrip('/')}/{model_name}/{ALIASES}: alias {alias!r} is not "
+                         f'{{"{alias}": {{"version": N}}}} JSON ({e})') from e
 
 
 def read_file(version: Version, name: str) -> Optional[bytes]:
     """One file of a complete version (e.g. its model card), or None when the version has no such file."""
-    if _is_s3(version.uri):
-        bucket, key_prefix = _s3_split(version.uri)
+    if s3.is_s3(version.uri):
+        bucket, key_prefix = s3.split_uri(version.uri)
         return s3.read(s3.client(), bucket, f"{key_prefix}/{name}")
     path = os.path.join(_local_root(version.uri), *name.split("/"))
     if not os.path.isfile(path):
@@ -347,17 +326,12 @@ def read_file(version: Version, name: str) -> Optional[bytes]:
 def fetch(version: Version, dest: str) -> str:
     """Copy a version's contents into `dest` (created); return `dest`."""
     os.makedirs(dest, exist_ok=True)
-    if _is_s3(version.uri):
-        bucket, key_prefix = _s3_split(version.uri)
+    if s3.is_s3(version.uri):
+        bucket, key_prefix = s3.split_uri(version.uri)
         client = s3.client()
-        key_prefix += "/"
-        if s3.read(client, bucket, key_prefix + COMPLETE) is None:
-            raise ValueError(f"version {version.uri!r} is not complete (no {COMPLETE})")
-        for obj in client.list_objects(bucket, prefix=key_prefix, recursive=True):
-            rel = obj.object_name[len(key_prefix):]
-            if rel in MARKERS or obj.is_dir:
-                continue
-            client.fget_object(bucket, obj.object_name, os.path.join(dest, *rel.split("/")))
+        if s3.committed(client, bucket, key_prefix) is None:
+            raise ValueError(f"version {version.uri!r} is not complete (no {s3.MARKER})")
+        s3.fetch(client, bucket, key_prefix, dest)
         return dest
     src = _local_root(version.uri)
     if not os.path.isdir(src):

@@ -3,9 +3,20 @@
 Endpoint and credentials come from the environment only (`KFX_S3_ENDPOINT`,
 `KFX_S3_SECURE`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`);
 on Kubernetes from a Secret. Never from the IR or an image.
+
+The stages' commit-marker convention (docs/design.md, "Storage and commit
+markers"): a set of objects below a prefix (a registry version, a TFJob staging
+folder) exists once `<prefix>/_COMPLETE` does. `commit` uploads the objects and
+writes that marker last, a JSON manifest of what it vouches for; `committed`
+and `fetch` read a prefix only through its marker and only the objects it
+lists, so a crash mid-upload or a stale object is never read as content.
+Top-level names starting with `_` are the convention's own (the marker, a
+registry's `_CLAIM`), never content.
 """
+import io
+import json
 import os
-from typing import Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 # What "not found" is, for the stages: a missing object or a missing bucket.
 NOT_FOUND = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
@@ -89,3 +100,77 @@ def local_copy(uri: str, scratch: str) -> str:
     for name in names:
         s3.fget_object(bucket, name, os.path.join(dest, *name[len(key) + 1:].split("/")))
     return dest
+
+
+MARKER = "_COMPLETE"
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+def commit(s3_client, bucket: str, prefix: str, trees: Mapping[str, str] = None,
+           files: Mapping[str, bytes] = None) -> Dict:
+    """Upload local directories (each below its name) and small files below ``prefix``, then the
+    marker last; returns the manifest ``{"objects": {relative name: bytes}, "dirs": [empty dirs]}``."""
+    s3_client.remove_object(bucket, _join(prefix, MARKER))  # a stale marker never vouches for new objects
+    manifest: Dict = {"objects": {}, "dirs": []}
+    for name, local in (trees or {}).items():
+        if not os.path.isdir(local):
+            raise ValueError(f"{local!r} is not a directory")
+        for root, dirs, names in os.walk(local):
+            rel_root = os.path.relpath(root, local)
+            rel_root = "" if rel_root == "." else rel_root.replace(os.sep, "/")
+            if not names and not dirs:
+                manifest["dirs"].append(_join(name, rel_root))  # e.g. a SavedModel's empty assets/
+            for fname in sorted(names):
+                path, rel = os.path.join(root, fname), _join(name, rel_root, fname)
+                s3_client.fput_object(bucket, _join(prefix, rel), path)
+                manifest["objects"][rel] = os.path.getsize(path)
+    for name, data in (files or {}).items():
+        s3_client.put_object(bucket, _join(prefix, name), io.BytesIO(bytes(data)), len(data))
+        manifest["objects"][name] = len(data)
+    body = json.dumps(manifest, sort_keys=True).encode()
+    s3_client.put_object(bucket, _join(prefix, MARKER), io.BytesIO(body), len(body),
+                         content_type="application/json")
+    return manifest
+
+
+def committed(s3_client, bucket: str, prefix: str) -> Optional[Dict]:
+    """The manifest of a committed prefix, or None when its marker does not exist.
+
+    A marker that is no manifest (registry versions pushed before manifests, whose `_COMPLETE`
+    held the publisher's claim token) vouches for every object below the prefix: the registry
+    never rewrites a version, so what is there is what was published."""
+    raw = read(s3_client, bucket, _join(prefix, MARKER))
+    if raw is None:
+        return None
+    try:
+        manifest = json.loads(raw)
+    except ValueError:
+        manifest = None
+    if isinstance(manifest, dict) and isinstance(manifest.get("objects"), dict):
+        return {"objects": manifest["objects"], "dirs": list(manifest.get("dirs") or [])}
+    base = _join(prefix) + "/"
+    return {"objects": {o.object_name[len(base):]: o.size
+                        for o in s3_client.list_objects(bucket, prefix=base, recursive=True)
+                        if not o.is_dir and not o.object_name[len(base):].startswith("_")},
+            "dirs": []}
+
+
+def fetch(s3_client, bucket: str, prefix: str, dest: str, under: str = "",
+          manifest: Optional[Dict] = None) -> Dict:
+    """Download the committed objects below ``<prefix>/<under>`` into ``dest`` (created), keeping
+    their layout; returns the manifest. A prefix without its marker is a ValueError naming it."""
+    manifest = manifest if manifest is not None else committed(s3_client, bucket, prefix)
+    if manifest is None:
+        raise ValueError(f"s3://{bucket}/{_join(prefix, MARKER)} is missing: not committed")
+    os.makedirs(dest, exist_ok=True)
+    head = _join(under) + "/" if _join(under) else ""
+    for rel in manifest["dirs"]:
+        if rel.startswith(head):
+            os.makedirs(os.path.join(dest, *rel[len(head):].split("/")), exist_ok=True)
+    for rel in manifest["objects"]:
+        if rel.startswith(head) and rel != head:
+            s3_client.fget_object(bucket, _join(prefix, rel), os.path.join(dest, *rel[len(head):].split("/")))
+    return manifest

@@ -14,9 +14,10 @@ visible to other pods, so everything travels through a run-scoped S3 prefix, the
     <staging>/outputs/facts.json                the chief's executor.run facts
     <staging>/outputs/_COMPLETE                 written last by the chief (manifest of the above)
 
-A reader trusts a folder only once its ``_COMPLETE`` marker exists and reads exactly
-the objects the marker lists, so a crash mid-upload (or a stale object from an
-earlier attempt) is never read as a result.
+Each folder follows the stages' commit-marker convention (``common.s3.commit``,
+``committed``, ``fetch``): a reader trusts a folder only once its ``_COMPLETE``
+marker exists and reads exactly the objects the marker lists, so a crash
+mid-upload (or a stale object from an earlier attempt) is never read as a result.
 
 Each worker pod runs::
 
@@ -37,7 +38,6 @@ step's pod. This module imports TensorFlow only inside :func:`main` (through the
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -49,7 +49,6 @@ from kfx_components.common import s3
 from kfx_components.common.s3 import client as s3_client, split_uri  # noqa: F401 - tfjob and tests use them here
 
 INPUTS = ("transformed_examples", "transform_graph", "hyperparameters")
-MARKER = "_COMPLETE"
 FACTS_FILE = "facts.json"
 TERMINATION_LOG = "/dev/termination-log"
 
@@ -58,74 +57,27 @@ class StagingError(RuntimeError):
     """The staging prefix is missing something a reader needs."""
 
 
-# ------------------------------------------------------------------ S3 helpers
-
-def _join(*parts: str) -> str:
-    return "/".join(p.strip("/") for p in parts if p.strip("/"))
-
-
-def _upload_tree(client, bucket: str, key: str, local: str, manifest: Dict, rel_prefix: str) -> None:
-    if not os.path.isdir(local):
-        raise ValueError(f"{local!r} is not a directory")
-    for root, dirs, files in os.walk(local):
-        rel_root = os.path.relpath(root, local)
-        rel_root = "" if rel_root == "." else rel_root.replace(os.sep, "/")
-        if not files and not dirs:
-            manifest["dirs"].append(_join(rel_prefix, rel_root))  # e.g. a SavedModel's empty assets/
-        for name in sorted(files):
-            path = os.path.join(root, name)
-            rel = _join(rel_prefix, rel_root, name)
-            client.fput_object(bucket, _join(key, rel), path)
-            manifest["objects"][rel] = os.path.getsize(path)
-
-
-def _put_json(client, bucket: str, key: str, value) -> None:
-    body = json.dumps(value, sort_keys=True).encode()
-    client.put_object(bucket, key, io.BytesIO(body), len(body), content_type="application/json")
-
-
-def _get_json(client, bucket: str, key: str):
-    raw = s3.read(client, bucket, key)
-    return None if raw is None else json.loads(raw)
-
+# ------------------------------------------------------------------ staging (common.s3's commit convention)
 
 def _publish(client, staging_uri: str, folder: str, trees: Mapping[str, str],
              files: Mapping[str, bytes] = None) -> Dict:
     """Upload local dirs (and small files) under ``<staging>/<folder>/``, then its marker last."""
     bucket, key = split_uri(staging_uri)
-    base = _join(key, folder)
     if not client.bucket_exists(bucket):
         client.make_bucket(bucket)
-    client.remove_object(bucket, _join(base, MARKER))  # a stale marker never vouches for new objects
-    manifest: Dict = {"objects": {}, "dirs": []}
-    for name, local in trees.items():
-        _upload_tree(client, bucket, base, local, manifest, name)
-    for name, data in (files or {}).items():
-        client.put_object(bucket, _join(base, name), io.BytesIO(data), len(data))
-        manifest["objects"][name] = len(data)
-    _put_json(client, bucket, _join(base, MARKER), manifest)
-    return manifest
+    return s3.commit(client, bucket, f"{key}/{folder}", trees, files)
 
 
 def _fetch(client, staging_uri: str, folder: str, targets: Mapping[str, str], who: str) -> Dict:
-    """Download the trees a ``<staging>/<folder>/_COMPLETE`` manifest lists into ``targets[name]``."""
+    """Download the trees ``<staging>/<folder>/_COMPLETE`` lists into ``targets[name]``."""
     bucket, key = split_uri(staging_uri)
-    base = _join(key, folder)
-    manifest = _get_json(client, bucket, _join(base, MARKER))
+    manifest = s3.committed(client, bucket, f"{key}/{folder}")
     if manifest is None:
-        raise StagingError(f"{staging_uri}/{folder}/{MARKER} is missing: {who} did not finish uploading")
-    for rel in manifest["dirs"]:
-        name, _, sub = rel.partition("/")
-        if name in targets:
-            os.makedirs(os.path.join(targets[name], sub), exist_ok=True)
-    for name in targets:
-        os.makedirs(targets[name], exist_ok=True)
+        raise StagingError(f"{staging_uri}/{folder}/{s3.MARKER} is missing: {who} did not finish uploading")
+    for name, target in targets.items():
         if not any(r.split("/", 1)[0] == name for r in manifest["objects"]):
-            raise StagingError(f"{staging_uri}/{folder}/{name} is empty in the {MARKER} manifest")
-    for rel in manifest["objects"]:
-        name, _, sub = rel.partition("/")
-        if name in targets and sub:
-            client.fget_object(bucket, _join(base, rel), os.path.join(targets[name], sub))
+            raise StagingError(f"{staging_uri}/{folder}/{name} is empty in the {s3.MARKER} manifest")
+        s3.fetch(client, bucket, f"{key}/{folder}", target, under=name, manifest=manifest)
     return manifest
 
 
@@ -157,10 +109,10 @@ def fetch_outputs(staging_uri: str, model_dir: str, checkpoint_dir: str, client=
     _fetch(client, staging_uri, "outputs", {"model": model_dir, "checkpoints": checkpoint_dir},
            "the TFJob's chief (worker 0)")
     bucket, key = split_uri(staging_uri)
-    facts = _get_json(client, bucket, _join(key, "outputs", FACTS_FILE))
+    facts = s3.read(client, bucket, f"{key}/outputs/{FACTS_FILE}")
     if facts is None:
         raise StagingError(f"{staging_uri}/outputs/{FACTS_FILE} is missing")
-    return facts
+    return json.loads(facts)
 
 
 def delete_staging(staging_uri: str, client=None) -> int:

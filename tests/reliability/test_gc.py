@@ -4,14 +4,13 @@ artifact a kept run's lineage needs, the version an alias points to, one a kept 
 or the newest version."""
 import argparse
 import fcntl
-import json
 import os
 import time
 from pathlib import Path
 
 from kfp import compiler, dsl
 
-from kfx import gc
+from kfx import gc, serving
 from kfx.metadata import MetadataStore
 from kfx.runner import Runner, Workspace, take_lease
 from kfx_components.common import registry
@@ -58,8 +57,7 @@ def test_gc_keeps_what_kept_runs_and_aliases_need_and_removes_the_rest(tmp_path)
     runner = Runner(Workspace(root), echo=lambda _: None)
     reg = str(root / "registry")
     versions = [registry.publish({}, {"model.txt": f"m{i}".encode()}, reg, "m") for i in range(1, 6)]
-    (root / "registry" / "m" / "aliases").mkdir()
-    (root / "registry" / "m" / "aliases" / "production.json").write_text(json.dumps({"version": 2}))
+    serving.set_alias(reg + "/m", "production", 2)   # as `kfx rollout` promotes a version
 
     run_a = runner.run(tmp_path / "toy.yaml", {"data_uri": str(a)})                  # oldest
     run_b = runner.run(tmp_path / "toy.yaml", {"data_uri": str(b)})

@@ -1,9 +1,7 @@
 """The versioned model registry: filesystem always, S3 against a local moto server."""
 import os
-import socket
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
@@ -117,49 +115,10 @@ def test_bad_arguments(tmp_path):
         registry.latest("gs://bucket/x", "m")
 
 
-# ---------------------------------------------------------------- S3 (moto server)
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    pytest.importorskip("moto")
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port), "-H", "127.0.0.1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.skip("moto server did not start")
-        env = {"KFX_S3_ENDPOINT": f"127.0.0.1:{port}", "KFX_S3_SECURE": "0",
-               "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-        old = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            yield env
-        finally:
-            for k, v in old.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
+# ---------------------------------------------------------------- S3 (the session's moto server)
 
 @pytest.fixture
-def bucket(s3_env):
+def bucket(s3_server):
     name = f"reg-{uuid.uuid4().hex[:8]}"
     s3.client().make_bucket(name)
     return name
@@ -176,7 +135,36 @@ def test_s3_publish_latest_fetch(tmp_path, bucket):
     dest = registry.fetch(v1, str(tmp_path / "fetched"))
     assert open(os.path.join(dest, "saved_model/variables/v.data"), "rb").read() == b"one" * 3
     assert open(os.path.join(dest, "card.md"), "rb").read() == b"# one"
-    assert not os.path.exists(os.path.join(dest, registry.COMPLETE))
+    assert not os.path.exists(os.path.join(dest, s3.MARKER))
+
+
+@pytest.mark.s3
+def test_s3_version_is_read_through_its_marker_only(tmp_path, bucket):
+    """The marker lists what it vouches for: an object that is not listed (left by no publisher kfx
+    knows of) is never fetched."""
+    import io
+    uri = f"s3://{bucket}"
+    v1 = registry.publish({"saved_model": _source(tmp_path, content=b"one")}, {"card.md": b"# one"}, uri, "m")
+    s3.client().put_object(bucket, "m/v1/stray.bin", io.BytesIO(b"x"), 1)
+    dest = registry.fetch(v1, str(tmp_path / "fetched"))
+    assert sorted(os.listdir(dest)) == ["card.md", "saved_model"]
+
+
+@pytest.mark.s3
+def test_s3_version_pushed_before_manifests_stays_readable(tmp_path, bucket):
+    """A version as the registry wrote it before its marker listed the objects (3df31fe..a209083:
+    `_CLAIM` and `_COMPLETE` both held the publisher's token) is listed and fetched whole."""
+    import io
+    client = s3.client()
+    for name, data in (("v1/_CLAIM", b"token"), ("v1/saved_model/saved_model.pb", b"pb"),
+                       ("v1/model_card.json", b"{}"), ("v1/_COMPLETE", b"token")):
+        client.put_object(bucket, f"reg/m/{name}", io.BytesIO(data), len(data))
+    uri = f"s3://{bucket}/reg"
+    assert registry.latest(uri, "m") == registry.Version(1, f"{uri}/m/v1")
+    dest = registry.fetch(registry.latest(uri, "m"), str(tmp_path / "old"))
+    assert sorted(os.listdir(dest)) == ["model_card.json", "saved_model"]
+    assert open(os.path.join(dest, "saved_model", "saved_model.pb"), "rb").read() == b"pb"
+    assert registry.publish({}, {"a": b"1"}, uri, "m").number == 2
 
 
 @pytest.mark.s3

@@ -3,6 +3,9 @@ statistics it was trained on; nothing on a first run."""
 import json
 import os
 
+import pytest
+
+from kfx import serving
 from kfx_components.common import registry
 from kfx_components.resolve import executor
 
@@ -34,10 +37,17 @@ def test_newest_version_unless_production_points_elsewhere(tmp_path):
     facts = executor.run(reg, "m")
     assert facts["version"] == 2 and facts["model_uri"] == f"{v2.uri}/saved_model"
     assert facts["statistics_uri"] == ""   # v2 was published without statistics
-    os.makedirs(os.path.join(reg, "m", "aliases"))
-    with open(os.path.join(reg, "m", "aliases", "production.json"), "w") as f:
-        json.dump({"version": 1}, f)
+    serving.set_alias(f"{reg}/m", "production", 1)   # as `kfx rollout` promotes a version
     facts = executor.run(reg, "m")
     assert facts["version"] == 1 and facts["source"] == "the 'production' alias"
     assert facts["statistics_uri"] == f"{v1.uri}/statistics"
     assert os.path.isfile(os.path.join(facts["statistics_uri"], "train", "FeatureStats.pb"))
+
+
+def test_an_unreadable_alias_file_is_one_line_naming_it(tmp_path):
+    reg = str(tmp_path / "registry")
+    _publish(reg, "m")
+    with open(os.path.join(reg, "m", "aliases.json"), "w") as f:
+        json.dump({"production": "v1"}, f)
+    with pytest.raises(ValueError, match=r"m/aliases.json: alias 'production' is not"):
+        executor.run(reg, "m")
