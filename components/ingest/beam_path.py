@@ -103,9 +103,10 @@ class Source:
     """What the workers need to read the table: plain data, pickled to each worker."""
 
     def __init__(self, path: str, kind: str, names: List[str], data_start: int, first_line: int,
-                 row_groups: Optional[List[int]] = None):
+                 row_groups: Optional[List[int]] = None, text_columns: Sequence[str] = ()):
         self.path, self.kind, self.names = path, kind, names
         self.data_start, self.first_line, self.row_groups = data_start, first_line, row_groups
+        self.text_columns = frozenset(text_columns)   # Parquet string columns (ColumnCounts.declared_text)
 
     def ranges(self) -> List[tuple]:
         if self.kind == "parquet":
@@ -444,7 +445,9 @@ def _head_parquet(path: str):
     ex.check_unique_names(path, names)
     df = df.head(HEAD_LINES)
     groups = [pf.metadata.row_group(i).num_rows for i in range(pf.num_row_groups)]
-    return ex.Table(df, path, None, "parquet"), Source(path, "parquet", names, 0, 1, groups)
+    import pyarrow as pa
+    text = [f.name for f in pf.schema_arrow if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+    return ex.Table(df, path, None, "parquet"), Source(path, "parquet", names, 0, 1, groups, text)
 
 
 def _where_factory(source: Source, stats: Stats):
@@ -519,7 +522,8 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
     idx = {c: j for j, c in enumerate(names)}
     for c in feature_columns:
         j = idx[c]
-        counts = ex.ColumnCounts(stats.present[j], stats.nums[j], stats.bools[j], stats.whole[j], stats.max_abs[j])
+        counts = ex.ColumnCounts(stats.present[j], stats.nums[j], stats.bools[j], stats.whole[j], stats.max_abs[j],
+                                 declared_text=c in source.text_columns)
         pos, value = stats.first_text[j] or (None, None)
         types[c] = ex.column_type(path, c, counts, warnings, lambda: (where(pos), value))
     label_type = ex.FLOAT if problem_type == "regression" else ex.INT64

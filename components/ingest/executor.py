@@ -336,18 +336,22 @@ class ColumnCounts:
     bools: int = 0         # true / false cells
     whole: bool = True     # every number integer-valued
     max_abs: float = 0.0   # the largest |number|
+    declared_text: bool = False   # a Parquet string column: its writer said text (codes such as '02134')
 
 
 def column_type(path: str, name: str, counts: ColumnCounts, warnings: List[str], first_text) -> str:
     """The one typing rule of both engines. All true/false: int64 (0/1). All numbers: int64 when each
     is whole and int64 holds it (codes, ids: float32 would merge codes above 2**24; pandas reads an
-    integer column with missing cells as float), else float. Mostly text: bytes. Empty in every row:
+    integer column with missing cells as float), else float. Mostly text, or declared text: bytes.
+    Empty in every row:
     float, with a warning. Numbers but for a few text cells (at most 1 - NUMERIC_SHARE): an
     IngestError naming the first, ``first_text()`` = (where, value)."""
     if counts.present == 0:
         _warn(warnings, path, f"column {name!r} is empty in every row; it carries no information "
                               f"(add it to drop_columns to silence this warning)")
         return FLOAT
+    if counts.declared_text:
+        return BYTES
     if counts.bools == counts.present:
         return INT64
     n_text = counts.present - counts.numbers
@@ -361,7 +365,7 @@ def column_type(path: str, name: str, counts: ColumnCounts, warnings: List[str],
     return BYTES
 
 
-def _column_counts(series):
+def _column_counts(series, parquet: bool):
     """(ColumnCounts, position of the first text cell or None) of a column pandas read: its dtype
     says what a typed column holds; the cells of a text (object) column are read one by one."""
     import pandas as pd
@@ -371,6 +375,8 @@ def _column_counts(series):
     dtype = series.dtype
     if n == 0 or types.is_complex_dtype(dtype):
         return ColumnCounts(present=n), (0 if n else None)
+    if parquet and (types.is_string_dtype(dtype) and isinstance(present.iloc[0], str)):
+        return ColumnCounts(present=n, declared_text=True), None
     if types.is_bool_dtype(dtype) or isinstance(dtype, pd.BooleanDtype):
         return ColumnCounts(present=n, bools=n), None
     if types.is_numeric_dtype(dtype):
@@ -739,7 +745,7 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
                           f"the table needs at least one column to learn from (check drop_columns)")
     types: Dict[str, str] = {}
     for c in feature_columns:
-        counts, first = _column_counts(df[c])
+        counts, first = _column_counts(df[c], table.kind == "parquet")
         types[c] = column_type(path, c, counts, warnings, lambda: (table.where(first), df[c].iloc[first]))
     types[label_key] = FLOAT if problem_type == "regression" else INT64
 
