@@ -123,8 +123,10 @@ def cmd_run(args) -> int:
             print(f"run {result.run_id} FAILED: {result.error}", file=sys.stderr)
         print(f"error: {result.error_line}", file=sys.stderr)
         return EXIT_FAILED
-    cached = sum(s.state == "CACHED" for s in result.steps.values())
-    print(f"run {result.run_id} COMPLETE in {result.seconds:.1f}s ({cached} of {len(result.steps)} steps cached)")
+    states = [s.state for s in result.steps.values()]
+    skipped = f", {states.count('SKIPPED')} skipped" if "SKIPPED" in states else ""
+    print(f"run {result.run_id} COMPLETE in {result.seconds:.1f}s "
+          f"({states.count('CACHED')} of {len(states)} steps cached{skipped})")
     for line in report.outcome_lines(result):
         print(line)
     return 0

@@ -15,7 +15,7 @@ from kfx.runner import RunResult
 _FIT = "this.style.height=(this.contentDocument.documentElement.scrollHeight+24)+'px'"
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.FAILED{color:#b00;font-weight:bold}.CACHED{color:#666}
+th{background:#f3f3f3}.FAILED{color:#b00;font-weight:bold}.CACHED{color:#666}.SKIPPED{color:#888;font-style:italic}
 iframe{width:100%;height:600px;border:1px solid #ccc;display:block}code{font-size:90%}"""
 
 _MAX_VALUE = 300
@@ -66,6 +66,8 @@ def write(result: RunResult, path: Path) -> Path:
     rows = []
     for name, step in result.steps.items():
         outs = ", ".join(f"{k} ({a.type.removeprefix('system.')})" for k, a in step.outputs.items())
+        if step.state == "SKIPPED":
+            outs = f"skipped: {step.skipped}" if step.skipped else "skipped"
         rows.append([html.escape(name), f"<span class='{step.state}'>{step.state}</span>",
                      f"{step.seconds:.1f}s", html.escape(outs)])
     parts.append(_table(rows, ["step", "state", "time", "outputs"]))

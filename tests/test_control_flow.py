@@ -11,7 +11,7 @@ import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 
-from kfx import expressions, ir, lineage
+from kfx import expressions, ir, lineage, report
 from kfx.cli import main
 from kfx.forkserver import ForkServerLauncher
 from kfx.metadata import MetadataStore, State, prop
@@ -152,6 +152,8 @@ def test_if_elif_else_runs_one_branch_and_records_the_others_skipped(seed, ran, 
     for task in branch_tasks - {ran} | {"write-text"}:
         assert executions[task].last_known_state == State.CANCELED and "condition" in prop(executions[task], "skipped")
     assert executions[ran].last_known_state == State.COMPLETE
+    page = report.write(result, tmp_path / "report.html").read_text()
+    assert "<span class='SKIPPED'>SKIPPED</span>" in page and "skipped: its condition is false" in page
 
 
 @dsl.pipeline(name="loops")
