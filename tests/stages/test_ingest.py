@@ -326,3 +326,24 @@ def test_beam_engine_stray_text_and_auto_threshold(sample_csv, taxi_config, tmp_
         _run(tmp_path, path, **_taxi_args(taxi_config))
     with pytest.raises(ValueError, match="engine 'spark' is not one of"):
         _run(tmp_path, path, engine="spark", **_taxi_args(taxi_config))
+
+
+def test_both_engines_type_columns_by_one_rule(tmp_path):
+    """One typing rule (executor.column_type) for both engines, on the columns where they once
+    differed: a Parquet string column of digits stays text (its zeros kept), a boolean column with
+    missing cells is int64 (0/1, missing cells absent), an integer column with missing cells is int64."""
+    n = 240
+    table = pd.DataFrame({"zip": [f"0{2100 + i % 40}" for i in range(n)],
+                          "flag": [True, False, None] * (n // 3),
+                          "count": [None if i % 7 == 0 else float(i) for i in range(n)],
+                          "y": [i % 2 for i in range(n)]})
+    path = tmp_path / "t.parquet"
+    table.to_parquet(path)
+    by_engine = {engine: _run(tmp_path, path, name=engine, engine=engine) for engine in ("pandas", "beam")}
+    [pandas_columns, beam_columns] = [m["columns"] for _, m in by_engine.values()]
+    assert pandas_columns == beam_columns
+    assert {c: pandas_columns[c] for c in ("zip", "flag", "count")} == {"zip": "bytes", "flag": "int64", "count": "int64"}
+    for out, _ in by_engine.values():
+        rows = _rows(out)
+        assert sorted({r["zip"][0] for r in rows})[0] == "02100"
+        assert sorted({tuple(r.get("flag", ())) for r in rows}) == [(), (0,), (1,)]
