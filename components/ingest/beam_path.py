@@ -42,6 +42,7 @@ import uuid
 from typing import Dict, List, Optional, Sequence
 
 from kfx_components.common import io
+from kfx_components.common.beam_files import PartWriter, concatenate, remove_tree, scratch
 from kfx_components.ingest import executor as ex
 
 HEAD_LINES = 5000
@@ -496,7 +497,7 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
 
     # ---- pass 1: counts, types, class histograms, unreadable rows
     ranges = source.ranges()
-    stats_path = os.path.join(_scratch(options), f"kfx-ingest-stats-{uuid.uuid4().hex}.pkl")
+    stats_path = os.path.join(scratch(options), f"kfx-ingest-stats-{uuid.uuid4().hex}.pkl")
     with beam.Pipeline(options=options) as p:
         _ = (p | "Ranges" >> beam.Create(ranges) | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
              | "Count" >> beam.FlatMap(pass1_batch, names, labeler, problem_type, labeler.column)
@@ -589,7 +590,7 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
     # shuffle of the records: Beam's sharded writer would group them all, and the DirectRunner
     # holds a grouped PCollection in memory); the parts are then concatenated into the one
     # file per split the examples contract names (GZIP members concatenate into a valid file).
-    parts_root = os.path.join(_scratch(options), f"kfx-ingest-parts-{uuid.uuid4().hex}")
+    parts_root = os.path.join(scratch(options), f"kfx-ingest-parts-{uuid.uuid4().hex}")
     with io.Staging() as stage:
         staging = stage.dir(examples_dir)
         with beam.Pipeline(options=options) as p:
@@ -602,14 +603,14 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
             # ranking stage's would make the DirectRunner buffer every record until both ran; this
             # way the records are written by the stage that encodes them, as they stream.
             for split in io.SPLITS:
-                _ = out[split] | f"Write{split}" >> beam.ParDo(_PartWriter(os.path.join(parts_root, split)))
+                _ = out[split] | f"Write{split}" >> beam.ParDo(PartWriter(os.path.join(parts_root, split)))
                 _ = ranked[split] | f"WriteCut{split}" >> beam.ParDo(
-                    _PartWriter(os.path.join(parts_root, split)))
+                    PartWriter(os.path.join(parts_root, split)))
         try:
             for split in io.SPLITS:
-                _concatenate(os.path.join(parts_root, split), io.split_file(staging, split))
+                concatenate(os.path.join(parts_root, split), io.split_file(staging, split))
         finally:
-            _remove_tree(parts_root)
+            remove_tree(parts_root)
         with open(os.path.join(staging, io.COLUMNS_FILE), "w", encoding="utf-8") as f:
             json.dump(types, f, indent=1, sort_keys=True)
 
@@ -626,67 +627,6 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
         facts["class_counts"] = {s: {v: counts[s][v] for v in vocabulary} for s in io.SPLITS}
         facts["classes_only_in_train"] = sorted(small, key=_label_sort_key)
     return facts
-
-
-class _PartWriter:
-    """A DoFn (built lazily: apache_beam is imported at run time) writing its bundle's records."""
-
-    def __new__(cls, directory: str):
-        import apache_beam as beam
-
-        class PartWriter(beam.DoFn):
-            def __init__(self, directory):
-                self.directory = directory
-
-            def start_bundle(self):
-                self.handle = None
-
-            def process(self, record):
-                from apache_beam.io.tfrecordio import _TFRecordUtil
-                if self.handle is None:
-                    from apache_beam.io.filesystem import CompressionTypes
-                    from apache_beam.io.filesystems import FileSystems
-                    path = FileSystems.join(self.directory, f"part-{uuid.uuid4().hex}.tfrecord.gz")
-                    self.handle = FileSystems.create(path, compression_type=CompressionTypes.GZIP)
-                _TFRecordUtil.write_record(self.handle, record)
-
-            def finish_bundle(self):
-                if self.handle is not None:
-                    self.handle.close()
-                    self.handle = None
-
-        return PartWriter(directory)
-
-
-def _concatenate(parts_dir: str, out_path: str) -> None:
-    """The part files' bytes, one after another, into out_path (an empty GZIP file if none)."""
-    from apache_beam.io.filesystem import CompressionTypes
-    from apache_beam.io.filesystems import FileSystems
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    pattern = FileSystems.join(parts_dir, "part-*.tfrecord.gz")
-    parts = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-    with open(out_path, "wb") as out:
-        if not parts:
-            out.write(gzip.compress(b""))
-        for part in parts:
-            with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-                shutil.copyfileobj(f, out, 8 * 2 ** 20)
-
-
-def _remove_tree(path: str) -> None:
-    from apache_beam.io.filesystems import FileSystems
-    try:
-        if FileSystems.exists(path):
-            FileSystems.delete([path])
-    except Exception:  # noqa: BLE001 - scratch: leaving it behind is harmless
-        pass
-
-
-def _scratch(options) -> str:
-    """Where pass 1 leaves its counters for the driver: Beam's temp_location when set (shared
-    storage on a distributed runner), else this machine's temp directory."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
-    return options.view_as(GoogleCloudOptions).temp_location or tempfile.gettempdir()
 
 
 def _save_stats(stats: Stats, path: str) -> None:

@@ -4,15 +4,19 @@ import os
 import re
 import shutil
 import time
+import uuid
 from typing import Dict, List, Sequence
 
-from kfx_components.common import io
+from kfx_components.common import beam_files, io
 
 VOCAB_TOP_K = 1000        # caps a vocabulary (and so an embedding) on free-text features
 NUM_OOV_BUCKETS = 1       # values unseen in train (or beyond top_k) share one index
 MISSING_TOKEN = "__missing__"  # a missing categorical value is a category of its own
 MISSING_SUFFIX = "_missing"
 SCHEMA_FILE = "schema.pbtxt"
+# Rows per batch read: fixed, so the analyzers' float sums are the same run to run (tfx_bsl's
+# default batches by elapsed time); 1000 is that default's cap.
+BATCH_ROWS = 1000
 
 
 def _load_schema(schema_dir: str):
@@ -173,7 +177,7 @@ def _preprocess(inputs, plan: Dict[str, List[str]], label_key: str, num_buckets:
 def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transformed_examples_dir: str,
         label_key: str, categorical_features: Sequence[str] = (), bucketize_features: Sequence[str] = (),
         num_buckets: int = 10, beam_pipeline_args: Sequence[str] = ()) -> dict:
-    """Fit the transform on train with tft_beam, write the graph and transformed train/eval."""
+    """Fit the transform on train with tft_beam, write the graph and transformed train/eval/test."""
     start = time.time()
     categorical_features, bucketize_features = list(categorical_features or ()), list(bucketize_features or ())
     io.require_examples(examples_dir)
@@ -182,7 +186,6 @@ def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transforme
                  columns=list(io.read_columns(examples_dir)))
 
     import apache_beam as beam
-    from apache_beam.io.filesystem import CompressionTypes
     from apache_beam.options.pipeline_options import PipelineOptions
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
@@ -192,6 +195,8 @@ def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transforme
 
     raw_schema = _raw_schema(schema)
     preprocessing_fn = functools.partial(_preprocess, plan=plan, label_key=label_key, num_buckets=int(num_buckets))
+    options = PipelineOptions(list(beam_pipeline_args or ()))
+    parts_root = os.path.join(beam_files.scratch(options), f"kfx-transform-parts-{uuid.uuid4().hex}")
     with io.Staging() as stage:
         graph_staging = stage.dir(transform_graph_dir)
         data_staging = stage.dir(transformed_examples_dir)
@@ -201,29 +206,32 @@ def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transforme
             return tfxio.TFExampleRecord(file_pattern=io.split_file(examples_dir, split), schema=raw_schema,
                                          telemetry_descriptors=["kfx", "transform"])
 
-        def write(split, batches):
-            prefix = os.path.join(data_staging, split, io.DATA_FILE[:-len(".tfrecord.gz")])
-            return (batches
-                    | f"Encode[{split}]" >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamples(batch))
-                    | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                        prefix, file_name_suffix=".tfrecord.gz", num_shards=1, shard_name_template="",
-                        compression_type=CompressionTypes.GZIP))
-
-        with beam.Pipeline(options=PipelineOptions(list(beam_pipeline_args or ()))) as p:
-            with tft_beam.Context(temp_dir=tmp):
-                # The graph is fitted on train only; eval and test are transformed with it.
-                sources = {split: source(split) for split in io.SPLITS}
-                adapter = sources[io.TRAIN].TensorAdapterConfig()
-                raw = {split: p | f"Read[{split}]" >> src.BeamSource() for split, src in sources.items()}
-                (train, _), transform_fn = ((raw[io.TRAIN], adapter) | tft_beam.AnalyzeAndTransformDataset(
-                    preprocessing_fn, output_record_batches=True))
-                write(io.TRAIN, train)
-                for split in io.SPLITS[1:]:
-                    transformed_split, _ = (((raw[split], adapter), transform_fn)
-                                            | f"Transform[{split}]" >> tft_beam.TransformDataset(
-                                                output_record_batches=True))
-                    write(split, transformed_split)
-                _ = transform_fn | tft_beam.WriteTransformFn(graph_staging)
+        # Memory must not grow with the data, so nothing holds a split: the graph is
+        # fitted on one read of train (the analyzers combine as the batches stream),
+        # then every split, train included, is read again and transformed in the stage
+        # that reads it (transforming the analysed PCollection would make the
+        # DirectRunner keep all of train until the analysis ends), and each bundle
+        # writes its own part file (a sharded writer would group every record).
+        try:
+            with beam.Pipeline(options=options) as p:
+                with tft_beam.Context(temp_dir=tmp):
+                    sources = {split: source(split) for split in io.SPLITS}
+                    adapter = sources[io.TRAIN].TensorAdapterConfig()
+                    transform_fn = ((p | "Read[analyze]" >> sources[io.TRAIN].BeamSource(BATCH_ROWS), adapter)
+                                    | tft_beam.AnalyzeDataset(preprocessing_fn))
+                    for split, src in sources.items():
+                        transformed, _ = (((p | f"Read[{split}]" >> src.BeamSource(BATCH_ROWS), adapter), transform_fn)
+                                          | f"Transform[{split}]" >> tft_beam.TransformDataset(
+                                              output_record_batches=True))
+                        _ = (transformed
+                             | f"Encode[{split}]" >> beam.FlatMapTuple(lambda batch, _: RecordBatchToExamples(batch))
+                             | f"Write[{split}]" >> beam.ParDo(
+                                 beam_files.PartWriter(os.path.join(parts_root, split))))
+                    _ = transform_fn | tft_beam.WriteTransformFn(graph_staging)
+            for split in io.SPLITS:
+                beam_files.concatenate(os.path.join(parts_root, split), io.split_file(data_staging, split))
+        finally:
+            beam_files.remove_tree(parts_root)
         shutil.rmtree(tmp, ignore_errors=True)
         # The raw schema too (metadata/), so TFTransformOutput.raw_feature_spec()
         # can parse serving requests.
