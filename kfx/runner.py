@@ -236,10 +236,15 @@ class _Scheduler:
         limit = task.spec.get("iteratorPolicy", {}).get("parallelismLimit") or len(items)
         waiting = collections.deque(range(len(items)))
         finished: dict[int, _Scope] = {}
-        open_scopes = 0
+        open_scopes, filling = 0, False
 
         def fill() -> None:
-            nonlocal open_scopes
+            # An iteration that ends at once (all of it skipped) calls back into fill(); the loop
+            # below goes on instead, so a long loop never recurses once per item.
+            nonlocal open_scopes, filling
+            if filling:
+                return
+            filling = True
             while waiting and open_scopes < limit:
                 i = waiting.popleft()
                 open_scopes += 1
@@ -249,6 +254,7 @@ class _Scheduler:
                 else:
                     p[item_input] = ir.coerce(item_type, items[i])
                 self._enter(_Scope(task.dag, p, a, scope.indices + (i,), on_done=lambda child, i=i: done(i, child)))
+            filling = False
 
         def done(i: int, child: _Scope) -> None:
             nonlocal open_scopes

@@ -222,3 +222,19 @@ def test_a_condition_the_runner_cannot_read_is_named():
     with pytest.raises(ir.IRError, match="expression .*size"):
         expressions.condition("size(inputs.parameter_values['a']) > 1", {"a": "x"})
     assert expressions.select('parseJson(string_value)["b"]', {"a": 1, "b": "x"}) == "x"
+
+
+@dsl.pipeline(name="long-loop")
+def long_loop(n: int = 400):
+    listed = numbers(n=n)
+    with dsl.ParallelFor(listed.output) as x:
+        with dsl.If(x < 0):
+            square(x=x)
+
+
+def test_a_long_loop_whose_iterations_are_all_skipped_finishes(tmp_path):
+    # Each iteration ends as soon as it starts; the scheduler must not recurse once per item.
+    result = _runner(tmp_path / "root", []).run(_compile(long_loop, tmp_path))
+    assert result.state == "COMPLETE", result.error
+    skipped = [n for n, s in result.steps.items() if s.state == "SKIPPED" and n.startswith("square[")]
+    assert len(skipped) == 400
