@@ -31,9 +31,10 @@ predictor), so training starts from "predict the prior", never below it.
 
 Every model input is one dense scalar transformed feature (shape ``[batch]``):
 ``float32`` features feed the network directly, ``int64`` features with an
-integer domain ``[0, n)`` in the transformed schema go through an
-``Embedding(n + 1)`` (index ``n`` catches out-of-vocabulary ``-1``), other
-``int64`` features are cast to ``float32``.
+integer domain ``[0, n)`` in the transformed schema are embedded (``n + 1``
+rows: row ``n`` catches out-of-vocabulary ``-1``; ``embedding_dim`` wide), all
+of them by one lookup in one table (``FUSED_EMBEDDING``, see
+``_fused_embedding``), other ``int64`` features are cast to ``float32``.
 
 Import with ``TF_USE_LEGACY_KERAS=1`` set before TensorFlow is first imported
 (tf.keras = tf-keras 2.16; Keras 3 breaks MultiWorkerMirroredStrategy, TFT
@@ -382,24 +383,53 @@ def embedding_dim(buckets: int) -> int:
     return int(min(16, max(2, math.ceil(1.6 * buckets ** 0.56))))
 
 
+FUSED_EMBEDDING = "emb_categorical"
+
+
+def _fused_embedding(transform_output, categorical: dict, max_embedding_dim: int | None) -> tf.Tensor:
+    """``[batch, sum of widths]``: every integer-domain feature's embedding, by one lookup in one table.
+
+    The same model as one ``Embedding(n_f + 1, d_f)`` per feature (same widths, parameters and
+    initialization), laid out in one ``Embedding(units, g)`` with ``g`` the widths' greatest common
+    divisor: feature ``f`` owns ``(n_f + 1) * d_f / g`` consecutive rows, and index ``i`` of ``f`` is
+    rows ``start_f + i * d_f / g`` to ``+ d_f / g``. A TFLite graph then does all lookups in a handful
+    of ops instead of two per feature; at one example each op costs about its dispatch, not its
+    arithmetic (docs/analysis.md, quantization latency)."""
+    import numpy as np
+
+    buckets = [num_buckets(transform_output, name) + 1 for name in categorical]  # -1 (TFT's OOV) -> n
+    widths = [embedding_dim(n) for n in buckets]
+    if max_embedding_dim:   # a student: narrower embeddings, most of a model's parameters
+        widths = [min(int(max_embedding_dim), d) for d in widths]
+    unit = math.gcd(*widths)
+    spans = [d // unit for d in widths]                     # table rows per index of each feature
+    starts = np.cumsum([0] + [n * s for n, s in zip(buckets, spans)])
+    ids = tf.math.floormod(tf.stack(list(categorical.values()), axis=1), np.asarray(buckets, np.int64))
+    if max(spans) > 1:
+        ids = ids * np.asarray(spans, np.int64)
+    rows = ids + starts[:-1].astype(np.int64)               # [batch, features]: each index's first row
+    if max(spans) > 1:   # a feature of span s looks up s consecutive rows
+        owner = np.repeat(np.arange(len(spans)), spans)
+        rows = tf.gather(rows, owner, axis=1) + np.concatenate([np.arange(s) for s in spans]).astype(np.int64)
+    looked_up = tf.keras.layers.Embedding(int(starts[-1]), unit, name=FUSED_EMBEDDING)(rows)
+    return tf.reshape(looked_up, (-1, sum(widths)))         # a constant shape: no shape ops in TFLite
+
+
 def _encode(transform_output, inputs: dict, max_embedding_dim: int | None = None) -> tf.Tensor:
     """One ``[batch, d]`` float tensor: numeric features stacked, integer-domain features embedded."""
-    numeric, parts = [], []
+    numeric, categorical = [], {}
     for name, inp in inputs.items():
         if inp.dtype.is_integer:
-            n = num_buckets(transform_output, name)
-            if n is not None:
-                # [0, n) -> itself; -1 (TFT's out-of-vocabulary value) -> n
-                idx = tf.math.floormod(inp, n + 1)
-                dim = embedding_dim(n + 1)
-                if max_embedding_dim:   # a student: narrower embeddings, most of a model's parameters
-                    dim = min(int(max_embedding_dim), dim)
-                parts.append(tf.keras.layers.Embedding(n + 1, dim, name=f"emb_{name}")(idx))
+            if num_buckets(transform_output, name) is not None:
+                categorical[name] = inp
                 continue
             inp = tf.cast(inp, tf.float32)
         numeric.append(inp)
+    parts = []
     if numeric:
-        parts.insert(0, tf.stack(numeric, axis=1) if len(numeric) > 1 else tf.expand_dims(numeric[0], 1))
+        parts.append(tf.stack(numeric, axis=1) if len(numeric) > 1 else tf.expand_dims(numeric[0], 1))
+    if categorical:
+        parts.append(_fused_embedding(transform_output, categorical, max_embedding_dim))
     if not parts:
         raise ValueError("the transformed data has no features besides the label")
     if len(parts) == 1:

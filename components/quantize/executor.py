@@ -13,7 +13,8 @@ up inside TFLite. Variants written to ``quantized_dir``:
   Integer index inputs (categorical features) stay int64: they are indices,
   not quantizable values;
 - ``pruned.tflite`` (``pruning_sparsity`` > 0): the Keras model's Dense and
-  Embedding kernels pruned by magnitude with tensorflow-model-optimization
+  Embedding kernels (the one table of every categorical feature's embeddings,
+  pruned as a whole) pruned by magnitude with tensorflow-model-optimization
   (``prune_low_magnitude``, a ``PolynomialDecay`` sparsity schedule to
   ``pruning_sparsity`` over ``finetune_epochs`` of fine-tuning on the train
   split, then ``strip_pruning``), converted with dynamic-range quantization.
@@ -206,8 +207,8 @@ def _timed(call, repeats: int) -> dict:
         t = time.perf_counter()
         call()
         times.append(time.perf_counter() - t)
-    return {"median_ms": round(float(np.median(times)) * 1e3, 4),
-            "p90_ms": round(float(np.percentile(times, 90)) * 1e3, 4)}
+    return {"median_ms": round(float(np.median(times)) * 1e3, 5),
+            "p90_ms": round(float(np.percentile(times, 90)) * 1e3, 5)}
 
 
 def _tflite_feed(in_details: dict, batch: dict) -> dict:

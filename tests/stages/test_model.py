@@ -191,7 +191,9 @@ def test_builds_trains_and_serves_generic_data(problem_type, sklearn_sets, tmp_p
     from kfx_components.common.problem import primary_metric
     metric = primary_metric(problem_type)
     if problem_type == "multiclass":
-        assert "emb_petal_size" in [layer.name for layer in mdl.layers]  # string feature -> embedding
+        # the string feature is indexed and embedded, in the one table
+        assert mdl.get_layer(M.FUSED_EMBEDDING).count_params() == \
+            (M.num_buckets(to, "petal_size") + 1) * M.embedding_dim(M.num_buckets(to, "petal_size") + 1)
         assert results[metric] > 0.7  # iris; majority class is ~0.33
     else:
         assert hist.history["loss"][-1] < hist.history["loss"][0]
@@ -286,6 +288,38 @@ def test_exported_model_serves_in_a_fresh_process(taxi_model, examples, tmp_path
                           cwd=str(tmp_path), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SERVED (16, 1)" in proc.stdout
+
+
+@pytest.mark.parametrize("max_embedding_dim", [None, 2])
+def test_one_embedding_table_gives_each_feature_its_own_rows(transformed, max_embedding_dim):
+    """The fused table is the per-feature embeddings laid end to end: its size is the sum of
+    (buckets + 1) x width, and changing one feature's index changes exactly that feature's columns."""
+    import tensorflow as tf
+    from kfx_components.common import model as M
+    to = M.load_transform_output(transformed.graph.path)
+    label = transformed.examples.metadata["label_key"]
+    mdl = M.build_model(to, label, "binary", max_embedding_dim=max_embedding_dim)
+    keys = M.feature_keys(to, label)
+    categorical = [k for k in keys if M.num_buckets(to, k) is not None]
+    widths = {}
+    for k in categorical:
+        d = M.embedding_dim(M.num_buckets(to, k) + 1)
+        widths[k] = min(d, max_embedding_dim) if max_embedding_dim else d
+    assert len(set(widths.values())) > (1 if max_embedding_dim is None else 0)
+    assert mdl.get_layer(M.FUSED_EMBEDDING).count_params() == \
+        sum((M.num_buckets(to, k) + 1) * widths[k] for k in categorical)
+    encoder = tf.keras.Model(mdl.inputs, mdl.get_layer("features").output)
+    n_numeric = len(keys) - len(categorical)
+    base = {k: tf.constant([0], tf.int64 if k in widths else mdl.input[k].dtype) for k in keys}
+    before = encoder(base).numpy()[0]
+    start = n_numeric
+    for k in categorical:
+        for other in (1, -1):   # another bucket; TFT's out-of-vocabulary value (the last row)
+            after = encoder({**base, k: tf.constant([other], tf.int64)}).numpy()[0]
+            changed = np.flatnonzero(after != before)
+            assert changed.tolist() == list(range(start, start + widths[k])), (k, other, changed)
+        start += widths[k]
+    assert start == before.shape[0]
 
 
 def test_make_dataset_shapes_and_errors(transformed, tmp_path):
