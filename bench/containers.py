@@ -55,16 +55,6 @@ def touch_last(data: Input[Dataset], out: Output[Dataset], metrics: Output[Metri
     metrics.log_metric("rows", len(rows) - 1)
 
 
-def make_pipeline(n: int):
-    @dsl.pipeline(name="bench-containers")
-    def chain(data_uri: str):
-        prev = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False).output
-        for _ in range(n - 1):
-            prev = touch(data=prev).outputs["out"]
-        touch_last(data=prev)
-    return chain
-
-
 def _launcher(method: str, preload: bool):
     from kfx.launchers import SubprocessLauncher
     from kfx.forkserver import ForkServerLauncher
@@ -146,7 +136,8 @@ def main(argv=None) -> int:
     csv.write_text("a,b\n" + "\n".join(f"{i},{i * i}" for i in range(200)) + "\n")
     csv.chmod(0o644)
     trivial_ir = scratch / "trivial.yaml"
-    compiler.Compiler().compile(make_pipeline(args.n), str(trivial_ir))
+    compiler.Compiler().compile(harness.chain_pipeline("bench-containers", args.n, touch, touch_last),
+                                str(trivial_ir))
     pipelines = {"trivial": (trivial_ir, {"data_uri": str(csv)})}
     if args.lifecycle:
         import lifecycle

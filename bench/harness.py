@@ -82,6 +82,20 @@ def _worker(conn, fn: Callable, arg, tmp: Path) -> None:
         os._exit(0)
 
 
+def chain_pipeline(name: str, n: int, step, last):
+    """importer -> step x (n-1) -> last: a KFP pipeline of n executed steps (the importer runs no
+    process), each reading the previous step's `out` Dataset; its one parameter is `data_uri`."""
+    from kfp import dsl
+
+    @dsl.pipeline(name=name)
+    def chain(data_uri: str):
+        prev = dsl.importer(artifact_uri=data_uri, artifact_class=dsl.Dataset, reimport=False).output
+        for _ in range(n - 1):
+            prev = step(data=prev).outputs["out"]
+        last(data=prev)
+    return chain
+
+
 def in_worker(fn: Callable, arg, scratch: Path, keep: bool = False) -> dict:
     """`fn(arg, tmp)` in a forked process; its result plus its own and its children's peak RSS."""
     tmp = Path(tempfile.mkdtemp(prefix="rep-", dir=scratch))

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import DOC, REPO, TimedLauncher, in_worker, machine_facts, mib, write_block
+from harness import DOC, REPO, TimedLauncher, chain_pipeline, in_worker, machine_facts, mib, write_block
 from kfp import compiler, dsl, local
 from kfp.dsl import Dataset, Input, Metrics, Output
 
@@ -101,22 +101,11 @@ def bump_tf_last(data: Input[Dataset], out: Output[Dataset], metrics: Output[Met
     out.metadata.update({"rows": len(rows), "t0": t0, "t1": time.time()})
 
 
-def make_pipeline(name: str, n: int, step, last):
-    """importer -> step x (n-1) -> last: n executed steps (the importer runs no process)."""
-    @dsl.pipeline(name=name)
-    def chain(data_uri: str):
-        prev = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False).output
-        for _ in range(n - 1):
-            prev = step(data=prev).outputs["out"]
-        last(data=prev)
-    return chain
-
-
 class Variant:
     def __init__(self, key, title, n, step, last, preload=()):
         self.key, self.title, self.n, self.step, self.last = key, title, n, step, last
         self.preload = preload          # what kfx's fork server imports once per run (`kfx run --preload`)
-        self.pipeline = make_pipeline(f"bench-{key}", n, step, last)
+        self.pipeline = chain_pipeline(f"bench-{key}", n, step, last)
         self.ir_path: Path = Path()
         self.csv: Path = Path()
         self.cached_root: Path = Path()

@@ -33,7 +33,7 @@ def test_data_scale_bench_reports_each_stage(repo, tmp_path):
     assert "| ingest | single |" in block and "| validate | single |" in block and "<!-- scale:end -->" in block
     results = json.loads(raw.read_text())["results"]
     assert {(r["stage"], r["size"]) for r in results} == {(s, n) for s in ("ingest", "validate") for n in (300, 600)}
-    assert all(r["peak_kb"] > 0 and r["seconds"] > 0 for r in results)
+    assert all(r["peak_kb"] > 0 and r["seconds"] > 0 and r["cpu_seconds"] > 0 for r in results)
 
 
 def test_input_pipeline_bench_reports_every_input(repo, tmp_path):
