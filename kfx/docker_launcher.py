@@ -53,7 +53,11 @@ class DockerLauncher:
         self.uid, self.network, self.read_only = uid, network, read_only
 
     def launch(self, step: Step, log_path: Path, on_line: Callable[[str], None]) -> int:
-        volumes = {p: {"bind": p, "mode": "ro"} for p in step.readable}
+        # A readable path inside a writable one is visible through it already; mounted read-only on
+        # top, it would make that part of the writable tree read-only (deploy reads the pushed model
+        # and writes its record beside it, both under the registry).
+        volumes = {p: {"bind": p, "mode": "ro"} for p in step.readable
+                   if not any(Path(p).is_relative_to(w) for w in step.writable)}
         for p in step.writable:
             Path(p).mkdir(parents=True, exist_ok=True)
             _give_to(Path(p), self.uid)

@@ -78,3 +78,19 @@ def test_a_step_over_its_memory_limit_is_killed_and_named(launcher, tmp_path):
     assert code == 137
     assert "survived" not in lines
     assert lines[-1] == "kfx: the container was killed for exceeding its memory limit (128Mi)"
+
+
+def test_an_input_inside_a_writable_path_stays_writable(launcher, tmp_path):
+    """deploy reads the pushed model (under the registry) and writes its record beside it."""
+    dl, image = launcher
+    registry = tmp_path / "registry"
+    model = registry / "m" / "v1"
+    model.mkdir(parents=True)
+    (model / "saved_model.pb").write_text("model")
+    code = ("import pathlib; d = pathlib.Path('%s') / 'deployments'; d.mkdir(); (d / 'r.json').write_text('{}'); "
+            "print(open('%s').read())" % (registry / "m", model / "saved_model.pb"))
+    lines = []
+    step = Step("deploy", image, ["python3", "-c", code], {}, tmp_path, [str(registry / "m")], [str(registry)])
+    assert dl.launch(step, tmp_path / "deploy.log", lines.append) == 0, lines
+    assert lines == ["model"]
+    assert (registry / "m" / "deployments" / "r.json").read_text() == "{}"
