@@ -137,8 +137,9 @@ def build_pipeline(profile: str = "cpu"):
             registry_uri=registry_uri, model_name=model_name), "push", profile)
 
         # Only a pushed (blessed) model is deployed; locally this records the rollout to run.
-        place(deploy(pushed_model=pushed.outputs["pushed_model"], registry_uri=registry_uri,
-                     model_name=model_name, rollout=rollout), "deploy", profile)
+        with dsl.If(pushed.outputs["pushed"] == True, name="model-pushed"):  # noqa: E712 - a KFP condition
+            place(deploy(pushed_model=pushed.outputs["pushed_model"], registry_uri=registry_uri,
+                         model_name=model_name, rollout=rollout), "deploy", profile)
 
     return tabular
 

@@ -1,4 +1,6 @@
 """The push KFP component: publish a blessed model, its TFLite variants and model card."""
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -12,12 +14,14 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
          eval_metrics: Input[Metrics], examples: Input[Dataset], hyperparameters: Input[HyperParameters],
          statistics: Input[ExampleStatistics], schema: Input[Schema],
          registry_uri: str, model_name: str, pushed_model: Output[Model], model_card: Output[Markdown],
-         model_card_html: Output[HTML]):
+         model_card_html: Output[HTML]) -> NamedTuple("PushOutputs", pushed=bool):
     """Publish `<registry_uri>/<model_name>/v<N>` when the model is blessed (with the training
     statistics and schema the next run's drift check and the monitor compare with); nothing otherwise.
-    The card is written as Markdown and rendered as HTML (charts inline) for the KFP UI."""
+    The card is written as Markdown and rendered as HTML (charts inline) for the KFP UI.
+    Returns `pushed`, which a pipeline's conditions read (deploy runs only for a pushed model)."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     import os
+    from typing import NamedTuple
 
     from kfx_components.push import card_html, executor
 
@@ -55,3 +59,4 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
     os.makedirs(os.path.dirname(model_card_html.path) or ".", exist_ok=True)
     with open(model_card_html.path, "w", encoding="utf-8") as f:
         f.write(page or card_html.render(card))
+    return NamedTuple("PushOutputs", pushed=bool)(bool(facts["pushed"]))
