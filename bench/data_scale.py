@@ -22,6 +22,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import threading
 import time
@@ -182,14 +183,23 @@ def analyse(results: list, sizes: list) -> dict:
     "ratio": r, "basis": "CPU"|"wall", "mem_ratio": m}}. The marginal ratio is taken on CPU seconds
     where every size has them (other engineers' load on this shared machine moves wall time, not the
     worker's own CPU time), else on wall seconds."""
-    out = {}
-    for r in results:
-        d = out.setdefault((r["stage"], r["mode"]), {"seconds": {}, "cpu": {}, "peak": {}, "rows": {}})
-        d["seconds"][r["size"]] = r["seconds"]
+    cells: dict = {}
+    for r in results:   # a cell measured more than once (repetitions) counts as its median
+        cell = cells.setdefault((r["stage"], r["mode"], r["size"]), {"seconds": [], "cpu": [], "peak": []})
+        cell["seconds"].append(r["seconds"])
         if r.get("cpu_seconds") is not None:
-            d["cpu"][r["size"]] = r["cpu_seconds"]
-        d["peak"][r["size"]] = r["peak_kb"]
-        d["rows"][r["size"]] = r["stage_rows"]
+            cell["cpu"].append(r["cpu_seconds"])
+        cell["peak"].append(r["peak_kb"])
+        cell["rows"] = r["stage_rows"]
+    out = {}
+    for (stage, mode, size), cell in cells.items():
+        d = out.setdefault((stage, mode), {"seconds": {}, "cpu": {}, "peak": {}, "rows": {}, "reps": {}})
+        d["seconds"][size] = statistics.median(cell["seconds"])
+        if cell["cpu"]:
+            d["cpu"][size] = statistics.median(cell["cpu"])
+        d["peak"][size] = statistics.median(cell["peak"])
+        d["rows"][size] = cell["rows"]
+        d["reps"][size] = len(cell["seconds"])
     for d in out.values():
         have = [s for s in sizes if s in d["seconds"]]
         d["marg"] = [(a, b, marginal(d["seconds"], a, b)) for a, b in zip(have, have[1:])]
@@ -249,6 +259,10 @@ def render(analysis: dict, sizes: list, facts: dict, wall: float, notes: list, p
               "shared machine stretches wall time, not the worker's CPU time, so the ratio is taken on CPU "
               "where a row has it. A ratio is '-' where the smaller marginal is not positive (inside the "
               "noise of the fixed start-up).", ""]
+    repeated = [f"{stage} ({mode}) at {', '.join(f'{_n(s)} x{k}' for s, k in d['reps'].items() if k > 1)}"
+                for (stage, mode), d in analysis.items() if any(k > 1 for k in d["reps"].values())]
+    if repeated:
+        lines += ["Cells measured more than once show the median: " + "; ".join(repeated) + ".", ""]
     lines += notes + [""] if notes else []
     for title, png in plots:
         lines += [f"![{title}]({png})", ""]
