@@ -41,7 +41,7 @@ def plan(smoke: bool, serving_model: str, scratch: str) -> list:
         ("lifecycle", []),
         ("data_scale", ["--multi-max", "100000"]),
         ("input_pipeline", []),
-        ("containers", []),
+        ("containers", ["--lifecycle", "--lifecycle-reps", "2"]),
         ("quantize", []),
         ("serving", ["--model", serving_model] if serving_model else None),
     ]
