@@ -144,6 +144,9 @@ def write_block(begin: str, end: str, block: str, when_absent: Callable[[str], s
     text = DOC.read_text() if DOC.exists() else ""
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
-        DOC.write_text(head + block + rest.split(end, 1)[1])
+        tail = rest.split(end, 1)[1]
+        if block.endswith("\n") and tail.startswith("\n"):
+            tail = tail[1:]   # the block carries its own newline: rewriting it adds no blank line
+        DOC.write_text(head + block + tail)
     else:
         DOC.write_text(when_absent(text))
