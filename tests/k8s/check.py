@@ -39,7 +39,9 @@ HELM, KUBECTL = str(TOOLS / "bin" / "helm"), str(TOOLS / "bin" / "kubectl")
 CHART = ROOT / "helm" / "kfx"
 K8S_VERSION = "1.33.0"
 CRD_KINDS = {("kubeflow.org/v1", "TFJob"), ("argoproj.io/v1alpha1", "Application"),
-             ("argoproj.io/v1alpha1", "AppProject")}
+             ("argoproj.io/v1alpha1", "AppProject"),
+             # its CRD schema cannot be fetched here: rendered and scanned, not schema-validated
+             ("flink.apache.org/v1beta1", "FlinkDeployment")}
 STEPS = ("chart", "manifests", "k8s", "tfjob", "argocd", "checkov")
 # Stands for the operator's kube-apiserver endpoint address (values networkPolicies.apiServerCIDRs,
 # docs/deploy.md step 5); the chart has no default, so the main render names one.
@@ -91,6 +93,7 @@ def check_chart(ir: Path, out: Path, summary: dict) -> None:
                                "--set", "kfp.manageLauncherConfig=false"],
         "private-registry": ["--set", "image.registry=registry.example.internal/ml", "--set", "image.tag=1.2.3",
                              "--set", "image.pullSecrets[0].name=regcred"],
+        "flink": ["--set", "flink.enabled=true"],   # the distributed Beam runner (compile profile flink)
     }
     for name, extra in variants.items():
         (out / f"chart-{name}.yaml").write_text(
@@ -131,7 +134,10 @@ def check_manifests(ir: Path, out: Path, summary: dict) -> None:
     built = run([KUBECTL, "kustomize", ROOT / "manifests" / "overlays" / "standalone"])
     (out / "manifests.yaml").write_text(built)
     kinds = sorted({d["kind"] for d in docs_of(built)})
-    summary["manifests"] = {"objects": len(docs_of(built)), "kinds": kinds}
+    flink = run([KUBECTL, "kustomize", ROOT / "manifests" / "flink"])
+    (out / "manifests-flink.yaml").write_text(flink)
+    summary["manifests"] = {"objects": len(docs_of(built)), "kinds": kinds,
+                            "flink_kinds": sorted({d["kind"] for d in docs_of(flink)})}
     run([sys.executable, ROOT / "manifests" / "generate.py", HELM, "--check"])
 
 
@@ -139,7 +145,7 @@ def check_manifests(ir: Path, out: Path, summary: dict) -> None:
 def check_k8s(out: Path, summary: dict) -> None:
     import kubernetes_validate
     counted = {}
-    for name in sorted(out.glob("chart*.yaml")) + sorted(out.glob("manifests.yaml")):
+    for name in sorted(out.glob("chart*.yaml")) + sorted(out.glob("manifests*.yaml")):
         n = 0
         for d in docs_of(name.read_text()):
             if (d.get("apiVersion"), d.get("kind")) in CRD_KINDS:
@@ -326,7 +332,7 @@ def check_checkov(out: Path, summary: dict) -> None:
     shutil.rmtree(scan, ignore_errors=True)
     scan.mkdir(parents=True)
     n = 0
-    for src in ("chart.yaml", "manifests.yaml", "tfjob.yaml"):
+    for src in ("chart.yaml", "chart-flink.yaml", "manifests.yaml", "manifests-flink.yaml", "tfjob.yaml"):
         if not (out / src).exists():
             continue
         for d in docs_of((out / src).read_text()):

@@ -45,6 +45,9 @@ def test_static_checks_pass(ir_for_checks, tmp_path):
     assert s["k8s"]["total"] >= 40 and s["tfjob"]["validated"] == 3 and s["argocd"]["applications"] >= 4
     kinds = set(s["manifests"]["kinds"])
     assert {"Namespace", "StatefulSet", "NetworkPolicy", "Role", "RoleBinding", "Job", "ResourceQuota"} <= kinds
+    # The distributed Beam runner: kustomize and the chart render it; it is validated and scanned.
+    assert {"FlinkDeployment", "Deployment", "Service", "NetworkPolicy"} <= set(s["manifests"]["flink_kinds"])
+    assert s["k8s"]["validated"]["manifests-flink.yaml"] >= 3 and s["k8s"]["validated"]["chart-flink.yaml"] > 0
 
 
 def test_manifests_generator_has_no_drift_marker():
