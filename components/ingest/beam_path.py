@@ -34,7 +34,6 @@ such tables on the pandas path); a CSV record must not span lines.
 import collections
 import csv
 import gzip
-import json
 import os
 import shutil
 import tempfile
@@ -466,84 +465,111 @@ def _where_factory(source: Source, stats: Stats):
 
 def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float,
         test_ratio: float, drop_columns: Sequence[str], beam_pipeline_args: Sequence[str] = ()) -> dict:
-    import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     warnings: List[str] = []
+    table, source = _read_head(path)
+    names = source.names
+    ex.check_drop_columns(path, names, drop_columns)
+    label_key, _ = ex._label(table, label, drop_columns)   # checks the column or expression
+    feature_columns = ex.feature_columns_of(path, names, drop_columns, label_key)
+    labeler = Labeler(names, label, label_key, _numeric_columns(table.df), problem_type)
+    options = PipelineOptions(list(beam_pipeline_args or ()))
+
+    stats = _count(source, labeler, problem_type, options)
+    where = _where_factory(source, stats)
+    _check_rows_and_labels(path, label, problem_type, stats, where, warnings)
+    types = _column_types(path, source, feature_columns, stats, where, warnings)
+    types[label_key] = ex.label_type(problem_type)
+    vocabulary = _vocabulary(path, label, problem_type, stats)
+
+    cuts, counts, small = _cut_buckets(stats, problem_type, eval_ratio, test_ratio)
+    rows = {s: sum(counts[s].values()) for s in io.SPLITS}
+    ex.check_split_sizes(path, label, problem_type, rows, small, warnings)
+    column_index = {c: j for j, c in enumerate(names)}
+    plan = Plan(names, types, [column_index[c] for c in feature_columns], label_key, types[label_key],
+                vocabulary, cuts)
+    _encode_and_write(source, plan, labeler, problem_type, options, examples_dir)
+
+    classification = problem_type != "regression"
+    return ex.ingest_facts(
+        label_key=label_key, problem_type=problem_type, vocabulary=vocabulary, rows=rows, types=types,
+        data_path=data_path, dropped_rows=stats.missing_label + stats.label_text, eval_ratio=eval_ratio,
+        test_ratio=test_ratio, split_method="stratified by label" if classification else "by row hash",
+        warnings=warnings, engine="beam", classes_only_in_train=sorted(small, key=_label_sort_key),
+        class_counts={s: {v: counts[s][v] for v in vocabulary} for s in io.SPLITS} if classification else None)
+
+
+# ------------------------------------------------------------------ the steps of run
+def _read_head(path: str):
+    """(Table of the head rows, Source), both with the column names as text."""
     kind = ex._reader_for(path)
     workdir = tempfile.mkdtemp(prefix="kfx-ingest-")
     try:
         table, source = _head_parquet(path) if kind == "parquet" else _head(path, kind, workdir)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    df = table.df
-    df.columns = [str(c) for c in df.columns]
-    names = list(df.columns)
-    source.names = names
-    listed = f"(columns: {ex._names(names)})"
-    unknown = [c for c in drop_columns if c not in names]
-    if unknown:
-        raise ex.IngestError(f"{path}: drop_columns names unknown column(s) {ex._names(map(repr, unknown))}"
-                             f"{ex._did_you_mean(unknown[0], names)} {listed}")
-    label_key, _ = ex._label(table, label, drop_columns)   # checks the column or expression
-    from pandas.api import types as ptypes
-    numeric_sample = [c for c in names if ptypes.is_numeric_dtype(df[c]) or ptypes.is_bool_dtype(df[c])]
-    feature_columns = [c for c in names if c not in drop_columns and c != label_key]
-    if not feature_columns:
-        raise ex.IngestError(f"{path}: no feature columns left besides the label {listed}; "
-                             f"the table needs at least one column to learn from (check drop_columns)")
-    labeler = Labeler(names, label, label_key, numeric_sample, problem_type)
-    options = PipelineOptions(list(beam_pipeline_args or ()))
+    table.df.columns = [str(c) for c in table.df.columns]
+    source.names = list(table.df.columns)
+    return table, source
 
-    # ---- pass 1: counts, types, class histograms, unreadable rows
-    ranges = source.ranges()
+
+def _numeric_columns(head) -> List[str]:
+    """The columns of the head rows pandas read as numbers or booleans (an expression label needs them so)."""
+    from pandas.api import types as ptypes
+    return [c for c in head.columns if ptypes.is_numeric_dtype(head[c]) or ptypes.is_bool_dtype(head[c])]
+
+
+def _count(source: Source, labeler: Labeler, problem_type: str, options) -> Stats:
+    """Pass 1: counts per column, class histograms, unreadable rows."""
+    import apache_beam as beam
     stats_path = os.path.join(scratch(options), f"kfx-ingest-stats-{uuid.uuid4().hex}.pkl")
     with beam.Pipeline(options=options) as p:
-        _ = (p | "Ranges" >> beam.Create(ranges) | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
-             | "Count" >> beam.FlatMap(pass1_batch, names, labeler, problem_type, labeler.column)
+        _ = (p | "Ranges" >> beam.Create(source.ranges())
+             | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
+             | "Count" >> beam.FlatMap(pass1_batch, source.names, labeler, problem_type, labeler.column)
              | "Merge" >> beam.CombineGlobally(_merge_all)
              | "Save" >> beam.Map(_save_stats, stats_path))
-    stats = _load_stats(stats_path)
-    where = _where_factory(source, stats)
+    return _load_stats(stats_path)
+
+
+def _check_rows_and_labels(path: str, label: str, problem_type: str, stats: Stats, where,
+                           warnings: List[str]) -> None:
+    """Refuses unreadable rows and unusable labels; warns of rows dropped for a missing label."""
     if stats.n_bad:
         pos, message = stats.bad[0]
         raise ex.IngestError(f"{path}: " + message.format(where=where(pos)))
-    if stats.missing_label and not stats.classes:
-        raise ex.IngestError(f"{path}: label {label!r} is missing in every row; check the label column")
-    if stats.missing_label:
-        ex._warn(warnings, path, f"label {label!r} is missing in {stats.missing_label} row(s) "
-                                 f"(first at {where(stats.first_missing)}); those rows are dropped")
+    ex.check_missing_labels(path, label, stats.missing_label, bool(stats.missing_label and not stats.classes),
+                            lambda: where(stats.first_missing), warnings)
     if problem_type == "regression" and stats.label_text:
         pos, value = stats.first_label_text
-        raise ex.IngestError(f"{path}: label {label!r} is not numeric ({stats.label_text} cell(s) are text, "
-                             f"first at {where(pos)}: {value!r}); regression needs a numeric label: fix the "
-                             f"cells or choose problem_type binary/multiclass")
+        raise ex.label_not_numeric(path, label, (stats.label_text, where(pos), value))
 
+
+def _column_types(path: str, source: Source, feature_columns: List[str], stats: Stats, where,
+                  warnings: List[str]) -> Dict[str, str]:
+    column_index = {c: j for j, c in enumerate(source.names)}
     types: Dict[str, str] = {}
-    idx = {c: j for j, c in enumerate(names)}
     for c in feature_columns:
-        j = idx[c]
+        j = column_index[c]
         counts = ex.ColumnCounts(stats.present[j], stats.nums[j], stats.bools[j], stats.whole[j], stats.max_abs[j],
                                  declared_text=c in source.text_columns)
         pos, value = stats.first_text[j] or (None, None)
         types[c] = ex.column_type(path, c, counts, warnings, lambda: (where(pos), value))
-    label_type = ex.FLOAT if problem_type == "regression" else ex.INT64
-    types[label_key] = label_type
+    return types
 
-    vocabulary: List[str] = []
-    if problem_type != "regression":
-        vocabulary = sorted(stats.classes, key=_label_sort_key)
-        if problem_type == "binary" and len(vocabulary) != 2:
-            found = f"only one class ({vocabulary[0]!r})" if len(vocabulary) == 1 else \
-                f"{len(vocabulary)} classes ({ex._names(map(repr, vocabulary), 10)})"
-            todo = "use problem_type multiclass" if len(vocabulary) > 2 else \
-                "check the label (or its expression) and that the file holds rows of both classes"
-            raise ex.IngestError(f"{path}: label {label!r} has {found}; binary needs exactly 2: {todo}")
-        if problem_type == "multiclass" and len(vocabulary) < 2:
-            raise ex.IngestError(f"{path}: label {label!r} has only one class ({vocabulary[0]!r}); "
-                                 f"multiclass needs at least 2: check the label")
 
-    # ---- the cut buckets of each stratum
+def _vocabulary(path: str, label: str, problem_type: str, stats: Stats) -> List[str]:
+    """The classes in order (none for regression)."""
+    if problem_type == "regression":
+        return []
+    vocabulary = sorted(stats.classes, key=_label_sort_key)
+    ex.check_class_count(path, label, problem_type, vocabulary)
+    return vocabulary
+
+
+def _cut_buckets(stats: Stats, problem_type: str, eval_ratio: float, test_ratio: float):
+    """(Plan.cuts, rows per split per stratum, the classes too small to split) of each stratum."""
     cuts, counts, small = {}, {s: collections.Counter() for s in io.SPLITS}, []
     for stratum, n in stats.classes.items():
         if n < ex.MIN_CLASS_ROWS:
@@ -567,34 +593,22 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
         counts[io.TEST][stratum] += n_test
         counts[io.EVAL][stratum] += n_eval
         counts[io.TRAIN][stratum] += n - r2
-    rows = {s: sum(counts[s].values()) for s in io.SPLITS}
-    empty = [s for s in io.SPLITS if rows[s] == 0]
-    kept = sum(rows.values())
-    if empty:
-        per = ", ".join(f"{rows[s]} {s}" for s in io.SPLITS)
-        cause = "too few rows" if problem_type == "regression" else \
-            f"a class needs at least {ex.MIN_CLASS_ROWS} rows to reach every split"
-        which = " and ".join(empty)
-        raise ex.IngestError(f"{path}: the {which} split{'s' if len(empty) > 1 else ''} would be empty "
-                             f"({kept} usable rows: {per}; {cause}); add rows, or change eval_ratio/test_ratio")
-    if small:
-        ex._warn(warnings, path, f"class(es) {ex._names(map(repr, small))} of label {label!r} have fewer than "
-                                 f"{ex.MIN_CLASS_ROWS} rows; they are in the train split only (not evaluated)")
-    if rows[io.TEST] < ex.SMALL_TEST_ROWS:
-        ex._warn(warnings, path, f"the test split has only {rows[io.TEST]} rows; a metric on so few rows is "
-                                 f"uncertain (more data or a larger test_ratio narrows it)")
+    return cuts, counts, small
 
-    plan = Plan(names, types, [idx[c] for c in feature_columns], label_key, label_type, vocabulary, cuts)
 
-    # ---- pass 2: encode, cut, write. Each bundle writes its own GZIP part file per split (no
-    # shuffle of the records: Beam's sharded writer would group them all, and the DirectRunner
-    # holds a grouped PCollection in memory); the parts are then concatenated into the one
-    # file per split the examples contract names (GZIP members concatenate into a valid file).
+def _encode_and_write(source: Source, plan: Plan, labeler: Labeler, problem_type: str, options,
+                      examples_dir: str) -> None:
+    """Pass 2: encode, cut, write. Each bundle writes its own GZIP part file per split (no
+    shuffle of the records: Beam's sharded writer would group them all, and the DirectRunner
+    holds a grouped PCollection in memory); the parts are then concatenated into the one
+    file per split the examples contract names (GZIP members concatenate into a valid file)."""
+    import apache_beam as beam
     parts_root = os.path.join(scratch(options), f"kfx-ingest-parts-{uuid.uuid4().hex}")
     with io.Staging() as stage:
         staging = stage.dir(examples_dir)
         with beam.Pipeline(options=options) as p:
-            out = (p | "Ranges" >> beam.Create(ranges) | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
+            out = (p | "Ranges" >> beam.Create(source.ranges())
+                   | "Read" >> beam.FlatMap(lambda r, s: read_range(s, r), source)
                    | "Encode" >> beam.FlatMap(pass2_batch, plan, labeler, problem_type)
                    .with_outputs("cut", *io.SPLITS))
             ranked = (out["cut"] | "GroupCut" >> beam.GroupByKey()
@@ -611,22 +625,7 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
                 concatenate(os.path.join(parts_root, split), io.split_file(staging, split))
         finally:
             remove_tree(parts_root)
-        with open(os.path.join(staging, io.COLUMNS_FILE), "w", encoding="utf-8") as f:
-            json.dump(types, f, indent=1, sort_keys=True)
-
-    facts = {
-        "label_key": label_key, "problem_type": problem_type, "num_classes": len(vocabulary),
-        "label_vocabulary": vocabulary, "rows": kept, "rows_train": rows[io.TRAIN], "rows_eval": rows[io.EVAL],
-        "rows_test": rows[io.TEST], "columns": types, "source": str(data_path),
-        "dropped_rows": stats.missing_label + stats.label_text, "eval_ratio": eval_ratio,
-        "test_ratio": test_ratio,
-        "split_method": "by row hash" if problem_type == "regression" else "stratified by label",
-        "warnings": warnings, "engine": "beam",
-    }
-    if problem_type != "regression":
-        facts["class_counts"] = {s: {v: counts[s][v] for v in vocabulary} for s in io.SPLITS}
-        facts["classes_only_in_train"] = sorted(small, key=_label_sort_key)
-    return facts
+        ex.write_columns_file(staging, plan.types)
 
 
 def _save_stats(stats: Stats, path: str) -> None:

@@ -660,9 +660,49 @@ def _use_beam(path: str, engine: str, split_key: str) -> bool:
 
 def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key,
          engine="auto", beam_pipeline_args=()) -> dict:
-    import pandas as pd
-
     # Parameters first: nothing is read or written for a bad call.
+    eval_ratio, test_ratio, drop_columns, split_key = _check_parameters(
+        data_path, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key, engine)
+    path = _resolve_data_path(data_path)
+    if _use_beam(path, engine, split_key):
+        from kfx_components.ingest import beam_path
+        return beam_path.run(path, data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
+                             drop_columns, beam_pipeline_args)
+    warnings: List[str] = []
+    table = _read(path)
+    table.df.columns = [str(c) for c in table.df.columns]
+    names = list(table.df.columns)
+    check_drop_columns(path, names, drop_columns)
+    if split_key and split_key not in names:
+        raise IngestError(f"{path}: split_key {split_key!r} is not a column{_did_you_mean(split_key, names)} "
+                          f"(columns: {_names(names)})")
+
+    label_key, y = _label(table, label, drop_columns)
+    keep, dropped_rows = _rows_with_label(table, y, label, warnings)
+    vocabulary, encoded = _encode_label(table, y, keep, label, problem_type, warnings)
+    feature_columns = feature_columns_of(path, names, drop_columns, label_key)
+    types = _column_types(table, feature_columns, warnings)
+    types[label_key] = label_type(problem_type)
+
+    kept_rows = [i for i, k in enumerate(keep.tolist()) if k]
+    split_of, small, method = _split_table(table, kept_rows, encoded, problem_type, split_key,
+                                           eval_ratio, test_ratio, warnings)
+    small_classes = [vocabulary[c] for c in small]
+    rows = collections.Counter(split_of[i] for i in kept_rows)
+    check_split_sizes(path, label, problem_type, rows, small_classes, warnings)
+
+    records = _serialized_examples(table.df, kept_rows, feature_columns, types, label_key, encoded, split_of)
+    _write_examples(examples_dir, records, types)
+    return ingest_facts(
+        label_key=label_key, problem_type=problem_type, vocabulary=vocabulary, rows=rows, types=types,
+        data_path=data_path, dropped_rows=dropped_rows, eval_ratio=eval_ratio, test_ratio=test_ratio,
+        split_method=method, warnings=warnings, classes_only_in_train=small_classes,
+        class_counts=_class_counts(vocabulary, encoded, kept_rows, split_of))
+
+
+# ------------------------------------------------------------------ the steps of the pandas path
+def _check_parameters(data_path, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key, engine):
+    """(eval_ratio, test_ratio, drop_columns, split_key), checked and normalised."""
     if problem_type not in problem.PROBLEM_TYPES:
         raise IngestError(f"{data_path}: problem_type {problem_type!r} is not one of "
                           f"{', '.join(problem.PROBLEM_TYPES)}")
@@ -676,79 +716,58 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
     if isinstance(drop_columns, str):
         drop_columns = [drop_columns]
     drop_columns = [str(c) for c in (drop_columns or ())]
-    split_key = str(split_key or "")
     if engine not in ENGINES:
         raise IngestError(f"{data_path}: engine {engine!r} is not one of {', '.join(ENGINES)}")
-    warnings: List[str] = []
+    return eval_ratio, test_ratio, drop_columns, str(split_key or "")
 
-    path = _resolve_data_path(data_path)
-    if _use_beam(path, engine, split_key):
-        from kfx_components.ingest import beam_path
-        return beam_path.run(path, data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
-                             drop_columns, beam_pipeline_args)
-    table = _read(path)
-    df = table.df
-    df.columns = [str(c) for c in df.columns]
-    listed = f"(columns: {_names(df.columns)})"
 
-    unknown = [c for c in drop_columns if c not in df.columns]
-    if unknown:
-        raise IngestError(f"{path}: drop_columns names unknown column(s) {_names(map(repr, unknown))}"
-                          f"{_did_you_mean(unknown[0], df.columns)} {listed}")
-    if split_key and split_key not in df.columns:
-        raise IngestError(f"{path}: split_key {split_key!r} is not a column{_did_you_mean(split_key, df.columns)} "
-                          f"{listed}")
-
-    label_key, y = _label(table, label, drop_columns)
+def _rows_with_label(table: Table, y, label: str, warnings: List[str]):
+    """(which rows have a label, as a boolean Series; how many do not, and are dropped)."""
     keep = y.notna()
     dropped_rows = int((~keep).sum())
-    if not keep.any():
-        raise IngestError(f"{path}: label {label!r} is missing in every row; check the label column")
-    if dropped_rows:
-        first = table.where(int((~keep).to_numpy().argmax()))
-        _warn(warnings, path, f"label {label!r} is missing in {dropped_rows} row(s) (first at {first}); "
-                              f"those rows are dropped")
+    check_missing_labels(table.path, label, dropped_rows, not keep.any(),
+                         lambda: table.where(int((~keep).to_numpy().argmax())), warnings)
+    return keep, dropped_rows
 
+
+def _encode_label(table: Table, y, keep, label: str, problem_type: str, warnings: List[str]):
+    """(class vocabulary, each row's label as it is stored): the number for regression, else the
+    class's index in the vocabulary (None where the label is missing)."""
+    import pandas as pd
+    path = table.path
     if problem_type == "regression":
         if not pd.api.types.is_numeric_dtype(y) and not pd.api.types.is_bool_dtype(y):
             stray = _stray_text(y)
-            at = f" ({stray[0]} cell(s) are text, first at {table.where(stray[1])}: {stray[2]!r})" if stray else ""
-            raise IngestError(f"{path}: label {label!r} is not numeric{at}; regression needs a numeric label: "
-                              f"fix the cells or choose problem_type binary/multiclass")
-        vocabulary: List[str] = []
-        encoded = y.astype("float64").tolist()
-    else:
-        stray = _stray_text(y)
-        if stray:   # '1', '2', '3' and one 'x' is likely a typo, but may be a real rare class: say so
-            _warn(warnings, path, f"label {label!r} is numeric except {stray[0]} cell(s), first at "
-                                  f"{table.where(stray[1])}: {stray[2]!r}; they are taken as classes of "
-                                  f"their own (fix or empty them if they are typos)")
-        distinct = sorted(y[keep].unique().tolist(), key=_sort_key)
-        vocabulary = [_canon(v) for v in distinct]
-        if len(set(vocabulary)) != len(vocabulary):
-            raise IngestError(f"{path}: label {label!r} has class values that collide as text: {vocabulary[:10]}")
-        if problem_type == "binary" and len(vocabulary) != 2:
-            found = f"only one class ({vocabulary[0]!r})" if len(vocabulary) == 1 else \
-                f"{len(vocabulary)} classes ({_names(map(repr, vocabulary), 10)})"
-            todo = "use problem_type multiclass" if len(vocabulary) > 2 else \
-                "check the label (or its expression) and that the file holds rows of both classes"
-            raise IngestError(f"{path}: label {label!r} has {found}; binary needs exactly 2: {todo}")
-        if problem_type == "multiclass" and len(vocabulary) < 2:
-            raise IngestError(f"{path}: label {label!r} has only one class ({vocabulary[0]!r}); "
-                              f"multiclass needs at least 2: check the label")
-        index = {v: i for i, v in enumerate(vocabulary)}
-        encoded = [index[_canon(v)] if k else None for v, k in zip(y.tolist(), keep.tolist())]
+            raise label_not_numeric(path, label, (stray[0], table.where(stray[1]), stray[2]) if stray else None)
+        return [], y.astype("float64").tolist()
+    stray = _stray_text(y)
+    if stray:   # '1', '2', '3' and one 'x' is likely a typo, but may be a real rare class: say so
+        _warn(warnings, path, f"label {label!r} is numeric except {stray[0]} cell(s), first at "
+                              f"{table.where(stray[1])}: {stray[2]!r}; they are taken as classes of "
+                              f"their own (fix or empty them if they are typos)")
+    distinct = sorted(y[keep].unique().tolist(), key=_sort_key)
+    vocabulary = [_canon(v) for v in distinct]
+    if len(set(vocabulary)) != len(vocabulary):
+        raise IngestError(f"{path}: label {label!r} has class values that collide as text: {vocabulary[:10]}")
+    check_class_count(path, label, problem_type, vocabulary)
+    index = {v: i for i, v in enumerate(vocabulary)}
+    return vocabulary, [index[_canon(v)] if k else None for v, k in zip(y.tolist(), keep.tolist())]
 
-    feature_columns = [c for c in df.columns if c not in drop_columns and c != label_key]
-    if not feature_columns:
-        raise IngestError(f"{path}: no feature columns left besides the label {listed}; "
-                          f"the table needs at least one column to learn from (check drop_columns)")
+
+def _column_types(table: Table, feature_columns: List[str], warnings: List[str]) -> Dict[str, str]:
+    df = table.df
     types: Dict[str, str] = {}
     for c in feature_columns:
         counts, first = _column_counts(df[c], table.kind == "parquet")
-        types[c] = column_type(path, c, counts, warnings, lambda: (table.where(first), df[c].iloc[first]))
-    types[label_key] = FLOAT if problem_type == "regression" else INT64
+        types[c] = column_type(table.path, c, counts, warnings, lambda: (table.where(first), df[c].iloc[first]))
+    return types
 
+
+def _split_table(table: Table, kept_rows: List[int], encoded, problem_type: str, split_key: str,
+                 eval_ratio: float, test_ratio: float, warnings: List[str]):
+    """_split of the kept rows: (split name per row, small classes, method). Refuses a split left
+    empty by whole groups (split_key) here, where the groups are known; check_split_sizes the rest."""
+    df, path = table.df, table.path
     # Hash the full raw row (or the split key), so the split does not move when
     # drop_columns or the label change.
     texts = ["\x1f".join(row) for row in zip(*[_canon_column(df[c]) for c in df.columns])]
@@ -757,31 +776,19 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
     if split_key and df[split_key].isna().any():
         _warn(warnings, path, f"split_key {split_key!r} is missing in {int(df[split_key].isna().sum())} "
                               f"row(s); they form one group")
-    kept_rows = [i for i, k in enumerate(keep.tolist()) if k]
     split_of, small, method = _split(kept_rows, digests, texts, problem_type=problem_type, encoded=encoded,
                                      group_texts=group_texts, eval_ratio=eval_ratio, test_ratio=test_ratio)
     counts = collections.Counter(split_of[i] for i in kept_rows)
-    empty = [s for s in io.SPLITS if counts[s] == 0]
-    if empty:
-        per = ", ".join(f"{counts[s]} {s}" for s in io.SPLITS)
-        if split_key:
-            cause = (f"split_key {split_key!r} has {len(set(group_texts[i] for i in kept_rows))} group(s); "
-                     f"whole groups go to one split")
-        elif problem_type == "regression":
-            cause = "too few rows"
-        else:
-            cause = f"a class needs at least {MIN_CLASS_ROWS} rows to reach every split"
-        which = " and ".join(empty)
-        raise IngestError(f"{path}: the {which} split{'s' if len(empty) > 1 else ''} would be empty "
-                          f"({len(kept_rows)} usable rows: {per}; {cause}); add rows, or change eval_ratio/test_ratio")
-    if small:
-        names = [vocabulary[c] for c in small]
-        _warn(warnings, path, f"class(es) {_names(map(repr, names))} of label {label!r} have fewer than "
-                              f"{MIN_CLASS_ROWS} rows; they are in the train split only (not evaluated)")
-    if counts[io.TEST] < SMALL_TEST_ROWS:
-        _warn(warnings, path, f"the test split has only {counts[io.TEST]} rows; a metric on so few rows is "
-                              f"uncertain (more data or a larger test_ratio narrows it)")
+    if split_key and any(counts[s] == 0 for s in io.SPLITS):
+        raise empty_split(path, counts, f"split_key {split_key!r} has "
+                                        f"{len(set(group_texts[i] for i in kept_rows))} group(s); "
+                                        f"whole groups go to one split")
+    return split_of, small, method
 
+
+def _serialized_examples(df, kept_rows: List[int], feature_columns: List[str], types: Dict[str, str],
+                         label_key: str, encoded, split_of) -> Dict[str, List[bytes]]:
+    """The serialized tf.train.Example of each kept row, per split."""
     import tensorflow as tf
     records: Dict[str, List[bytes]] = {s: [] for s in io.SPLITS}
     columns = {c: df[c].tolist() for c in feature_columns}
@@ -795,33 +802,132 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
         feats[label_key] = _feature(encoded[i], types[label_key])
         ex = tf.train.Example(features=tf.train.Features(feature=feats))
         records[split_of[i]].append(ex.SerializeToString())
+    return records
 
+
+def _write_examples(examples_dir: str, records: Dict[str, List[bytes]], types: Dict[str, str]) -> None:
     with io.Staging() as stage:
         staging = stage.dir(examples_dir)
         for split, recs in records.items():
             io.write_records(io.split_file(staging, split), recs)
-        with open(os.path.join(staging, io.COLUMNS_FILE), "w", encoding="utf-8") as f:
-            json.dump(types, f, indent=1, sort_keys=True)
+        write_columns_file(staging, types)
 
+
+def _class_counts(vocabulary: List[str], encoded, kept_rows: List[int], split_of) -> Optional[dict]:
+    """Rows per class per split; None for regression (no vocabulary)."""
+    if not vocabulary:
+        return None
+    per_split = {s: collections.Counter(encoded[i] for i in kept_rows if split_of[i] == s) for s in io.SPLITS}
+    return {s: {v: per_split[s][c] for c, v in enumerate(vocabulary)} for s in io.SPLITS}
+
+
+# ------------------------------------------------------------------ steps of both engines
+def check_drop_columns(path: str, names: List[str], drop_columns: Sequence[str]) -> None:
+    unknown = [c for c in drop_columns if c not in names]
+    if unknown:
+        raise IngestError(f"{path}: drop_columns names unknown column(s) {_names(map(repr, unknown))}"
+                          f"{_did_you_mean(unknown[0], names)} (columns: {_names(names)})")
+
+
+def feature_columns_of(path: str, names: List[str], drop_columns: Sequence[str], label_key: str) -> List[str]:
+    """The columns stored as features: all but the dropped ones and the label; at least one."""
+    feature_columns = [c for c in names if c not in drop_columns and c != label_key]
+    if not feature_columns:
+        raise IngestError(f"{path}: no feature columns left besides the label (columns: {_names(names)}); "
+                          f"the table needs at least one column to learn from (check drop_columns)")
+    return feature_columns
+
+
+def check_missing_labels(path: str, label: str, missing: int, none_left: bool, first_missing,
+                         warnings: List[str]) -> None:
+    """Refuses a table with no usable label; warns of the rows dropped for a missing label
+    (``first_missing()`` says where the first is)."""
+    if none_left:
+        raise IngestError(f"{path}: label {label!r} is missing in every row; check the label column")
+    if missing:
+        _warn(warnings, path, f"label {label!r} is missing in {missing} row(s) (first at {first_missing()}); "
+                              f"those rows are dropped")
+
+
+def label_not_numeric(path: str, label: str, text_cells=None) -> IngestError:
+    """The error for a regression label that is text; text_cells = (count, where the first is, its value)."""
+    at = f" ({text_cells[0]} cell(s) are text, first at {text_cells[1]}: {text_cells[2]!r})" if text_cells else ""
+    return IngestError(f"{path}: label {label!r} is not numeric{at}; regression needs a numeric label: "
+                       f"fix the cells or choose problem_type binary/multiclass")
+
+
+def check_class_count(path: str, label: str, problem_type: str, vocabulary: List[str]) -> None:
+    if problem_type == "binary" and len(vocabulary) != 2:
+        found = f"only one class ({vocabulary[0]!r})" if len(vocabulary) == 1 else \
+            f"{len(vocabulary)} classes ({_names(map(repr, vocabulary), 10)})"
+        todo = "use problem_type multiclass" if len(vocabulary) > 2 else \
+            "check the label (or its expression) and that the file holds rows of both classes"
+        raise IngestError(f"{path}: label {label!r} has {found}; binary needs exactly 2: {todo}")
+    if problem_type == "multiclass" and len(vocabulary) < 2:
+        raise IngestError(f"{path}: label {label!r} has only one class ({vocabulary[0]!r}); "
+                          f"multiclass needs at least 2: check the label")
+
+
+def label_type(problem_type: str) -> str:
+    return FLOAT if problem_type == "regression" else INT64
+
+
+def empty_split(path: str, rows, cause: str) -> IngestError:
+    """The error for a split with no rows; rows: the row count per split."""
+    empty = [s for s in io.SPLITS if rows[s] == 0]
+    per = ", ".join(f"{rows[s]} {s}" for s in io.SPLITS)
+    which = " and ".join(empty)
+    return IngestError(f"{path}: the {which} split{'s' if len(empty) > 1 else ''} would be empty "
+                       f"({sum(rows[s] for s in io.SPLITS)} usable rows: {per}; {cause}); "
+                       f"add rows, or change eval_ratio/test_ratio")
+
+
+def check_split_sizes(path: str, label: str, problem_type: str, rows, small_classes: List[str],
+                      warnings: List[str]) -> None:
+    """Refuses a stratified split with an empty split; warns of the classes in train only and of a
+    small test split. rows: the row count per split."""
+    if any(rows[s] == 0 for s in io.SPLITS):
+        raise empty_split(path, rows, "too few rows" if problem_type == "regression" else
+                          f"a class needs at least {MIN_CLASS_ROWS} rows to reach every split")
+    if small_classes:
+        _warn(warnings, path, f"class(es) {_names(map(repr, small_classes))} of label {label!r} have fewer than "
+                              f"{MIN_CLASS_ROWS} rows; they are in the train split only (not evaluated)")
+    if rows[io.TEST] < SMALL_TEST_ROWS:
+        _warn(warnings, path, f"the test split has only {rows[io.TEST]} rows; a metric on so few rows is "
+                              f"uncertain (more data or a larger test_ratio narrows it)")
+
+
+def write_columns_file(staging: str, types: Dict[str, str]) -> None:
+    with open(os.path.join(staging, io.COLUMNS_FILE), "w", encoding="utf-8") as f:
+        json.dump(types, f, indent=1, sort_keys=True)
+
+
+def ingest_facts(*, label_key: str, problem_type: str, vocabulary: List[str], rows, types: Dict[str, str],
+                 data_path: str, dropped_rows: int, eval_ratio: float, test_ratio: float, split_method: str,
+                 warnings: List[str], class_counts: Optional[dict], classes_only_in_train: List[str],
+                 engine: Optional[str] = None) -> dict:
+    """What the step reports (the examples artifact's metadata); rows: the row count per split.
+    The pandas path, the reference, names no engine."""
     facts = {
         "label_key": label_key,
         "problem_type": problem_type,
         "num_classes": len(vocabulary),
         "label_vocabulary": vocabulary,
-        "rows": sum(len(r) for r in records.values()),
-        "rows_train": len(records[io.TRAIN]),
-        "rows_eval": len(records[io.EVAL]),
-        "rows_test": len(records[io.TEST]),
+        "rows": sum(rows[s] for s in io.SPLITS),
+        "rows_train": rows[io.TRAIN],
+        "rows_eval": rows[io.EVAL],
+        "rows_test": rows[io.TEST],
         "columns": types,
         "source": str(data_path),
         "dropped_rows": dropped_rows,
         "eval_ratio": eval_ratio,
         "test_ratio": test_ratio,
-        "split_method": method,
+        "split_method": split_method,
         "warnings": warnings,
     }
+    if engine:
+        facts["engine"] = engine
     if problem_type != "regression":
-        per_split = {s: collections.Counter(encoded[i] for i in kept_rows if split_of[i] == s) for s in io.SPLITS}
-        facts["class_counts"] = {s: {v: per_split[s][c] for c, v in enumerate(vocabulary)} for s in io.SPLITS}
-        facts["classes_only_in_train"] = [vocabulary[c] for c in small]
+        facts["class_counts"] = class_counts
+        facts["classes_only_in_train"] = classes_only_in_train
     return facts
