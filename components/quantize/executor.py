@@ -41,6 +41,7 @@ summary is written.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -387,6 +388,28 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
         finetune_epochs: int = 2, seed: int = 42) -> dict:
     """Convert, score, time and gate every variant; see the module doc."""
     start = time.time()
+    _check_arguments(model_dir, problem_type, tolerance, pruning_sparsity, finetune_epochs, examples_dir)
+    ref = _reference(model_dir, transformed_examples_dir, transform_graph_dir, label_key, problem_type,
+                     examples_dir)
+    representative, n_rep = _representative(transformed_examples_dir, ref, label_key)
+    # Built aside and moved into quantized_dir only when every variant converted and ran.
+    with io.Staging() as stage:
+        out_dir = stage.dir(quantized_dir)
+        blobs, training = _convert_all(model_dir, transformed_examples_dir, ref.transform_output, label_key,
+                                       problem_type, representative, float(pruning_sparsity), bool(qat),
+                                       int(finetune_epochs), int(seed))
+        variants, rejected = _score(blobs, training, out_dir, ref, problem_type, float(tolerance))
+        summary = _summary(ref, variants, rejected, _notes(variants, training), problem_type,
+                           int(num_classes), float(tolerance), n_rep)
+        with open(os.path.join(out_dir, "quantization.json"), "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
+    summary["seconds"] = round(time.time() - start, 2)
+    return summary
+
+
+def _check_arguments(model_dir: str, problem_type: str, tolerance, pruning_sparsity, finetune_epochs,
+                     examples_dir: str) -> None:
+    """One clear error per bad parameter, before anything is loaded."""
     problem.check_problem_type(problem_type)
     problem.require_saved_model(model_dir, "model_dir")
     if not 0.0 <= float(tolerance) < 1.0:
@@ -398,10 +421,25 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
     if examples_dir and not os.path.isfile(io.split_file(examples_dir, io.TEST)):
         raise ValueError(f"examples_dir {examples_dir!r} has no test split ({io.split_file(examples_dir, io.TEST)})")
 
-    import shutil
-    import tempfile
 
-    import numpy as np
+@dataclasses.dataclass
+class _Reference:
+    """The float SavedModel on the test split: what every variant is scored and timed against."""
+    transform_output: object
+    input_spec: dict    # the signature's {name: tf.TensorSpec}
+    eval_x: dict        # test features keyed by the signature's inputs
+    eval_y: object      # test labels
+    logits: object      # the SavedModel's logits on eval_x
+    facts: dict         # quantization.json's "reference": metric, sizes, latency
+
+    @property
+    def n_eval(self) -> int:
+        return len(self.eval_y)
+
+
+def _reference(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str, label_key: str,
+               problem_type: str, examples_dir: str) -> _Reference:
+    """Load the SavedModel and the test split; score and time the SavedModel."""
     import tensorflow as tf
 
     from kfx_components.common import model as M
@@ -417,22 +455,24 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
     input_spec = signature_input_spec(signature)
 
     eval_x, eval_y = load_split(transformed_examples_dir, io.TEST, transform_output, input_spec, label_key)
-    n_eval = len(eval_y)
-    if n_eval == 0:
+    if len(eval_y) == 0:
         raise ValueError(f"test split of {transformed_examples_dir} is empty")
-    primary = problem.primary_metric(problem_type)
-    ref_logits = saved_model_logits(signature, eval_x, n_eval)
+    logits = saved_model_logits(signature, eval_x, len(eval_y))
     records = ([r for _, r in zip(range(LATENCY_BATCH), io.read_records(io.split_file(examples_dir, io.TEST)))]
                if examples_dir else [])
-    reference = {
-        "metric": M.metric_from_logits(problem_type, eval_y, ref_logits),
+    facts = {
+        "metric": M.metric_from_logits(problem_type, eval_y, logits),
         "saved_model_bytes": _dir_bytes(model_dir),
         "variables_bytes": _dir_bytes(os.path.join(model_dir, "variables")),
         "latency": saved_model_latency(signature, eval_x,
                                        loaded.signatures.get(problem.SERVING_SIGNATURE), records),
     }
+    return _Reference(transform_output, input_spec, eval_x, eval_y, logits, facts)
 
-    rep_x, _ = load_split(transformed_examples_dir, "train", transform_output, input_spec, label_key,
+
+def _representative(transformed_examples_dir: str, ref: _Reference, label_key: str):
+    """(int8 calibration generator over the first train examples, how many examples it yields)."""
+    rep_x, _ = load_split(transformed_examples_dir, "train", ref.transform_output, ref.input_spec, label_key,
                           limit=REPRESENTATIVE_SAMPLES)
     n_rep = len(next(iter(rep_x.values())))
 
@@ -440,101 +480,136 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
         for i in range(n_rep):
             yield {k: v[i:i + 1] for k, v in rep_x.items()}
 
-    training: dict = {}
-    scratch = tempfile.mkdtemp(prefix="kfx-quantize-")
-    # Built aside and moved into quantized_dir only when every variant converted and ran.
+    return representative, n_rep
+
+
+def _convert_all(model_dir: str, transformed_examples_dir: str, transform_output, label_key: str,
+                 problem_type: str, representative, pruning_sparsity: float, qat: bool, finetune_epochs: int,
+                 seed: int) -> tuple[dict, dict]:
+    """({variant: TFLite flatbuffer}, {trained variant: its training facts}): the post-training
+    variants, then the pruned (``pruning_sparsity`` > 0) and QAT (``qat``) ones."""
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    from kfx_components.common import model as M
+
+    blobs, training = {}, {}
+    for name in POST_TRAINING:
+        blobs[name] = _convert_or_raise(model_dir, name, representative if name == "int8" else None)
+    scratch = tempfile.mkdtemp(prefix="kfx-quantize-")  # the fine-tuned SavedModels, converted from disk
     try:
-        with io.Staging() as stage:
-            out_dir = stage.dir(quantized_dir)
-            blobs = {}
-            for name in POST_TRAINING:
-                blobs[name] = _convert_or_raise(model_dir, name, representative if name == "int8" else None)
-            if float(pruning_sparsity) > 0:
-                tf.keras.utils.set_random_seed(int(seed))
-                model, training["pruned"] = pruned_model(model_dir, transformed_examples_dir, transform_output,
-                                                         label_key, problem_type, float(pruning_sparsity),
-                                                         int(finetune_epochs), int(seed))
-                path = M.export_serving_model(model, transform_output, label_key, problem_type,
-                                              os.path.join(scratch, "pruned"))
-                blobs["pruned"] = _convert_or_raise(path, "dynamic_range", None, label="pruned")
-            if qat:
-                tf.keras.utils.set_random_seed(int(seed))
-                model, training["qat"] = qat_model(model_dir, transformed_examples_dir, transform_output,
-                                                   label_key, problem_type, int(finetune_epochs), int(seed))
-                path = M.export_serving_model(model, transform_output, label_key, problem_type,
-                                              os.path.join(scratch, "qat"))
-                blobs["qat"] = _convert_or_raise(path, "int8", representative, label="qat")
-
-            variants, rejected = {}, {}
-            float32_weights = weight_bytes(blobs["float32"])
-            for name, blob in blobs.items():
-                path = os.path.join(out_dir, f"{name}.tflite")
-                with open(path, "wb") as f:
-                    f.write(blob)
-                logits = tflite_logits(path, eval_x, n_eval)
-                value = M.metric_from_logits(problem_type, eval_y, logits)
-                if problem.worse_by_more_than(value, reference["metric"], problem_type, float(tolerance)):
-                    os.remove(path)
-                    rejected[name] = (f"{primary} {value:.4f} is worse than the SavedModel's "
-                                      f"{reference['metric']:.4f} by more than the tolerance {float(tolerance):g}")
-                    continue
-                variants[name] = {
-                    "file": os.path.basename(path),
-                    "size_bytes": len(blob),
-                    "gzip_bytes": gzip_bytes(blob),
-                    "weight_bytes": weight_bytes(blob),
-                    "weight_ratio_to_float32": round(weight_bytes(blob) / max(1, float32_weights), 4),
-                    "metric": value,
-                    "metric_delta": value - reference["metric"],
-                    "max_abs_logit_diff": float(np.max(np.abs(logits - ref_logits))),
-                    "latency": tflite_latency(path, eval_x),
-                    "tensors": tensor_dtypes(path),
-                    **({"training": training[name]} if name in training else {}),
-                }
-            base = variants.get("float32")
-            for v in variants.values():
-                if base:
-                    v["size_ratio_to_float32"] = round(v["size_bytes"] / base["size_bytes"], 4)
-                    v["latency_ratio_to_float32"] = round(
-                        v["latency"]["single_invoke"]["median_ms"]
-                        / max(1e-9, base["latency"]["single_invoke"]["median_ms"]), 4)
-
-            notes = {}
-            if "int8" in variants:
-                int8_inputs = variants["int8"]["tensors"]["inputs"]
-                notes["int8"] = ("full integer (TFLITE_BUILTINS_INT8 only): float inputs, weights, activations "
-                                 "and output are int8; integer index inputs stay " +
-                                 ", ".join(sorted({v for v in int8_inputs.values() if v != "int8"}) or ["-"]) +
-                                 " (they index embeddings, they are not quantized values)")
-            if "qat" in training:
-                notes["qat"] = training["qat"]["why"]
-            if "pruned" in training:
-                notes["pruned"] = (f"{training['pruned']['sparsity']:.0%} of the Dense/Embedding weights are zero "
-                                   "(magnitude pruning, stripped); dynamic-range conversion; the gzipped size "
-                                   "shows what the zeros save")
-            recommended = min(variants, key=lambda k: (variants[k]["size_bytes"], -variants[k]["metric"])) \
-                if variants else ""
-            summary = {
-                "signature": SIGNATURE,
-                "primary_metric": primary,
-                "problem_type": problem_type,
-                "num_classes": int(num_classes),
-                "test_rows": int(n_eval),
-                "tolerance": float(tolerance),
-                "representative_samples": int(n_rep),
-                "reference": reference,
-                "variants": variants,
-                "rejected": rejected,
-                "recommended": recommended,
-                "recommendation": _recommendation(recommended, variants, reference, primary, float(tolerance)),
-                "notes": notes,
-            }
-            with open(os.path.join(out_dir, "quantization.json"), "w") as f:
-                json.dump(summary, f, indent=2, sort_keys=True)
+        if pruning_sparsity > 0:
+            tf.keras.utils.set_random_seed(seed)
+            model, training["pruned"] = pruned_model(model_dir, transformed_examples_dir, transform_output,
+                                                     label_key, problem_type, pruning_sparsity,
+                                                     finetune_epochs, seed)
+            path = M.export_serving_model(model, transform_output, label_key, problem_type,
+                                          os.path.join(scratch, "pruned"))
+            blobs["pruned"] = _convert_or_raise(path, "dynamic_range", None, label="pruned")
+        if qat:
+            tf.keras.utils.set_random_seed(seed)
+            model, training["qat"] = qat_model(model_dir, transformed_examples_dir, transform_output,
+                                               label_key, problem_type, finetune_epochs, seed)
+            path = M.export_serving_model(model, transform_output, label_key, problem_type,
+                                          os.path.join(scratch, "qat"))
+            blobs["qat"] = _convert_or_raise(path, "int8", representative, label="qat")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    summary["seconds"] = round(time.time() - start, 2)
-    return summary
+    return blobs, training
+
+
+def _score(blobs: dict, training: dict, out_dir: str, ref: _Reference, problem_type: str,
+           tolerance: float) -> tuple[dict, dict]:
+    """({variant: facts} published, {variant: why} rejected): each blob written to ``out_dir``, scored
+    on test, gated on ``tolerance`` (a rejected file is removed) and described; ratios to float32."""
+    from kfx_components.common import model as M
+
+    variants, rejected = {}, {}
+    primary = problem.primary_metric(problem_type)
+    float32_weights = weight_bytes(blobs["float32"])
+    for name, blob in blobs.items():
+        path = os.path.join(out_dir, f"{name}.tflite")
+        with open(path, "wb") as f:
+            f.write(blob)
+        logits = tflite_logits(path, ref.eval_x, ref.n_eval)
+        value = M.metric_from_logits(problem_type, ref.eval_y, logits)
+        if problem.worse_by_more_than(value, ref.facts["metric"], problem_type, tolerance):
+            os.remove(path)
+            rejected[name] = (f"{primary} {value:.4f} is worse than the SavedModel's "
+                              f"{ref.facts['metric']:.4f} by more than the tolerance {tolerance:g}")
+            continue
+        variants[name] = _describe(path, blob, value, logits, ref, float32_weights, training.get(name))
+    base = variants.get("float32")
+    if base:
+        for v in variants.values():
+            v["size_ratio_to_float32"] = round(v["size_bytes"] / base["size_bytes"], 4)
+            v["latency_ratio_to_float32"] = round(
+                v["latency"]["single_invoke"]["median_ms"]
+                / max(1e-9, base["latency"]["single_invoke"]["median_ms"]), 4)
+    return variants, rejected
+
+
+def _describe(path: str, blob: bytes, value: float, logits, ref: _Reference, float32_weights: int,
+              training: dict | None) -> dict:
+    """A published variant's facts: sizes, metric, distance to the SavedModel, latency, tensors."""
+    import numpy as np
+
+    return {
+        "file": os.path.basename(path),
+        "size_bytes": len(blob),
+        "gzip_bytes": gzip_bytes(blob),
+        "weight_bytes": weight_bytes(blob),
+        "weight_ratio_to_float32": round(weight_bytes(blob) / max(1, float32_weights), 4),
+        "metric": value,
+        "metric_delta": value - ref.facts["metric"],
+        "max_abs_logit_diff": float(np.max(np.abs(logits - ref.logits))),
+        "latency": tflite_latency(path, ref.eval_x),
+        "tensors": tensor_dtypes(path),
+        **({"training": training} if training is not None else {}),
+    }
+
+
+def _notes(variants: dict, training: dict) -> dict:
+    """What each special variant is, in a sentence."""
+    notes = {}
+    if "int8" in variants:
+        int8_inputs = variants["int8"]["tensors"]["inputs"]
+        notes["int8"] = ("full integer (TFLITE_BUILTINS_INT8 only): float inputs, weights, activations "
+                         "and output are int8; integer index inputs stay " +
+                         ", ".join(sorted({v for v in int8_inputs.values() if v != "int8"}) or ["-"]) +
+                         " (they index embeddings, they are not quantized values)")
+    if "qat" in training:
+        notes["qat"] = training["qat"]["why"]
+    if "pruned" in training:
+        notes["pruned"] = (f"{training['pruned']['sparsity']:.0%} of the Dense/Embedding weights are zero "
+                           "(magnitude pruning, stripped); dynamic-range conversion; the gzipped size "
+                           "shows what the zeros save")
+    return notes
+
+
+def _summary(ref: _Reference, variants: dict, rejected: dict, notes: dict, problem_type: str, num_classes: int,
+             tolerance: float, n_rep: int) -> dict:
+    """quantization.json: the reference, the variants, the rejected ones and the recommended one."""
+    primary = problem.primary_metric(problem_type)
+    recommended = min(variants, key=lambda k: (variants[k]["size_bytes"], -variants[k]["metric"])) \
+        if variants else ""
+    return {
+        "signature": SIGNATURE,
+        "primary_metric": primary,
+        "problem_type": problem_type,
+        "num_classes": num_classes,
+        "test_rows": int(ref.n_eval),
+        "tolerance": tolerance,
+        "representative_samples": int(n_rep),
+        "reference": ref.facts,
+        "variants": variants,
+        "rejected": rejected,
+        "recommended": recommended,
+        "recommendation": _recommendation(recommended, variants, ref.facts, primary, tolerance),
+        "notes": notes,
+    }
 
 
 def _convert_or_raise(model_dir: str, variant: str, representative, label: str = "") -> bytes:
