@@ -23,23 +23,13 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List
     on `explain_rows` test rows, 0: off); bless it or not (`max_fairness_gap` > 0 gates on the
     largest FPR/FNR gap)."""
     # dsl.component embeds this body's source in the IR: imports must live here.
-    import os
     import shutil
     import tempfile
 
     from kfx_components.common import s3
-    from kfx_components.evaluate import executor, fairness
+    from kfx_components.evaluate import executor
 
     meta = dict(examples.metadata)
-    model_meta = dict(model.metadata or {})
-    histories = {}  # training curves: distill's student (and its teacher), or distributed_train's model
-    if model_meta.get("teacher_history"):
-        histories["distributed_train (teacher)"] = model_meta["teacher_history"]
-    if model_meta.get("history"):
-        histories["distill (student)"] = model_meta["history"]
-    elif model_meta.get("curves"):
-        histories["distributed_train"] = {k: model_meta[k] for k in ("epochs_run", "best_epoch", "curves")
-                                          if k in model_meta}
     workdir = tempfile.mkdtemp(prefix="kfx-baseline-")
     try:
         baseline_dir = s3.local_copy(baseline_model_uri, workdir) if baseline_model_uri else ""
@@ -52,51 +42,20 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List
                              metric_threshold=metric_threshold, baseline_tolerance=baseline_tolerance,
                              min_vs_reference=min_vs_reference, max_fairness_gap=max_fairness_gap,
                              explain_rows=explain_rows, explanation_path=explanation.path,
-                             training_history=histories)
+                             training_history=executor.training_histories(model.metadata))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    blessed = bool(facts["blessed"])
-    os.makedirs(blessing.path, exist_ok=True)
-    with open(os.path.join(blessing.path, "BLESSED" if blessed else "NOT_BLESSED"), "w") as f:
-        f.write("\n".join(facts["reasons"]) + ("\n" if facts["reasons"] else ""))
-    summary = {
-        "blessed": blessed,
-        "reasons": facts["reasons"],
-        "warnings": facts["warnings"],
-        "trust": facts["trust"],
-        "split": facts["split"],
-        "baseline_used": facts["baseline_used"],
-        "baseline_uri": baseline_model_uri,   # lineage: which model judged this one
-        "primary_metric": facts["primary_metric"],
-        "slice_features": facts["slice_features"],
-        "crossed_slices": facts["crossed_slices"],
-        "overall": facts["overall"],
-        "per_slice": facts["per_slice"],
-        "fairness": fairness.compact(facts["fairness"]),
-        "explanation": facts["explanation"],
-    }
-    blessing.metadata.update(summary)
-    evaluation.metadata.update({**summary, "problem_type": facts["problem_type"],
-                                "num_slices": facts["num_slices"], "seconds": facts["seconds"],
-                                "tfma_seconds": facts["tfma_seconds"]})
-    explanation.metadata.update({k: facts["explanation"][k] for k in ("method", "rows", "seconds")
-                                 if k in facts["explanation"]})
-    for name, value in facts["overall"].items():
-        if value is not None:  # undefined metrics (None) stay out of the Metrics artifact
-            metrics.log_metric(name, float(value))
-    trusted, primary = facts["trust"], facts["primary_metric"]
-    for key, value in (("ci_low", trusted["model"]["ci"][0]), ("ci_high", trusted["model"]["ci"][1]),
-                       ("trivial", trusted["trivial"]["metric"]),
-                       ("reference_linear", trusted["references"]["linear"]["metric"]),
-                       ("reference_boosting", trusted["references"]["boosting"]["metric"])):
-        if value is not None:
-            metrics.log_metric(f"{primary}_{key}", float(value))
+    executor.write_blessing(blessing.path, facts)
+    blessing.metadata.update(executor.verdict_metadata(facts, baseline_model_uri))
+    evaluation.metadata.update(executor.evaluation_metadata(facts, baseline_model_uri))
+    explanation.metadata.update(executor.explanation_metadata(facts))
+    for name, value in executor.logged_metrics(facts).items():
+        metrics.log_metric(name, value)
     if "roc" in facts and facts["roc"]["fpr"]:
         roc = facts["roc"]
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
     if facts.get("confusion_matrix"):
         matrix = facts["confusion_matrix"]
-        vocabulary = [str(v) for v in (meta.get("label_vocabulary") or [])]
-        categories = vocabulary if len(vocabulary) == len(matrix) else [str(i) for i in range(len(matrix))]
-        classification_metrics.log_confusion_matrix(categories, matrix)
+        classification_metrics.log_confusion_matrix(
+            executor.confusion_categories(matrix, meta.get("label_vocabulary")), matrix)
