@@ -127,7 +127,8 @@ def build_pipeline(profile: str = "cpu"):
             slice_features=slice_features, crossed_slices=crossed_slices, max_fairness_gap=max_fairness_gap,
             explain_rows=explain_rows, metric_threshold=metric_threshold,
             baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
-            baseline_model_uri=baseline.outputs["model_uri"]), "evaluate", profile)
+            baseline_model_uri=baseline.outputs["model_uri"], beam_pipeline_args=beam_pipeline_args),
+            "evaluate", profile)
 
         pushed = place(push(
             model=model, quantized=quantized.outputs["quantized"],

@@ -262,7 +262,7 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         crossed_slices: Sequence[str] = (), baseline_model_dir: str = "", metric_threshold: float = 0.0,
         baseline_tolerance: float = 0.01, min_vs_reference: float = 0.85, max_fairness_gap: float = 0.0,
         explain_rows: int = 200, explanation_path: str = "",
-        training_history: Optional[Dict[str, dict]] = None) -> dict:
+        training_history: Optional[Dict[str, dict]] = None, beam_pipeline_args: Sequence[str] = ()) -> dict:
     """Evaluate `model_dir` on `examples_dir/test`; bless it or not; explain it; write the report.
 
     slice_features / crossed_slices: TFMA slices (and Fairness Indicators for binary problems).
@@ -270,6 +270,7 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
     explain_rows: test rows the SHAP explanation and partial dependence use (0: no explanation);
     explanation_path: where to write the explanation page (HTML), "" for none.
     training_history: ``{fit name: model.history_summary(...)}`` drawn as training curves.
+    beam_pipeline_args: the Beam runner TFMA runs on (DirectRunner by default; Flink on that profile).
     """
     start = time.time()
     if isinstance(slice_features, str) or isinstance(crossed_slices, str):
@@ -284,7 +285,8 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
     tfma_start = time.time()
     metrics, plots_data, validation = _analyze(model_dir, baseline_model_dir, test_path, evaluation_dir,
                                                label_key, problem_type, int(num_classes), slice_specs,
-                                               float(metric_threshold), float(baseline_tolerance))
+                                               float(metric_threshold), float(baseline_tolerance),
+                                               beam_pipeline_args)
     tfma_seconds = time.time() - tfma_start
     trusted = trust.assess(model_dir, examples_dir, label_key, problem_type, int(num_classes),
                            float(min_vs_reference))
@@ -431,9 +433,10 @@ def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
 
 
 def _analyze(model_dir, baseline_model_dir, data_path, evaluation_dir, label_key, problem_type,
-             num_classes, slice_specs, metric_threshold, baseline_tolerance):
+             num_classes, slice_specs, metric_threshold, baseline_tolerance, beam_pipeline_args=()):
     """TFMA on one split: (metrics, plots, validation result)."""
     import tensorflow_model_analysis as tfma
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     has_baseline = bool(baseline_model_dir)
     eval_config = _eval_config(label_key, problem_type, num_classes, slice_specs, has_baseline,
@@ -446,7 +449,8 @@ def _analyze(model_dir, baseline_model_dir, data_path, evaluation_dir, label_key
     os.makedirs(evaluation_dir, exist_ok=True)
     tfma.run_model_analysis(eval_shared_model=shared if has_baseline else shared[0],
                             eval_config=eval_config, data_location=data_path,
-                            file_format="tfrecords", output_path=evaluation_dir)
+                            file_format="tfrecords", output_path=evaluation_dir,
+                            pipeline_options=PipelineOptions(list(beam_pipeline_args or ())))
     return (_read_metrics(evaluation_dir), _read_plots(evaluation_dir),
             tfma.load_validation_result(evaluation_dir))
 

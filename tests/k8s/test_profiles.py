@@ -5,6 +5,7 @@ profile and the IR is read back: resources, accelerators, node selectors,
 tolerations, S3 settings by reference, retries, caching and the pipeline root.
 The real pipeline (pipelines/tabular.py) is checked the same way when it imports.
 """
+from pathlib import Path
 import pytest
 import yaml
 from kfp import compiler, dsl
@@ -179,3 +180,19 @@ def test_real_pipeline_gpu_placement(tmp_path):
     for ex in cpu_execs:
         assert k8s[ex]["nodeSelector"]["labels"]["kfx.dev/node-pool"] == "cpu"
         assert k8s[ex]["secretAsEnv"][0]["secretName"] == "kfx-s3-credentials"
+
+
+def test_flink_profile_compiles_the_portable_runner_into_the_data_stages(tmp_path):
+    tabular = pytest.importorskip("kfx_pipelines.tabular", reason="pipelines/tabular.py does not import yet",
+                                  exc_type=ImportError)
+    out = tmp_path / "tabular-flink.yaml"
+    tabular.compile_pipeline(str(out), profile="flink")
+    spec = next(yaml.safe_load_all(out.read_text()))
+    default = spec["root"]["inputDefinitions"]["parameters"]["beam_pipeline_args"]["defaultValue"]
+    assert default[0] == "--runner=PortableRunner" and f"--job_endpoint={P.FLINK_JOB_SERVER}:8099" in default
+    # every Beam stage takes that parameter; the job server named is the one the manifests render
+    for stage in P.BEAM_STAGES:
+        task = spec["root"]["dag"]["tasks"][stage]
+        assert task["inputs"]["parameters"]["beam_pipeline_args"]["componentInputParameter"] == "beam_pipeline_args"
+    rendered = (Path(__file__).resolve().parents[2] / "manifests" / "flink").glob("*.yaml")
+    assert any(f"name: {P.FLINK_JOB_SERVER}" in p.read_text() for p in rendered)
