@@ -262,7 +262,8 @@ def raised_error(log_path: Path) -> str:
     """The error a Python step raised, from its log: the `SomeError: message` line that ends the
     last traceback (its first line, for a message of several), or "" when the log has none.
     A ValueError is the stages' bad-input contract (its message names the file, column or
-    parameter), so its type is left out; other types stay, they say what went wrong."""
+    parameter), so its type is left out; other types stay, by their class name alone (what went
+    wrong, not which module defines it)."""
     try:
         lines = log_path.read_text(errors="replace").splitlines()
     except OSError:
@@ -273,7 +274,10 @@ def raised_error(log_path: Path) -> str:
     for line in lines[starts[-1] + 1:]:
         if line and not line[0].isspace():     # frames are indented; the exception line is not
             kind, sep, message = line.partition(": ")
-            return message.strip() if sep and kind == "ValueError" else line.strip()
+            kind = kind.rsplit(".", 1)[-1]     # a traceback names a class outside builtins with its module
+            if kind == "ValueError":
+                return message.strip()
+            return f"{kind}: {message.strip()}" if sep else kind
     return ""
 
 

@@ -6,6 +6,7 @@ import pytest
 from kfp import compiler, dsl
 
 from kfx.cli import main
+from kfx.dispatch import raised_error
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
@@ -67,3 +68,16 @@ def test_cli_mistakes_are_one_error_line_and_exit_2(args, named, ir_path, tmp_pa
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and named.format(tmp=tmp_path) in err
     assert not (tmp_path / "root" / "runs").exists()
+
+
+@pytest.mark.parametrize("last, expected", [
+    ("ValueError: data_path a.csv: file not found", "data_path a.csv: file not found"),
+    ("kfx_components.ingest.executor.IngestError: a.csv: line 3 has 2 fields",
+     "IngestError: a.csv: line 3 has 2 fields"),
+    ("KeyError: 'label'", "KeyError: 'label'"),
+    ("pkg.mod.Stopped", "Stopped"),
+])
+def test_the_error_line_names_the_exception_by_its_class_not_its_module(last, expected, tmp_path):
+    log = tmp_path / "step.log"
+    log.write_text(f'Traceback (most recent call last):\n  File "x.py", line 1, in <module>\n    run()\n{last}\n')
+    assert raised_error(log) == expected
