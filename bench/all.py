@@ -11,6 +11,7 @@ rest still run; the exit code says whether all passed):
     containers.py        --executor docker vs process/subprocess on the same IR (needs Docker and images)
     quantize.py          (when present)
     serving.py           (when present and --serving-model REGISTRY/MODEL/vN is given)
+    gates.py             the statistical gates' false-alarm and detection rates (docs/reliability.md)
 
 Then the per-step time plot for kfx / kfp.local / in-process is drawn from the tables the
 first two wrote (docs/img/steps_*.png) into the `<!-- plots:begin -->` block.
@@ -44,6 +45,7 @@ def plan(smoke: bool, serving_model: str, scratch: str) -> list:
         ("containers", ["--lifecycle", "--lifecycle-reps", "2"]),
         ("quantize", []),
         ("serving", ["--model", serving_model] if serving_model else None),
+        ("gates", []),
     ]
     tiny = {
         "runner_overhead": ["--no-tf", "--no-doc", "--reps", "1", "--n", "2"],
@@ -55,6 +57,7 @@ def plan(smoke: bool, serving_model: str, scratch: str) -> list:
                        "--scratch", f"{scratch}/containers"],
         "quantize": None,
         "serving": None,
+        "gates": ["--smoke"],
     }
     out = []
     for name, argv in full:

@@ -138,15 +138,15 @@ def mib(kb: float) -> str:
     return f"{kb / 1024:.0f}"
 
 
-def write_block(begin: str, end: str, block: str, when_absent: Callable[[str], str]) -> None:
-    """Replaces the text between `begin` and `end` in docs/benchmarks.md with `block` (which
+def write_block(begin: str, end: str, block: str, when_absent: Callable[[str], str], doc: Path = DOC) -> None:
+    """Replaces the text between `begin` and `end` in `doc` (docs/benchmarks.md) with `block` (which
     carries the markers); where they are absent, writes `when_absent(current text)`."""
-    text = DOC.read_text() if DOC.exists() else ""
+    text = doc.read_text() if doc.exists() else ""
     if begin in text and end in text:
         head, rest = text.split(begin, 1)
         tail = rest.split(end, 1)[1]
         if block.endswith("\n") and tail.startswith("\n"):
             tail = tail[1:]   # the block carries its own newline: rewriting it adds no blank line
-        DOC.write_text(head + block + tail)
+        doc.write_text(head + block + tail)
     else:
-        DOC.write_text(when_absent(text))
+        doc.write_text(when_absent(text))

@@ -8,8 +8,8 @@ and the registry version, run the monitor stage) and runs its IR with kfx's
 runner, as `kfx run` does: MLMD lineage in ROOT/metadata.sqlite, the step's log
 and the run report under ROOT/runs/<run>/. The stage (components/monitor)
 compares the window with the version's training statistics and schema (TFDV:
-skew, drift against --previous, missing and new features) and, with --labels,
-the logged predictions with late labels (concept drift).
+skew, drift against --previous, missing features; columns the model does not use are
+listed, not compared) and, with --labels, the logged predictions with late labels (concept drift).
 
 Exit codes: 0 all is well; 3 retraining is due (one line names the features);
 1 the monitor failed (one `error:` line); 2 a usage error (one `error:` line).
@@ -130,7 +130,7 @@ def due_line(verdict: dict) -> str:
     """`retraining due: <feature> (skew), <feature> (new values), concept drift (...)` - one line."""
     kinds = {}
     for key, word in (("skewed", "skew"), ("drifted", "drift"), ("missing_features", "missing"),
-                      ("new_features", "new feature"), ("schema_anomalies", "schema")):
+                      ("schema_anomalies", "schema")):
         for feature in verdict.get(key) or []:
             kinds.setdefault(feature, []).append(word)
     parts = [f"{f} ({', '.join(kinds.get(f, ['anomaly']))})" for f in verdict.get("features") or []]

@@ -44,8 +44,9 @@ def _size(path: Path) -> int:
 
 def outcome_lines(result: RunResult) -> list[str]:
     """What a run ends with, by a convention any component may follow: an output artifact's
-    metadata `summary` (one line) is shown as is, and `published: true` shows its URI (an
-    artifact a step put outside the run's store, e.g. a registry version)."""
+    metadata `summary` (one line) is shown as is (ingest's says what it left out of the file,
+    push's what it published), and `published: true` shows its URI (an artifact a step put
+    outside the run's store, e.g. a registry version)."""
     lines = []
     for step in result.steps.values():
         for artifact in step.outputs.values():
@@ -53,6 +54,18 @@ def outcome_lines(result: RunResult) -> list[str]:
                 lines.append(" ".join(str(artifact.metadata["summary"]).split()))
             if artifact.metadata.get("published"):
                 lines.append(f"published: {artifact.uri}")
+    return lines
+
+
+def warning_lines(result: RunResult) -> list[str]:
+    """Every output artifact's metadata `warnings` (a list of one-line texts), by step: what a
+    stage let pass but a person must know (rows it dropped, a test split too small to trust)."""
+    lines = []
+    for name, step in result.steps.items():
+        for artifact in step.outputs.values():
+            warnings = artifact.metadata.get("warnings")
+            if isinstance(warnings, list):
+                lines += [f"{name}: {' '.join(str(w).split())}" for w in warnings]
     return lines
 
 
@@ -75,6 +88,10 @@ def write(result: RunResult, path: Path) -> Path:
     if outcome:
         parts.append("<h2>Outcome</h2><ul class='outcome'>"
                      + "".join(f"<li>{html.escape(line)}</li>" for line in outcome) + "</ul>")
+    warnings = warning_lines(result)
+    if warnings:
+        parts.append("<h2>Warnings</h2><ul class='warnings'>"
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in warnings) + "</ul>")
     metrics = [(name, out, art) for name, st in result.steps.items() for out, art in st.outputs.items()
                if art.type == "system.Metrics" and art.metadata]
     if metrics:

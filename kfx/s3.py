@@ -2,8 +2,11 @@
 
 Endpoint and credentials come from the environment only (KFX_S3_ENDPOINT,
 KFX_S3_SECURE, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION); the IR
-and the images never hold them. Like KFP's launcher, the runner downloads a
-step's inputs and uploads its outputs, so components see local paths.
+and the images never hold them. Each setting is checked where it is read (the
+endpoint as host:port or http(s)://host:port, yes/no settings as 1/0, true/false
+or yes/no, numbers as numbers); anything else is an S3ConfigError naming it.
+Like KFP's launcher, the runner downloads a step's inputs and uploads its
+outputs, so components see local paths.
 
 A multi-file artifact is many objects and S3 has no atomic rename, so an
 artifact counts as stored only once its commit marker `<key>.kfx-commit`
@@ -27,13 +30,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import random
 import re
 import time
 from pathlib import Path
 from typing import Callable, TypeVar
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit
 
 from kfx.store import import_local
 
@@ -48,48 +52,93 @@ _RETRYABLE_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestT
 
 
 class S3ConfigError(ValueError):
-    pass
+    """An S3 setting (environment variable or URI) kfx cannot use; the message names it."""
 
 
 class S3Unavailable(ConnectionError):
     """The S3 endpoint did not answer (or kept failing) through every retry."""
 
 
-def _setting(name: str, default: float) -> float:
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_HOST = re.compile(r"[A-Za-z0-9._-]+|[0-9A-Fa-f:.]+")      # a name, an IPv4 or (unbracketed) IPv6 address
+
+
+def flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable: 1/0, true/false, yes/no, on/off (any case); unset: `default`."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if raw.lower() not in _BOOLEANS:
+        raise S3ConfigError(f"{name}={raw!r} is not a boolean (1/0, true/false, yes/no)")
+    return _BOOLEANS[raw.lower()]
+
+
+def _setting(name: str, default: float, minimum: float = 0.0, whole: bool = False) -> float:
+    """A numeric environment variable of at least `minimum` (a whole number with `whole`)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
     try:
-        return float(os.environ.get(name) or default)
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (whole and not value.is_integer()):
+        raise S3ConfigError(f"{name}={raw!r} is not {'a whole number' if whole else 'a number'}")
+    if value < minimum:
+        raise S3ConfigError(f"{name}={raw!r} must be at least {minimum:g}")
+    return value
+
+
+def endpoint_from_env() -> tuple[str, bool]:
+    """(host[:port], secure) of the S3 server. KFX_S3_ENDPOINT is host:port or a URL
+    http(s)://host:port (a trailing slash allowed), as the AWS CLI takes it; the scheme
+    decides TLS unless KFX_S3_SECURE says otherwise."""
+    raw = os.environ.get("KFX_S3_ENDPOINT", "").strip()
+    if not raw:
+        raise S3ConfigError("KFX_S3_ENDPOINT is not set (host:port or http(s)://host:port of the S3/MinIO server)")
+    parsed = urlsplit(raw if "://" in raw else f"//{raw}")
+    try:
+        parsed.port      # a port that is not a number, or out of range, raises here
     except ValueError as err:
-        raise S3ConfigError(f"{name}={os.environ[name]!r} is not a number") from err
+        raise S3ConfigError(f"KFX_S3_ENDPOINT={raw!r}: {err}") from err
+    problem = ("the scheme must be http or https" if parsed.scheme not in ("", "http", "https") else
+               "credentials do not belong in it (they come from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+               if "@" in parsed.netloc else
+               f"a path ({parsed.path}) is not allowed" if parsed.path not in ("", "/") else
+               "a query or fragment is not allowed" if parsed.query or parsed.fragment else
+               "no valid host name" if not _HOST.fullmatch(parsed.hostname or "") else "")
+    if problem:
+        raise S3ConfigError(f"KFX_S3_ENDPOINT={raw!r}: {problem}; expected host:port or http(s)://host:port")
+    return parsed.netloc, flag("KFX_S3_SECURE", parsed.scheme == "https")
 
 
 def endpoint_url() -> str:
-    secure = os.environ.get("KFX_S3_SECURE", "0") == "1"
-    return f"{'https' if secure else 'http'}://{os.environ.get('KFX_S3_ENDPOINT', '')}"
+    host, secure = endpoint_from_env()
+    return f"{'https' if secure else 'http'}://{host}"
 
 
 def http_client():
     """urllib3 pool with bounded timeouts and no retries of its own (S3Store retries operations)."""
     import certifi
     import urllib3
+    ca_file = os.environ.get("SSL_CERT_FILE") or certifi.where()
+    if not os.path.isfile(ca_file):
+        raise S3ConfigError(f"SSL_CERT_FILE={ca_file!r}: no such file (a CA bundle, PEM)")
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=_setting("KFX_S3_CONNECT_TIMEOUT", 10),
-                                read=_setting("KFX_S3_READ_TIMEOUT", 60)),
-        maxsize=10, cert_reqs="CERT_REQUIRED",
-        ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(), retries=False)
+        timeout=urllib3.Timeout(connect=_setting("KFX_S3_CONNECT_TIMEOUT", 10, minimum=0.001),
+                                read=_setting("KFX_S3_READ_TIMEOUT", 60, minimum=0.001)),
+        maxsize=10, cert_reqs="CERT_REQUIRED", ca_certs=ca_file, retries=False)
 
 
 def client_from_env():
     from minio import Minio
-    endpoint = os.environ.get("KFX_S3_ENDPOINT")
-    if not endpoint:
-        raise S3ConfigError("KFX_S3_ENDPOINT is not set (host:port of the S3/MinIO server)")
+    host, secure = endpoint_from_env()
     missing = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
     if missing:
         raise S3ConfigError(f"{' and '.join(missing)} not set: S3 credentials come from the environment")
-    return Minio(endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                 secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
-                 region=os.environ.get("AWS_REGION", "us-east-1"), http_client=http_client())
+    return Minio(host, access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"], secure=secure,
+                 region=os.environ.get("AWS_REGION") or "us-east-1", http_client=http_client())
 
 
 def transient(err: BaseException) -> bool:
@@ -110,7 +159,7 @@ def _cause(err: BaseException) -> str:
 def with_retries(what: str, call: Callable[[], T], endpoint: str = "") -> T:
     """`call()`, retried with exponential backoff (and jitter) on transient failures; then
     S3Unavailable: 'S3 endpoint http://host:port unreachable: <what> failed N times over Ts (<cause>)'."""
-    attempts = max(1, int(_setting("KFX_S3_ATTEMPTS", 5)))
+    attempts = int(_setting("KFX_S3_ATTEMPTS", 5, minimum=1, whole=True))
     backoff = _setting("KFX_S3_BACKOFF", 0.5)
     started = time.monotonic()
     for attempt in range(attempts):
@@ -159,6 +208,12 @@ class S3Store:
     def __init__(self, root_uri: str, client=None):
         self.root_uri = root_uri.rstrip("/")
         self.bucket, key = split_uri(self.root_uri)
+        from minio.helpers import check_bucket_name
+        try:
+            check_bucket_name(self.bucket, strict=True)
+        except ValueError as err:
+            raise S3ConfigError(f"{root_uri}: {err} (S3 bucket names: 3-63 characters, lowercase letters, "
+                                "digits, '.' and '-')") from err
         self.prefix = f"{key}/" if key else ""
         self.client = client or client_from_env()
         self.endpoint = endpoint_url()

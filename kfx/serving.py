@@ -1187,6 +1187,8 @@ def cmd_rollout(args) -> int:
         if not args.set:
             raise ServingError("kfx rollout alias MODEL_DIR --set production=vN")
         name, _, ver = args.set.partition("=")
+        if not name or not ver.lstrip("v").isdigit():
+            raise ServingError(f"--set {args.set!r}: expected NAME=vN, e.g. production=v3")
         print(json.dumps(set_alias(args.model_dir, name, int(ver.lstrip("v")), by="kfx rollout alias"), indent=2))
         return 0
     command = {"approve": "approve", "switch-back": "switch-back", "rollback": "rollback", "reject": "reject"}[args.action]
@@ -1220,6 +1222,36 @@ def cmd_predict(args) -> int:
     return 0
 
 
+# ------------------------------------------------------------------ option types
+# Checked when the command line is read: a bad value is one `error:` line naming the option.
+def _above_zero(kind):
+    """An argparse type: a number of `kind` above 0 (a rate, a batch size, a wait in seconds)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'a whole number' if kind is int else 'a number'}")
+        if not value > 0:       # NaN too
+            raise argparse.ArgumentTypeError(f"{text!r} must be above 0")
+        return value
+    return parse
+
+
+def _port(text: str) -> int:
+    if not text.strip().isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+def _percentages(text: str) -> str:
+    """--steps: increasing percentages in (0, 100] (kept as text: the rollout reads it so)."""
+    parts = [s.strip() for s in text.split(",") if s.strip()]
+    steps = [int(s) for s in parts if s.isdigit()]
+    if not steps or len(steps) != len(parts) or any(not 0 < s <= 100 for s in steps) or steps != sorted(steps):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected increasing percentages in (0, 100], e.g. 10,50,100")
+    return text
+
+
 def _wrap(fn):
     def run(args) -> int:
         try:
@@ -1234,12 +1266,12 @@ def add_commands(subparsers) -> None:
     """Register `serve`, `rollout` and `predict` on kfx's argparse subparsers (each sets `func`)."""
     p = subparsers.add_parser("serve", help="serve a registry version with KServe's model server (V1 + V2 REST)")
     p.add_argument("model", metavar="MODEL_URI", help="<registry_uri>/<model_name>/vN or <registry_uri>/<model_name>@alias")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=_port, default=8080)
     p.add_argument("--executor", choices=("process", "docker"), default="process")
     p.add_argument("--image", default=DEFAULT_IMAGE, help="serving image for --executor docker")
     p.add_argument("--log-url", default="", help="payload-log sink URL (CloudEvents)")
     p.add_argument("--log-dir", default="", help="start a kfx sink writing payload logs here (DIR or s3://...)")
-    p.add_argument("--ready-timeout", type=float, default=180)
+    p.add_argument("--ready-timeout", type=_above_zero(float), default=180)
     p.set_defaults(func=_wrap(cmd_serve))
 
     p = subparsers.add_parser("rollout", help="canary / blue-green / shadow rollout of a candidate version")
@@ -1248,27 +1280,27 @@ def add_commands(subparsers) -> None:
     p.add_argument("--candidate", help="version to roll out (vN or N)")
     p.add_argument("--current", help="version now serving (default: the production alias)")
     p.add_argument("--strategy", choices=STRATEGIES, default="canary")
-    p.add_argument("--steps", default="10,50,100", help="canary: candidate traffic percentages")
-    p.add_argument("--hold", type=float, default=60, help="seconds each step is held and watched")
+    p.add_argument("--steps", type=_percentages, default="10,50,100", help="canary: candidate traffic percentages")
+    p.add_argument("--hold", type=_above_zero(float), default=60, help="seconds each step is held and watched")
     p.add_argument("--max-error-rate", type=float, default=0.01)
     p.add_argument("--max-p99-ms", type=float, default=1000)
-    p.add_argument("--min-requests", type=int, default=20, help="requests a step needs before it can pass")
+    p.add_argument("--min-requests", type=_above_zero(int), default=20, help="requests a step needs before it can pass")
     p.add_argument("--labels", default="", help="late labels (JSON lines request_id/index/label) for the online metric")
     p.add_argument("--max-online-drop", type=float, default=0.05)
     p.add_argument("--approve", action="store_true", help="wait for `kfx rollout approve` before production")
-    p.add_argument("--approve-timeout", type=float, default=3600)
-    p.add_argument("--port", type=int, default=0, help="nginx front port (default: a free one)")
+    p.add_argument("--approve-timeout", type=_above_zero(float), default=3600)
+    p.add_argument("--port", type=_port, default=0, help="nginx front port (default: a free one)")
     p.add_argument("--executor", choices=("process", "docker"), default="process")
     p.add_argument("--image", default=DEFAULT_IMAGE)
     p.add_argument("--attach", nargs="*", default=[], metavar="ROLE=URL",
                    help="use running servers: current=http://127.0.0.1:P candidate=...")
     p.add_argument("--log-url", default="", help="payload sink URL (default: a kfx sink under the rollout's dir)")
     p.add_argument("--traffic", default="", help="CSV replayed through the front as client traffic (local load)")
-    p.add_argument("--rps", type=float, default=20)
-    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--rps", type=_above_zero(float), default=20)
+    p.add_argument("--batch", type=_above_zero(int), default=1)
     p.add_argument("--keep-running", action="store_true", help="keep the front and servers up after the decision")
     p.add_argument("--state-dir", default=None)
-    p.add_argument("--ready-timeout", type=float, default=180)
+    p.add_argument("--ready-timeout", type=_above_zero(float), default=180)
     p.add_argument("--set", default="", help="alias: NAME=vN")
     p.add_argument("--target", choices=("local", "kubernetes"), default="local")
     p.add_argument("--namespace", default="kfx-serving")
@@ -1284,7 +1316,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--data", required=True, help="CSV with the raw feature columns")
     p.add_argument("--out", required=True)
     p.add_argument("--key", default=None, help="column written beside each prediction (default: row number)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_above_zero(int), default=256)
     p.add_argument("--runner", default="DirectRunner")
     p.set_defaults(func=_wrap(cmd_predict))
 

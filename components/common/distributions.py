@@ -1,10 +1,12 @@
-"""Feature distributions out of TFDV statistics protos: comparable histograms and side-by-side plots.
+"""Feature distributions out of TFDV statistics protos: comparable histograms, the thresholds of the
+statistical gates at the samples' sizes, and side-by-side plots.
 
-Shared by validate's span-to-span drift check and the monitor's skew and drift
-checks. No TensorFlow import: plain protos, math and inline SVG.
+Shared by validate (train vs eval/test, span-to-span drift) and the monitor's skew and drift
+checks. No TensorFlow import: plain protos, math, numpy and inline SVG.
 """
 from __future__ import annotations
 
+import functools
 import html
 import math
 from typing import Any, Dict, List, Tuple
@@ -179,3 +181,166 @@ def side_by_side(feature: str, before: Dict[str, float], after: Dict[str, float]
             f'<span style="color:#c62828">&#9632; {html.escape(names[1])}</span></figcaption>'
             f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
             f'aria-label="{html.escape(feature)} distributions">{"".join(parts)}</svg></figure>')
+
+
+# ------------------------------------------------------------------ gates that know their sample size
+# Every statistical gate (validate's train vs eval/test, check-drift's span vs baseline, the
+# monitor's serving vs training and window vs window) compares two samples with a distance: the
+# L-infinity distance of categorical features, the Jensen-Shannon divergence of numeric ones. A fixed
+# threshold is crossed by chance alone when the samples are small (60 eval rows of a 3-valued column
+# differ from train by more than 0.1 in a third of random splits). A gate's threshold per feature is
+# therefore the larger of
+#   * the practical threshold (the schema's comparator, or the default): a change smaller than that
+#     does not matter, however sure it is;
+#   * the distance two samples of these sizes, drawn from one distribution (the pooled histogram of
+#     both), exceed with probability FALSE_ALARM_RATE / (number of features compared): Bonferroni, so
+#     that a run in which nothing moved is flagged by a gate with probability at most FALSE_ALARM_RATE.
+# The chance part is the (1 - rate) quantile of the distance between multinomial resamples of the
+# pooled histogram (seeded: the same inputs give the same threshold), cached per histogram and sizes.
+FALSE_ALARM_RATE = 0.01
+# Resamples per threshold: enough for about 25 beyond the quantile, within these bounds.
+MIN_DRAWS, MAX_DRAWS = 2_000, 100_000
+# Values beyond the most frequent ones are pooled into one bucket in the resampling (a free-text column
+# of thousands of values: their differences are far below the frequent values').
+MAX_RESAMPLED_VALUES = 100
+L_INFTY, JENSEN_SHANNON = "infinity_norm", "jensen_shannon_divergence"
+
+
+def compared_counts(f) -> Dict[str, float]:
+    """{value or bucket: count} of one feature as TFDV's comparators read it: a categorical
+    feature's rank histogram (its top values without one), a numeric feature's STANDARD histogram
+    (on the reference buckets, for `binned` statistics)."""
+    which = f.WhichOneof("stats") if f is not None else None
+    if which == "string_stats":
+        s = f.string_stats
+        if s.rank_histogram.buckets:
+            return {b.label: float(b.sample_count) for b in s.rank_histogram.buckets}
+        return {v.value: float(v.frequency) for v in s.top_values}
+    if which == "num_stats":
+        hist = next((h for h in f.num_stats.histograms if h.type == 0), None)
+        return {f"{b.low_value:.9g}..{b.high_value:.9g}": float(b.sample_count) for b in hist.buckets} if hist else {}
+    return {}
+
+
+def _distances(measure: str, a, b):
+    """Row-wise distance between count matrices a and b (one sample per row)."""
+    import numpy as np
+    p = a / np.maximum(a.sum(axis=1, keepdims=True), 1)
+    q = b / np.maximum(b.sum(axis=1, keepdims=True), 1)
+    if measure == L_INFTY:
+        return np.abs(p - q).max(axis=1)
+    m = (p + q) / 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kl_p = np.where(p > 0, p * np.log2(p / m), 0.0).sum(axis=1)
+        kl_q = np.where(q > 0, q * np.log2(q / m), 0.0).sum(axis=1)
+    return np.maximum(0.0, 0.5 * kl_p + 0.5 * kl_q)
+
+
+def _multinomial(rng, n: int, p, size: int):
+    """`size` multinomial(n, p) draws as a (size, len(p)) matrix: one vectorized binomial per value
+    (numpy's multinomial draws row by row, ten times slower)."""
+    import numpy as np
+    out = np.empty((size, len(p)), dtype=np.int64)
+    left, mass = np.full(size, n, dtype=np.int64), 1.0
+    for j, pj in enumerate(p[:-1]):
+        out[:, j] = rng.binomial(left, pj / mass if mass > pj else 1.0)
+        left -= out[:, j]
+        mass -= pj
+    out[:, -1] = left
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _chance(measure: str, pooled: Tuple[float, ...], n_a: int, n_b: int, rate: float) -> float:
+    import numpy as np
+    p = np.asarray(pooled, dtype=float)
+    p = p / p.sum()
+    draws = int(min(MAX_DRAWS, max(MIN_DRAWS, math.ceil(25 / rate))))
+    rng = np.random.default_rng(20261206)
+    out, chunk = [], max(1, 2_000_000 // len(p))
+    for start in range(0, draws, chunk):
+        size = min(chunk, draws - start)
+        out.append(_distances(measure, _multinomial(rng, n_a, p, size), _multinomial(rng, n_b, p, size)))
+    return float(np.quantile(np.concatenate(out), 1.0 - rate, method="higher"))
+
+
+def chance_distance(measure: str, counts_a: Dict[str, float], counts_b: Dict[str, float], rate: float) -> float:
+    """The distance (``L_INFTY`` or ``JENSEN_SHANNON``) that two samples of these sizes, drawn from their
+    pooled distribution, exceed with probability ``rate``."""
+    n_a, n_b = int(round(sum(counts_a.values()))), int(round(sum(counts_b.values())))
+    pooled = sorted((counts_a.get(k, 0.0) + counts_b.get(k, 0.0) for k in set(counts_a) | set(counts_b)),
+                    reverse=True)
+    pooled = [c for c in pooled if c > 0]
+    if n_a < 1 or n_b < 1 or len(pooled) < 2:
+        return 0.0
+    head, tail = pooled[:MAX_RESAMPLED_VALUES], sum(pooled[MAX_RESAMPLED_VALUES:])
+    total = sum(pooled)
+    # Probabilities to 0.005 (the threshold barely moves with them): the histograms of many samples
+    # of one distribution share a cache entry.
+    key = tuple(p for p in (round(200 * c / total) / 200 for c in head + ([tail] if tail else [])) if p > 0)
+    if len(key) < 2:
+        return 0.0
+    return _chance(measure, key, n_a, n_b, rate)
+
+
+def adapted_thresholds(schema, field: str, reference, current, rate: float = FALSE_ALARM_RATE):
+    """(a copy of ``schema`` whose ``field`` comparators (``skew_comparator`` or ``drift_comparator``)
+    hold the thresholds for these two samples, {feature: what the threshold is made of}).
+
+    ``reference`` and ``current`` are the statistics TFDV compares (numeric features `binned` on one
+    set of buckets). Each feature's threshold is max(its practical threshold, the distance expected by
+    chance at the samples' sizes at rate / m), m the number of features compared."""
+    out = type(schema)()
+    out.CopyFrom(schema)
+    ref, cur = feature_stats(reference), feature_stats(current)
+    compared = []
+    for feature in out.feature:
+        comparator = getattr(feature, field)
+        measure = next((m for m in (L_INFTY, JENSEN_SHANNON) if comparator.HasField(m)), None)
+        a, b = compared_counts(ref.get(feature.name)), compared_counts(cur.get(feature.name))
+        if not (measure and a and b):
+            continue
+        if measure == JENSEN_SHANNON and set(a) != set(b):
+            # A numeric feature of a few values keeps each side's own buckets (see reference_edges):
+            # the chance part is then taken from the reference's histogram alone, at both sizes.
+            n_b = sum(b.values())
+            b = {k: v * n_b / sum(a.values()) for k, v in a.items()}
+        compared.append((getattr(comparator, measure), measure, feature.name, (a, b)))
+    made = {}
+    per_feature = rate / max(len(compared), 1)
+    for threshold, measure, name, (a, b) in compared:
+        chance = chance_distance(measure, a, b, per_feature)
+        made[name] = {"measure": measure, "practical": float(threshold.threshold), "chance": chance,
+                      "threshold": max(float(threshold.threshold), chance), "rate": per_feature, "run_rate": rate,
+                      "n": [int(round(sum(a.values()))), int(round(sum(b.values())))]}
+        threshold.threshold = made[name]["threshold"]
+    return out, made
+
+
+def threshold_note(made: dict, names: Tuple[str, str] = ("reference", "current")) -> str:
+    """Why a feature's threshold is what it is, in one sentence (appended to TFDV's message)."""
+    return (f"Threshold {made['threshold']:.4g} for {made['n'][0]} {names[0]} vs {made['n'][1]} {names[1]} values: "
+            f"the larger of the practical {made['practical']:.4g} and {made['chance']:.4g}, the distance two "
+            f"such samples of one distribution exceed with probability {made['rate']:.2g} "
+            f"(false-alarm rate {made['run_rate']:.0%} over the features compared).")
+
+
+def is_comparison(reason) -> bool:
+    """An anomaly reason from a drift or skew comparator (two samples compared), not from the schema."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    return "COMPARATOR" in anomalies_pb2.AnomalyInfo.Type.Name(reason.type)
+
+
+def annotate(anomalies, thresholds: Dict[str, dict], names: Tuple[str, str] = ("reference", "current")) -> None:
+    """Adds each comparator finding's threshold_note to its description in the anomalies proto."""
+    for name, info in anomalies.anomaly_info.items():
+        if name not in thresholds:
+            continue
+        note = threshold_note(thresholds[name], names)
+        touched = False
+        for reason in info.reason:
+            if is_comparison(reason):
+                reason.description = f"{reason.description} {note}"
+                touched = True
+        if touched and info.description:
+            info.description = f"{info.description} {note}"

@@ -50,7 +50,7 @@ import os
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from kfx_components.common import problem
+from kfx_components.common import names, problem
 
 
 def _skip_autograph_for_tf_keras() -> None:
@@ -159,19 +159,10 @@ def transformed_feature_spec(transform_output: tft.TFTransformOutput, label_key:
 
 
 def signature_args(features) -> dict:
-    """{signature argument: feature}. Signature arguments may hold only letters, digits and
-    underscores, so a column such as 'od280/od315' is passed as 'od280_od315'."""
-    import re
-
-    args: dict = {}
-    for feature in features:
-        arg = re.sub(r"[^A-Za-z0-9_]", "_", feature)
-        arg = arg if re.match(r"[A-Za-z]", arg) else f"f_{arg}"
-        if arg in args:
-            raise ValueError(f"features {args[arg]!r} and {feature!r} both become signature "
-                             f"argument {arg!r}: rename one of the columns")
-        args[arg] = feature
-    return args
+    """{signature argument: feature}: a feature's argument in the ``transformed_logits`` signature
+    (and its TFLite conversions) is ``names.safe_name(feature)``, so a column named 'lambda',
+    'self', 'a-b' or 'größe' is passed as an identifier (see components/common/names.py)."""
+    return names.safe_names(features)
 
 
 def feature_keys(transform_output: tft.TFTransformOutput, label_key: str) -> list:
@@ -366,7 +357,8 @@ def _output_layers(problem_type: str, units: int, stats: dict | None):
 # --------------------------------------------------------------------------- model
 
 def feature_inputs(transform_output: tft.TFTransformOutput, label_key: str) -> dict:
-    """``{name: tf.keras.Input(shape=(), dtype=..., name=name)}`` for every transformed feature but the label."""
+    """``{name: tf.keras.Input(shape=(), dtype=...)}`` for every transformed feature but the label; each
+    Input is named ``names.safe_name(name)`` (Keras and TF name their objects after it)."""
     spec = transformed_feature_spec(transform_output, label_key)
     inputs = {}
     for name in feature_keys(transform_output, label_key):
@@ -375,7 +367,7 @@ def feature_inputs(transform_output: tft.TFTransformOutput, label_key: str) -> d
             raise ValueError(f"transformed feature {name!r} must be a dense scalar, got {s}")
         if s.dtype == tf.string:
             raise ValueError(f"transformed feature {name!r} is a string; the transform must index it")
-        inputs[name] = tf.keras.Input(shape=(), dtype=s.dtype, name=name)
+        inputs[name] = tf.keras.Input(shape=(), dtype=s.dtype, name=names.safe_name(name))
     return inputs
 
 

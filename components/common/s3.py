@@ -1,8 +1,9 @@
 """S3/MinIO access for stages (the registry, the TFJob staging prefix).
 
 Endpoint and credentials come from the environment only (`KFX_S3_ENDPOINT`,
-`KFX_S3_SECURE`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`);
-on Kubernetes from a Secret. Never from the IR or an image.
+as host:port or http(s)://host:port, `KFX_S3_SECURE`, `AWS_ACCESS_KEY_ID`,
+`AWS_SECRET_ACCESS_KEY`, `AWS_REGION`); on Kubernetes from a Secret. Never from
+the IR or an image.
 
 The stages' commit-marker convention (docs/design.md, "Storage and commit
 markers"): a set of objects below a prefix (a registry version, a TFJob staging
@@ -16,25 +17,47 @@ registry's `_CLAIM`), never content.
 import io
 import json
 import os
+import re
 from typing import Dict, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 # What "not found" is, for the stages: a missing object or a missing bucket.
 NOT_FOUND = ("NoSuchKey", "NoSuchObject", "NoSuchBucket")
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def endpoint() -> Tuple[str, bool]:
+    """(host[:port], secure) from ``KFX_S3_ENDPOINT`` (host:port, or http(s)://host:port with an
+    optional trailing slash) and ``KFX_S3_SECURE`` (1/0, true/false, yes/no; when set it overrides
+    the URL's scheme). A value that is neither is a ValueError naming the variable. (kfx/s3.py reads
+    the same settings on the platform side: stages do not import kfx.)"""
+    raw = os.environ.get("KFX_S3_ENDPOINT", "").strip()
+    parsed = urlsplit(raw if "://" in raw else "//" + raw)
+    try:
+        host_ok = bool(re.fullmatch(r"[A-Za-z0-9._:-]+", parsed.hostname or "")) and parsed.port != 0
+    except ValueError:   # a port that is no number, or out of range
+        host_ok = False
+    if not raw or parsed.scheme not in ("", "http", "https") or parsed.path not in ("", "/") \
+            or "@" in parsed.netloc or parsed.query or parsed.fragment or not host_ok:
+        raise ValueError(f"KFX_S3_ENDPOINT={raw!r} is not host:port or http(s)://host:port of the S3/MinIO server")
+    secure = os.environ.get("KFX_S3_SECURE", "").strip()
+    if secure and secure.lower() not in _BOOLEANS:
+        raise ValueError(f"KFX_S3_SECURE={secure!r} is not a boolean (1/0, true/false, yes/no)")
+    return parsed.netloc, _BOOLEANS[secure.lower()] if secure else parsed.scheme == "https"
+
+
 def client():
     """A minio client from the environment settings (never literal credentials)."""
     from minio import Minio
-    endpoint = os.environ.get("KFX_S3_ENDPOINT", "")
-    if not endpoint:
-        raise ValueError("KFX_S3_ENDPOINT is not set (host:port of the S3/MinIO server)")
+    host, secure = endpoint()
     missing = [v for v in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY") if not os.environ.get(v)]
     if missing:
         raise ValueError(f"{' and '.join(missing)} not set: S3 credentials come from the environment")
-    return Minio(endpoint, access_key=os.environ["AWS_ACCESS_KEY_ID"],
-                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-                 secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
-                 region=os.environ.get("AWS_REGION", "us-east-1"), http_client=_http_client())
+    return Minio(host, access_key=os.environ["AWS_ACCESS_KEY_ID"],
+                 secret_key=os.environ["AWS_SECRET_ACCESS_KEY"], secure=secure,
+                 region=os.environ.get("AWS_REGION") or "us-east-1", http_client=_http_client())
 
 
 def _http_client():

@@ -497,7 +497,8 @@ def run(path: str, data_path: str, examples_dir: str, label: str, problem_type: 
         data_path=data_path, dropped_rows=stats.missing_label + stats.label_text, eval_ratio=eval_ratio,
         test_ratio=test_ratio, split_method="stratified by label" if classification else "by row hash",
         warnings=warnings, engine="beam", classes_only_in_train=sorted(small, key=_label_sort_key),
-        class_counts={s: {v: counts[s][v] for v in vocabulary} for s in io.SPLITS} if classification else None)
+        class_counts={s: {v: counts[s][v] for v in vocabulary} for s in io.SPLITS} if classification else None,
+        dropped_columns=drop_columns, empty_columns=[c for c in feature_columns if not stats.present[column_index[c]]])
 
 
 # ------------------------------------------------------------------ the steps of run

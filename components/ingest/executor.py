@@ -155,7 +155,21 @@ def check_parquet_file(path: str) -> None:
                           f"{hint or ' export the table again as Parquet, or as CSV'}")
 
 
+def check_named(path: str, names: List[str], where: str = "the table") -> None:
+    """Every column has a name: any non-blank text is taken as it is (keywords, punctuation, unicode;
+    components/common/names.py), but a blank one names nothing a request or a parameter could use."""
+    blank = [i for i, n in enumerate(names) if not str(n).strip()]
+    if blank:
+        i = blank[0]
+        place = f"after {names[i - 1]!r}" if i else "the first one"
+        more = f" (and {len(blank) - 1} more)" if len(blank) > 1 else ""
+        raise IngestError(f"{path}: column {i + 1} of {where} ({place}) has no name{more}; name it, or if it "
+                          f"is a saved row index leave it out (pandas: to_csv(..., index=False))")
+
+
 def check_unique_names(path: str, names: List[str]) -> None:
+    """Parquet column names: each named, none twice."""
+    check_named(path, names)
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise IngestError(f"{path}: column name(s) {_names(map(repr, duplicated))} appear more than once; "
@@ -226,10 +240,10 @@ def _read_csv(path: str) -> Table:
         header_line = reader.line_num
         _check_delimiter(text, header, path)
         names = [h.strip() for h in header]
+        check_named(path, names, f"line {header_line} (the header)")
         seen: Dict[str, List[int]] = collections.defaultdict(list)
         for position, name in enumerate(names, start=1):
-            if name:   # pandas names an unnamed column 'Unnamed: N' (a saved index): unique
-                seen[name].append(position)
+            seen[name].append(position)
         duplicated = {n: p for n, p in seen.items() if len(p) > 1}
         if duplicated:
             # pandas would silently rename the second one to 'x.1'.
@@ -258,8 +272,7 @@ def _read_csv(path: str) -> Table:
         df = pd.read_csv(_io.StringIO(text), skipinitialspace=False)
     except Exception as err:  # pandas' parser disagrees with the csv module: rare, still one line
         raise IngestError(f"{path}: cannot parse the CSV ({type(err).__name__}: {err}); fix the line it names") from err
-    # Names as written, minus stray spaces around them; pandas' 'Unnamed: N' for empty ones.
-    df.columns = [name or str(column) for name, column in zip(names, df.columns)]
+    df.columns = names   # as written, minus stray spaces around them
     if len(df) != len(lines):   # a record pandas reads differently: line numbers would be off
         lines = None
     return Table(df, path, lines, "csv")
@@ -618,7 +631,14 @@ def _ratio(name: str, value, path: str) -> float:
 ENGINES = ("auto", "pandas", "beam")
 # engine="auto": tables from this size up stream through Beam (beam_path.py); smaller ones are
 # read whole by pandas (faster to start, and the reference the Beam path is tested against).
-BEAM_MIN_BYTES = int(os.environ.get("KFX_INGEST_BEAM_MIN_BYTES", 64 * 2 ** 20))
+BEAM_MIN_BYTES = 64 * 2 ** 20   # KFX_INGEST_BEAM_MIN_BYTES overrides it
+
+
+def _beam_min_bytes() -> int:
+    raw = os.environ.get("KFX_INGEST_BEAM_MIN_BYTES", "").strip()
+    if raw and not raw.isdigit():
+        raise IngestError(f"KFX_INGEST_BEAM_MIN_BYTES={raw!r} is not a whole number of bytes")
+    return int(raw) if raw else BEAM_MIN_BYTES
 
 
 def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float = 0.15,
@@ -655,7 +675,7 @@ def _use_beam(path: str, engine: str, split_key: str) -> bool:
     size = os.path.getsize(path)
     if path.lower().endswith(".gz"):
         size *= 5   # about what gzip saves on CSV
-    return size >= BEAM_MIN_BYTES
+    return size >= _beam_min_bytes()
 
 
 def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key,
@@ -697,7 +717,8 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
         label_key=label_key, problem_type=problem_type, vocabulary=vocabulary, rows=rows, types=types,
         data_path=data_path, dropped_rows=dropped_rows, eval_ratio=eval_ratio, test_ratio=test_ratio,
         split_method=method, warnings=warnings, classes_only_in_train=small_classes,
-        class_counts=_class_counts(vocabulary, encoded, kept_rows, split_of))
+        class_counts=_class_counts(vocabulary, encoded, kept_rows, split_of), dropped_columns=drop_columns,
+        empty_columns=[c for c in feature_columns if not table.df[c].notna().any()])
 
 
 # ------------------------------------------------------------------ the steps of the pandas path
@@ -905,9 +926,12 @@ def write_columns_file(staging: str, types: Dict[str, str]) -> None:
 def ingest_facts(*, label_key: str, problem_type: str, vocabulary: List[str], rows, types: Dict[str, str],
                  data_path: str, dropped_rows: int, eval_ratio: float, test_ratio: float, split_method: str,
                  warnings: List[str], class_counts: Optional[dict], classes_only_in_train: List[str],
-                 engine: Optional[str] = None) -> dict:
+                 engine: Optional[str] = None, dropped_columns: Sequence[str] = (),
+                 empty_columns: Sequence[str] = ()) -> dict:
     """What the step reports (the examples artifact's metadata); rows: the row count per split.
-    The pandas path, the reference, names no engine."""
+    The pandas path, the reference, names no engine. What was left out of the file (rows and
+    columns, beside its row count) is counted by facts.left_out, and its summary ends the run."""
+    from kfx_components.common.facts import left_out
     facts = {
         "label_key": label_key,
         "problem_type": problem_type,
@@ -925,6 +949,7 @@ def ingest_facts(*, label_key: str, problem_type: str, vocabulary: List[str], ro
         "split_method": split_method,
         "warnings": warnings,
     }
+    facts.update(left_out(facts["rows"], dropped_rows, dropped_columns, empty_columns))
     if engine:
         facts["engine"] = engine
     if problem_type != "regression":

@@ -1,4 +1,4 @@
-"""The monitor KFP component: skew, drift, missing/new features and concept drift of a serving window."""
+"""The monitor KFP component: skew, drift, missing features and concept drift of a serving window."""
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
 
@@ -31,6 +31,8 @@ def monitor(serving_data: Input[Dataset], model: Input[Model], previous_uri: str
     print(executor.describe(verdict))
     for reason in verdict["reasons"]:
         print(f"  {reason}")
+    if verdict["ignored_columns"]:
+        print(f"ignored (not features of the model): {', '.join(verdict['ignored_columns'])}")
     statistics.metadata.update({"rows": facts["rows"], "requests": facts["requests"],
                                 "serving_data": serving_data.uri, "model_uri": model.uri})
     anomalies.metadata.update({**verdict, "model": facts["model"], "model_uri": model.uri,

@@ -5,8 +5,7 @@ statistics and schema, with TFDV:
 
 * **schema** - the serving window against the schema in its ``SERVING``
   environment (the label is not expected): features missing from the
-  requests, features the model never saw (new columns), out-of-domain
-  categorical values, wrong types;
+  requests, out-of-domain categorical values, wrong types;
 * **skew** - training statistics against serving statistics with the
   schema's ``skew_comparator`` per feature (L-infinity distance for
   categorical features, Jensen-Shannon divergence for numeric ones); a feature
@@ -20,7 +19,18 @@ statistics and schema, with TFDV:
   Statistics of the inputs alone cannot see a change in how the label depends
   on them.
 
-Retraining is due when any feature is skewed, drifted, missing, new or out of
+Skew and drift thresholds are the comparators' (practical) thresholds raised to
+the distance chance alone reaches at the two samples' sizes
+(``distributions.adapted_thresholds``): a window of unchanged data calls for
+retraining with probability at most ``distributions.FALSE_ALARM_RATE`` per
+check, however small the window.
+
+Columns of the serving data that are not in the schema (the model's raw
+features: columns ingest dropped, such as the taxi data's timestamp, or fields
+clients send along) are listed as ignored: the model does not read them, so
+they are information, never a reason to retrain.
+
+Retraining is due when any feature is skewed, drifted, missing or out of
 its domain, or when the online metric is worse than the test metric by more
 than ``metric_tolerance`` (relative) across its whole 95% bootstrap interval
 (so a handful of labels never triggers it).
@@ -57,9 +67,10 @@ TRAIN_STATISTICS = os.path.join("statistics", "train", STATS_FILE)   # in a regi
 SCHEMA = os.path.join("schema", SCHEMA_FILE)                          # in a registry version
 SERVING = "SERVING"
 TRAINING = "TRAINING"
-# The same thresholds validate uses for span-to-span drift (components/validate/executor.py):
-# two samples of the bundled taxi data stay far below them; a shift of half a
-# standard deviation or a change of category mix of 10 points exceeds them.
+# The practical thresholds validate uses for span-to-span drift (components/validate/executor.py):
+# a shift of one standard deviation (JS 0.16 on the deciles) or a change of category mix of 10
+# points exceeds them.
+# Small windows get the higher threshold chance reaches at their size (see the module's docstring).
 DEFAULT_JS_THRESHOLD = 0.1
 DEFAULT_LINF_THRESHOLD = 0.1
 # Columns of a CSV / keys of a bare-dict line that identify a request, never a feature.
@@ -315,6 +326,26 @@ def _comparator_schema(schema, field: str):
     return out, defaulted
 
 
+SKEW, DRIFT = "skew", "drift"
+_COMPARED = {SKEW: ("skew_comparator", "serving_statistics", ("training", "serving")),
+             DRIFT: ("drift_comparator", "previous_statistics", ("previous window", "this window"))}
+
+
+def check(kind: str, schema, reference, current, environment: Optional[str] = None):
+    """(TFDV's anomalies of ``current`` against ``reference`` with the ``kind`` ("skew": training vs
+    serving; "drift": previous window vs this one) comparators at the thresholds for the two samples'
+    sizes, the features given the default comparator). Both statistics `binned` on the training deciles."""
+    import tensorflow_data_validation as tfdv
+    field, argument, names = _COMPARED[kind]
+    compared, defaulted = _comparator_schema(schema, field)
+    compared, thresholds = distributions.adapted_thresholds(compared, field, reference, current)
+    # TFDV reads skew as (training, serving=...) and drift as (current, previous=...).
+    first, other = (reference, current) if kind == SKEW else (current, reference)
+    found = tfdv.validate_statistics(first, compared, environment=environment, **{argument: other})
+    distributions.annotate(found, thresholds, names)
+    return found, defaulted
+
+
 def _type_name(reason) -> str:
     from tensorflow_metadata.proto.v0 import anomalies_pb2
     return anomalies_pb2.AnomalyInfo.Type.Name(reason.type)
@@ -335,7 +366,7 @@ def _measurements(anomalies, which: str) -> Dict[str, dict]:
 def _findings(anomalies, kinds: Sequence[str], only_comparators: bool) -> List[dict]:
     out = []
     for name, info in sorted(anomalies.anomaly_info.items()):
-        reasons = [r for r in info.reason if not only_comparators or "COMPARATOR" in _type_name(r)]
+        reasons = [r for r in info.reason if not only_comparators or distributions.is_comparison(r)]
         if not reasons:
             continue
         out.append({"feature": name, "kind": kinds[0], "types": [_type_name(r) for r in reasons],
@@ -349,8 +380,6 @@ def _classify_schema_findings(found: List[dict]) -> List[dict]:
         types = set(f["types"])
         if "SCHEMA_MISSING_COLUMN" in types or "FEATURE_TYPE_NOT_PRESENT" in types:
             f["kind"] = "missing"
-        elif "SCHEMA_NEW_COLUMN" in types:
-            f["kind"] = "new"
         else:
             f["kind"] = "schema"
     return found
@@ -614,7 +643,12 @@ def _report(facts: dict, train_stats, serving_stats, previous_stats, skew_m: Dic
     default_note = (f"<p>The schema sets no skew comparator for {esc(', '.join(defaulted))}: the defaults "
                     f"(L-infinity {DEFAULT_LINF_THRESHOLD}, Jensen-Shannon {DEFAULT_JS_THRESHOLD}) were used.</p>"
                     if defaulted else "")
+    default_note += ("<p>Thresholds are the comparators', raised for small samples to the distance chance alone "
+                     f"reaches at their sizes ({distributions.FALSE_ALARM_RATE:.0%} false alarms per check).</p>")
     prev = esc(facts["previous"]) if facts.get("previous") else "none given (<code>--previous</code>)"
+    ignored = verdict["ignored_columns"]
+    ignored_html = (f"<p>Ignored (not features of the model: dropped before training, or never in its data): "
+                    f"{esc(', '.join(ignored))}.</p>" if ignored else "")
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>kfx monitor: {esc(facts['model'])}</title>
 <style>
@@ -628,6 +662,7 @@ tr.bad td {{ background: #ffebee; }} figure {{ display: inline-block; margin: 0.
 {head}
 <p>Serving data: {esc(facts['serving_data'])} ({facts['rows']} instances in {facts['requests']} requests,
 {esc(facts['format'])}). Model: {esc(facts['model_dir'])}. Previous window: {prev}.</p>
+{ignored_html}
 <h2>Why</h2><ul>{reasons}</ul>
 {f'<h2>Warnings</h2><ul>{warnings}</ul>' if warnings else ''}
 <h2>Anomalies</h2>{found_html}
@@ -662,18 +697,18 @@ def run(serving_data_path: str, model_dir: str, statistics_dir: str, anomalies_d
     serving_env = SERVING if SERVING in environments else None
     training_env = TRAINING if TRAINING in environments else None
     label_features = [f.name for f in schema.feature if SERVING in f.not_in_environment]
-    rows = [{k: v for k, v in r.items() if k not in label_features} for r in data["rows"]]
+    used = {f.name for f in schema.feature} - set(label_features)
+    ignored = sorted({k for r in data["rows"] for k in r} - used - set(label_features))
+    rows = [{k: v for k, v in r.items() if k in used} for r in data["rows"]]
     serving_stats = statistics(rows, schema)
 
     # 1. the window against the schema (SERVING: no label expected).
     schema_found = tfdv.validate_statistics(serving_stats, schema, environment=serving_env)
     findings = _classify_schema_findings(_findings(schema_found, ["schema"], only_comparators=False))
     # 2. skew: training vs serving with the skew comparators.
-    skew_schema, defaulted = _comparator_schema(schema, "skew_comparator")
     edges = distributions.reference_edges(train_stats)
     train_cmp, serving_cmp = distributions.binned(train_stats, edges), distributions.binned(serving_stats, edges)
-    skew_found = tfdv.validate_statistics(train_cmp, skew_schema, environment=training_env,
-                                          serving_statistics=serving_cmp)
+    skew_found, defaulted = check(SKEW, schema, train_cmp, serving_cmp, training_env)
     skew_m = _measurements(skew_found, "skew_measurements")
     missing = {f["feature"] for f in findings if f["kind"] == "missing"}
     skew = [f for f in _findings(skew_found, ["skew"], only_comparators=True)
@@ -684,10 +719,8 @@ def run(serving_data_path: str, model_dir: str, statistics_dir: str, anomalies_d
     previous_stats, previous_source, drift, drift_m = None, "", [], {}
     if previous_path:
         previous_stats, previous_source = _load_previous(previous_path, schema)
-        drift_schema, _ = _comparator_schema(schema, "drift_comparator")
         previous_stats = distributions.binned(previous_stats, edges)
-        drift_found = tfdv.validate_statistics(serving_cmp, drift_schema, environment=serving_env,
-                                               previous_statistics=previous_stats)
+        drift_found, _ = check(DRIFT, schema, previous_stats, serving_cmp, serving_env)
         drift_m = _measurements(drift_found, "drift_measurements")
         drift = [f for f in _findings(drift_found, ["drift"], only_comparators=True) if f["feature"] not in missing]
         for f in drift:
@@ -701,9 +734,8 @@ def run(serving_data_path: str, model_dir: str, statistics_dir: str, anomalies_d
 
     features = sorted({f["feature"] for f in findings})
     reasons = []
-    for kind, what in (("missing", "missing from the serving data"), ("new", "new in the serving data"),
-                       ("schema", "against the schema"), ("skew", "training/serving skew"),
-                       ("drift", "drift from the previous window")):
+    for kind, what in (("missing", "missing from the serving data"), ("schema", "against the schema"),
+                       ("skew", "training/serving skew"), ("drift", "drift from the previous window")):
         for f in (x for x in findings if x["kind"] == kind):
             measure = (skew_m if kind == "skew" else drift_m if kind == "drift" else {}).get(f["feature"])
             value = (f" ({measure['measure'].replace('_', ' ')} {measure['value']:.3f} > {measure['threshold']:.3g})"
@@ -728,7 +760,7 @@ def run(serving_data_path: str, model_dir: str, statistics_dir: str, anomalies_d
                "concept_drift": concept,
                "skewed": sorted(f["feature"] for f in skew), "drifted": sorted(f["feature"] for f in drift),
                "missing_features": sorted(f["feature"] for f in findings if f["kind"] == "missing"),
-               "new_features": sorted(f["feature"] for f in findings if f["kind"] == "new"),
+               "ignored_columns": ignored,
                "schema_anomalies": sorted(f["feature"] for f in findings if f["kind"] == "schema")}
     facts = {"verdict": verdict, "model": model_label.strip(), "model_dir": model_dir,
              "serving_data": serving_data_path, "previous": previous_source, "rows": len(rows),

@@ -18,6 +18,7 @@ import os
 from typing import Any, Dict, Mapping
 
 from kfx_components.common import problem, registry
+from kfx_components.common.facts import left_out_line
 from kfx_components.push import card_html
 
 CARD_MD, CARD_JSON, CARD_HTML = "model_card.md", "model_card.json", "model_card.html"
@@ -223,6 +224,17 @@ def _explanation_md(e: Mapping[str, Any]) -> list:
     return out + [""]
 
 
+# What the card's Data section shows of ingest's facts: the file's own row count beside the rows used.
+DATA_FACTS = ("source", "rows_in_file", "dropped_rows", "dropped_columns", "empty_columns", "rows", "rows_train",
+              "rows_eval", "rows_test", "class_counts")
+
+
+def _data_warnings(examples: Mapping[str, Any]) -> list:
+    """What ingest left out of the file, so `rows` is never read as the file's size."""
+    line = left_out_line(examples)
+    return [line] if line else []
+
+
 def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str, Any],
               blessing: Mapping[str, Any], examples: Mapping[str, Any], hyperparameters: Mapping[str, Any],
               lineage: Mapping[str, Any]) -> Dict[str, Any]:
@@ -242,9 +254,8 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
         "explanation": blessing.get("explanation", {}),
         "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "baseline_used", "baseline_uri")},
         "trust": blessing.get("trust", {}),
-        "warnings": blessing.get("warnings", []),
-        "data": {k: examples[k] for k in ("source", "rows", "rows_train", "rows_eval", "rows_test", "class_counts")
-                 if k in examples},
+        "warnings": _data_warnings(examples) + list(blessing.get("warnings", [])),
+        "data": {k: examples[k] for k in DATA_FACTS if examples.get(k) not in (None, [])},
         "hyperparameters": {k: hyperparameters[k] for k in ("width", "depth", "learning_rate")
                             if k in hyperparameters},
         "which_model": {k: model[k] for k in ("passed_on", "reason") if k in model},

@@ -278,16 +278,26 @@ def _dir_bytes(path: str) -> int:
 
 # ------------------------------------------------------------------ pruning and QAT (tfmot)
 
-def _keras_core(model_dir: str):
-    """The SavedModel's Keras graph (transformed features -> logits) as a plain functional model.
+def _keras_core(model_dir: str, transform_output, label_key: str):
+    """The SavedModel's Keras graph (transformed features -> logits) as a plain functional model
+    taking ``{transformed feature: tensor}``, as ``model.build_model``'s does.
 
     ``tf.keras.models.load_model`` revives the exported model with its TFT layer attached; a new
     ``Model(inputs, outputs)`` over the same layers leaves that layer (not part of the graph) out,
-    so tfmot can clone the graph."""
+    so tfmot can clone the graph. Its inputs are keyed by feature again: each Input is named
+    ``names.safe_name(feature)``, not after the feature ('2nd col', 'lambda')."""
     import tensorflow as tf
 
+    from kfx_components.common import model as M
+
     loaded = tf.keras.models.load_model(model_dir, compile=False)
-    return tf.keras.Model(loaded.inputs, loaded.outputs)
+    features = M.feature_keys(transform_output, label_key)
+    # A model built before names.safe_name named its Inputs after the features themselves.
+    feature_of = {**{f: f for f in features}, **M.signature_args(features)}
+    unknown = sorted(set(loaded.input_names) - set(feature_of))
+    if unknown:
+        raise ValueError(f"model_dir {model_dir!r} takes inputs {unknown} that the transform graph does not produce")
+    return tf.keras.Model(dict(zip((feature_of[n] for n in loaded.input_names), loaded.inputs)), loaded.outputs)
 
 
 def _compile(model, problem_type: str):
@@ -325,7 +335,7 @@ def pruned_model(model_dir, transformed_examples_dir, transform_output, label_ke
 
     from kfx_components.common import model as M
 
-    core = _keras_core(model_dir)
+    core = _keras_core(model_dir, transform_output, label_key)
     plan = M.fit_plan(M.count_examples(transformed_examples_dir, "train"), epochs)
     steps = plan["epochs"] * plan["steps_per_epoch"]
     schedule = tfmot.sparsity.keras.PolynomialDecay(initial_sparsity=0.0, final_sparsity=float(sparsity),
@@ -358,7 +368,7 @@ def qat_model(model_dir, transformed_examples_dir, transform_output, label_key, 
     import tensorflow as tf
     import tensorflow_model_optimization as tfmot
 
-    core = _keras_core(model_dir)
+    core = _keras_core(model_dir, transform_output, label_key)
     annotated_layers = []
 
     def annotate(layer):

@@ -1,13 +1,12 @@
 """Transform: a schema-driven TensorFlow Transform graph, fitted on train, applied to train and eval."""
 import functools
 import os
-import re
 import shutil
 import time
 import uuid
-from typing import Dict, List, Sequence
+from typing import Sequence
 
-from kfx_components.common import beam_files, io
+from kfx_components.common import beam_files, io, names
 
 VOCAB_TOP_K = 1000        # caps a vocabulary (and so an embedding) on free-text features
 NUM_OOV_BUCKETS = 1       # values unseen in train (or beyond top_k) share one index
@@ -30,7 +29,7 @@ def _load_schema(schema_dir: str):
 
 
 def _plan(schema, label_key: str, categorical_features: Sequence[str], bucketize_features: Sequence[str],
-          num_buckets: int, columns: Sequence[str] = ()) -> Dict[str, List[str]]:
+          num_buckets: int, columns: Sequence[str] = ()) -> dict:
     """Decide each feature's treatment from the schema; bad names -> ValueError.
 
     `columns`: the source columns ingest saw. One of them missing from the schema
@@ -41,13 +40,13 @@ def _plan(schema, label_key: str, categorical_features: Sequence[str], bucketize
     if label_key not in types:
         raise ValueError(f"label_key {label_key!r}: not in the schema")
     absent = []
-    for param, names in (("categorical_features", categorical_features), ("bucketize_features", bucketize_features)):
-        unknown = [n for n in names if n not in types and n not in columns]
+    for param, listed in (("categorical_features", categorical_features), ("bucketize_features", bucketize_features)):
+        unknown = [n for n in listed if n not in types and n not in columns]
         if unknown:
             raise ValueError(f"{param}: unknown feature(s) {', '.join(map(repr, unknown))} "
                              f"(not in the schema nor the examples' columns)")
-        absent += [n for n in names if n not in types]
-        if label_key in names:
+        absent += [n for n in listed if n not in types]
+        if label_key in listed:
             raise ValueError(f"{param}: {label_key!r} is the label")
     both = sorted(set(categorical_features) & set(bucketize_features))
     if both:
@@ -59,7 +58,8 @@ def _plan(schema, label_key: str, categorical_features: Sequence[str], bucketize
         raise ValueError(f"num_buckets {num_buckets}: must be at least 2")
 
     plan = {"numeric": [], "categorical": [], "bucketized": [], "missing_indicators": [], "skipped": [],
-            "absent": sorted(absent)}
+            "absent": sorted(absent), "indicator_of": {}}
+    taken = set(types)
     for f in schema.feature:
         name = f.name
         if name == label_key:
@@ -75,11 +75,20 @@ def _plan(schema, label_key: str, categorical_features: Sequence[str], bucketize
         # Categoricals encode "missing" as a category; numerics get an indicator
         # unless the schema says the feature is always present.
         if name in plan["numeric"] + plan["bucketized"] and f.presence.min_fraction < 1.0:
-            plan["missing_indicators"].append(name + MISSING_SUFFIX)
-    taken = set(types) & set(plan["missing_indicators"])
-    if taken:
-        raise ValueError(f"schema: features {sorted(taken)} clash with generated missing indicators")
+            plan["indicator_of"][name] = _indicator_key(name, taken)
+            taken.add(plan["indicator_of"][name])
+    plan["missing_indicators"] = list(plan["indicator_of"].values())
     return plan
+
+
+def _indicator_key(name: str, taken: set) -> str:
+    """``<name>_missing``, or with ``_`` appended until no column (nor other indicator) has that name:
+    a table may hold both ``income`` and its own ``income_missing``. Distinct features get distinct
+    keys (a key ends in ``missing`` followed only by the underscores added)."""
+    key = name + MISSING_SUFFIX
+    while key in taken:
+        key += "_"
+    return key
 
 
 def _raw_schema(schema):
@@ -116,7 +125,7 @@ def _present_values(x):
     return x.values if isinstance(x, (tf.SparseTensor, tf.RaggedTensor)) else tf.reshape(x, [-1])
 
 
-def _preprocess(inputs, plan: Dict[str, List[str]], label_key: str, num_buckets: int):
+def _preprocess(inputs, plan: dict, label_key: str, num_buckets: int):
     """The preprocessing_fn, bound to a plan with functools.partial (Beam pickles it
     by reference: module-level functions, no closures)."""
     import tensorflow as tf
@@ -134,8 +143,8 @@ def _preprocess(inputs, plan: Dict[str, List[str]], label_key: str, num_buckets:
         std = tf.where(tf.math.is_finite(std) & (std > 0), std, 1.0)
         value, present = _scalar(x, 0.0)
         out[name] = (tf.where(present > 0, value, mean) - mean) / std
-        if name + MISSING_SUFFIX in plan["missing_indicators"]:
-            out[name + MISSING_SUFFIX] = 1.0 - present
+        if name in plan["indicator_of"]:
+            out[plan["indicator_of"][name]] = 1.0 - present
     for name in plan["bucketized"]:
         x = tf.cast(inputs[name], tf.float32)
         values = _present_values(x)
@@ -147,8 +156,8 @@ def _preprocess(inputs, plan: Dict[str, List[str]], label_key: str, num_buckets:
         boundaries = tft.quantiles(values, num_buckets, epsilon=min(1.0 / num_buckets, 0.01))
         value, present = _scalar(x, 0.0)
         out[name] = tft.apply_buckets(tf.where(present > 0, value, mean), boundaries)
-        if name + MISSING_SUFFIX in plan["missing_indicators"]:
-            out[name + MISSING_SUFFIX] = 1.0 - present
+        if name in plan["indicator_of"]:
+            out[plan["indicator_of"][name]] = 1.0 - present
     for i, name in enumerate(plan["categorical"]):
         x = inputs[name]
         if x.dtype == tf.string:
@@ -165,9 +174,9 @@ def _preprocess(inputs, plan: Dict[str, List[str]], label_key: str, num_buckets:
             else:
                 text = tf.strings.as_string(value)
         text = tf.where(present > 0, text, MISSING_TOKEN)
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         out[name] = tft.compute_and_apply_vocabulary(
-            text, top_k=VOCAB_TOP_K, num_oov_buckets=NUM_OOV_BUCKETS, vocab_filename=f"vocab_{i}_{safe}")
+            text, top_k=VOCAB_TOP_K, num_oov_buckets=NUM_OOV_BUCKETS,
+            vocab_filename=f"vocab_{i}_{names.safe_name(name)}")
     label = inputs[label_key]
     default = tf.constant(-1 if label.dtype.is_integer else float("nan"), label.dtype)
     out[label_key], _ = _scalar(label, default)  # unchanged; -1/NaN only where absent (serving)

@@ -29,9 +29,11 @@ def validate(examples: Input[Dataset], curated_schema_uri: str, stop_on_anomalie
     statistics.metadata.update({k: facts[k] for k in ("num_features", "statistics_seconds")})
     schema.metadata.update({k: facts[k] for k in ("num_features", "features", "schema_source")})
     schema.metadata.update({"label_key": examples.metadata["label_key"], "curated_schema_uri": curated_schema_uri})
-    anomalies.metadata.update({k: facts[k] for k in
-                               ("num_anomalies", "anomalies", *(k for k in facts if k.startswith("anomalies_")))})
+    anomalies.metadata.update({k: facts[k] for k in ("num_anomalies", "anomalies", "split_skew",
+                                                     *(k for k in facts if k.startswith("anomalies_")))})
     report.metadata.update({"num_anomalies": facts["num_anomalies"], "seconds": facts["seconds"]})
+    for skew in facts["split_skew"]:   # a random split of one file: the run goes on
+        print(f"warning: [{skew['split']}] {skew['feature']}: {skew['description']}")
 
 
 @dsl.component(base_image=stage_image("validate"), install_kfp_package=False)

@@ -2,20 +2,29 @@
 
 Two entry points, three comparisons, each with TFDV:
 * ``run``: every split against the schema (inferred from train, or curated),
-  and eval and test against train (skew between the splits: L-infinity
-  distance of categorical features);
+  and eval and test against train with the drift comparators (skew between
+  the splits). The splits are a random split of one file: a difference between
+  them is chance or a bad split, never a reason to stop, so it is a warning; so
+  is a text value eval or test hold and train does not (a rare category, dates
+  as text) when the schema was inferred from train;
 * ``check_drift``: this span's train statistics against the statistics of the
   data the model in production was trained on (resolve finds them in the
-  registry): Jensen-Shannon divergence for numeric features, L-infinity
-  distance for categorical ones, thresholds per feature in the schema's drift
-  comparators. ``drift_action`` decides whether drift blocks the run or only
+  registry). ``drift_action`` decides whether drift blocks the run or only
   warns. A step of its own, so that a new baseline re-runs this check and not
   everything downstream of the schema.
+
+Both compare with Jensen-Shannon divergence for numeric features (on the
+reference's deciles) and L-infinity distance for categorical ones, each at the
+threshold for the two samples' sizes (common/distributions.py,
+``adapted_thresholds``): the schema's practical threshold, raised to what chance
+alone reaches at these sizes, so a comparison of unchanged data raises a false
+alarm with probability at most ``distributions.FALSE_ALARM_RATE`` whatever the
+sizes.
 """
 import html
 import os
 import time
-from typing import List, Sequence
+from typing import Callable, List, Optional, Sequence
 
 from kfx_components.common import distributions, io
 
@@ -29,14 +38,11 @@ ANOMALIES_FILE = "anomalies.pbtxt"
 # eval values are unseen rare names). Up to 1% of a split's values outside the training domain is
 # sampling noise; more is a real shift (or a broken feed) and is flagged.
 MIN_DOMAIN_MASS = 0.99
-# Train/eval drift on categorical features: L-infinity distance between the
-# value distributions. A random 80/20 split of a few thousand rows moves the
-# most frequent value by a few points at most (bundled taxi sample: 0.013 at
-# most); 0.1 catches a real change of mix.
+# The practical thresholds of the drift comparators (the smallest change that matters): L-infinity
+# distance of categorical features' value distributions (a change of mix of 10 points), Jensen-Shannon
+# divergence of numeric features' histograms on the reference's deciles. Small samples get a higher
+# threshold, what chance reaches at their sizes (see the module's docstring).
 DRIFT_LINF_THRESHOLD = 0.1
-# Span-to-span drift of numeric features: Jensen-Shannon divergence between the two
-# histograms, both on the previous span's deciles. Only between spans: the splits of a
-# small table are too small for a histogram test.
 DRIFT_JS_THRESHOLD = 0.1
 DRIFT_ACTIONS = ("block", "warn")
 PREVIOUS = "previous span"
@@ -152,13 +158,29 @@ def _infer_schema(stats: dict, label_key: str):
     return schema
 
 
-def _anomaly_list(anomalies, split: str) -> List[dict]:
+def _unseen_in_train(reason) -> bool:
+    """A value train never held, found in eval or test: with a schema inferred from train, that is
+    what a random split of rare values does (transform maps them to its out-of-vocabulary bucket)."""
+    from tensorflow_metadata.proto.v0 import anomalies_pb2
+    return reason.type == anomalies_pb2.AnomalyInfo.ENUM_TYPE_UNEXPECTED_STRING_VALUES
+
+
+def _anomaly_list(anomalies, split: str, comparisons: Optional[bool] = None,
+                  warning: Callable = distributions.is_comparison) -> List[dict]:
+    """The anomalies as dicts; only the warnings (comparisons=True: by default the comparator
+    findings), only the others (False), or all (None)."""
     out = []
     for name, info in sorted(anomalies.anomaly_info.items()):
-        description = info.description or "; ".join(r.description for r in info.reason)
+        reasons = [r for r in info.reason if comparisons is None or bool(warning(r)) == comparisons]
+        if comparisons is not None and not reasons:
+            continue
+        every = len(reasons) == len(info.reason)
+        description = (info.description if every and info.description else
+                       "; ".join(r.description for r in reasons))
+        short = info.short_description if every else "; ".join(r.short_description for r in reasons)
         out.append({"split": split, "feature": name, "severity": info.Severity.Name(info.severity),
-                    "short": info.short_description, "description": description})
-    if anomalies.HasField("dataset_anomaly_info"):
+                    "short": short, "description": description})
+    if comparisons is not True and anomalies.HasField("dataset_anomaly_info"):
         info = anomalies.dataset_anomaly_info
         out.append({"split": split, "feature": "(dataset)", "severity": info.Severity.Name(info.severity),
                     "short": info.short_description, "description": info.description})
@@ -251,7 +273,15 @@ def _split_distributions(train, other, other_name: str) -> str:
             f"{len(ranked)} are drawn.</p><div class=\"charts\">{charts}</div>{table}")
 
 
-def _report(stats: dict, anomalies: List[dict], schema_source: str) -> str:
+def _skew_section(split_skew: List[dict]) -> str:
+    if not split_skew:
+        return '<p class="ok">eval and test match train.</p>'
+    return ('<p class="muted">Warnings, not anomalies: the splits are a random split of one file.</p><ul>'
+            + "".join(f"<li>[{html.escape(a['split'])}] <b>{html.escape(a['feature'])}</b>: "
+                      f"{html.escape(a['description'])}</li>" for a in split_skew) + "</ul>")
+
+
+def _report(stats: dict, anomalies: List[dict], split_skew: List[dict], schema_source: str) -> str:
     if anomalies:
         rows = "".join("<tr>" + "".join(f"<td>{html.escape(str(a[k]))}</td>" for k in
                                          ("split", "feature", "severity", "short", "description")) + "</tr>"
@@ -271,6 +301,7 @@ def _report(stats: dict, anomalies: List[dict], schema_source: str) -> str:
 <h1>Data validation {'<span class="bad">(' + str(len(anomalies)) + ' anomalies)</span>' if anomalies else ''}</h1>
 <p>Schema: {html.escape(schema_source)}</p>
 <section id="anomalies"><h2>Anomalies</h2>{anomaly_html}</section>
+<section id="split-skew"><h2>Skew between the splits</h2>{_skew_section(split_skew)}</section>
 {distributions_html}
 {splits}
 </body></html>
@@ -299,24 +330,19 @@ def _drift_schema(schema):
     return drift
 
 
-def _split_schema(schema):
-    """The schema for the split-to-split checks: no numeric histogram test (see DRIFT_JS_THRESHOLD)."""
-    split = type(schema)()
-    split.CopyFrom(schema)
-    for feature in split.feature:
-        feature.drift_comparator.ClearField("jensen_shannon_divergence")
-    return split
-
-
-def _drift_anomalies(found, action: str) -> List[dict]:
-    """Only the drift findings of a comparison with the previous span (the rest is the train check)."""
-    from tensorflow_metadata.proto.v0 import anomalies_pb2
-    out = []
-    for a in _anomaly_list(found, PREVIOUS):
-        reasons = found.anomaly_info[a["feature"]].reason if a["feature"] in found.anomaly_info else []
-        if any("COMPARATOR" in anomalies_pb2.AnomalyInfo.Type.Name(r.type) for r in reasons):
-            out.append({**a, "action": action})
-    return out
+def _validated(stats, schema, environment: Optional[str], reference=None, names=(io.TRAIN, "split")):
+    """(TFDV's anomalies of ``stats``, the current and reference statistics as compared): against the
+    schema and, with a ``reference``, against it with the drift comparators at the thresholds for the
+    two samples' sizes (numeric features on the reference's deciles: see common/distributions.py)."""
+    import tensorflow_data_validation as tfdv
+    if reference is None:
+        return tfdv.validate_statistics(stats, schema, environment=environment), stats, None
+    edges = distributions.reference_edges(reference)
+    current, reference = distributions.binned(stats, edges), distributions.binned(reference, edges)
+    adapted, thresholds = distributions.adapted_thresholds(schema, "drift_comparator", reference, current)
+    found = tfdv.validate_statistics(current, adapted, environment=environment, previous_statistics=reference)
+    distributions.annotate(found, thresholds, names)
+    return found, current, reference
 
 
 def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: str, report_path: str,
@@ -341,10 +367,17 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
         schema = _drift_schema(curated if curated is not None else _infer_schema(stats, label_key))
         environment = TRAINING if TRAINING in schema.default_environment else None
         # eval and test are also checked against train (skew between the splits).
-        found = {split: tfdv.validate_statistics(
-            stats[split], _split_schema(schema), environment=environment,
-            previous_statistics=None if split == io.TRAIN else stats[io.TRAIN]) for split in io.SPLITS}
-        anomalies = [a for split in io.SPLITS for a in _anomaly_list(found[split], split)]
+        found = {split: _validated(stats[split], schema, environment,
+                                   None if split == io.TRAIN else stats[io.TRAIN], (io.TRAIN, split))[0]
+                 for split in io.SPLITS}
+        # Skew between random splits of one file is a warning (see the module's docstring), and so
+        # is a value of eval or test that the split kept out of train, unless a curated schema says no.
+        warning = {split: (lambda r: distributions.is_comparison(r) or (curated is None and _unseen_in_train(r)))
+                   if split != io.TRAIN else distributions.is_comparison for split in io.SPLITS}
+        anomalies = [a for split in io.SPLITS
+                     for a in _anomaly_list(found[split], split, comparisons=False, warning=warning[split])]
+        split_skew = [{**a, "action": "warn"} for split in io.SPLITS[1:]
+                      for a in _anomaly_list(found[split], split, comparisons=True, warning=warning[split])]
 
         schema_staging = stage.dir(schema_dir)
         tfdv.write_schema_text(schema, os.path.join(schema_staging, SCHEMA_FILE))
@@ -354,7 +387,7 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
             tfdv.write_anomalies_text(anomaly_proto, os.path.join(anomalies_staging, split, ANOMALIES_FILE))
         schema_source = f"curated ({curated_schema_path})" if curated is not None else "inferred from the train split"
         with open(stage.file(report_path), "w", encoding="utf-8") as f:
-            f.write(_report(stats, anomalies, schema_source))
+            f.write(_report(stats, anomalies, split_skew, schema_source))
         stage.commit()
     except BaseException:
         stage.abort()
@@ -371,6 +404,7 @@ def run(examples_dir: str, statistics_dir: str, schema_dir: str, anomalies_dir: 
         "num_anomalies": len(anomalies),
         **{f"anomalies_{split}": sum(a["split"] == split for a in anomalies) for split in io.SPLITS},
         "anomalies": anomalies,
+        "split_skew": split_skew,
         "statistics_seconds": round(stats_seconds, 2),
         "seconds": round(time.time() - start, 2),
     }
@@ -392,14 +426,10 @@ def check_drift(statistics_dir: str, schema_dir: str, baseline_statistics_path: 
                 if baseline_statistics_path else None)
     drift, found = [], None
     if baseline is not None:
-        # Both spans' numeric histograms on the previous span's deciles (see common/distributions.py:
-        # TFDV's equal-width buckets make two samples of one long-tailed feature look drifted).
-        edges = distributions.reference_edges(baseline)
-        current, baseline = distributions.binned(current, edges), distributions.binned(baseline, edges)
         environment = TRAINING if TRAINING in schema.default_environment else None
-        found = tfdv.validate_statistics(current, _drift_schema(schema), environment=environment,
-                                         previous_statistics=baseline)
-        drift = _drift_anomalies(found, drift_action)
+        found, current, baseline = _validated(current, _drift_schema(schema), environment, baseline,
+                                              (PREVIOUS, "this span"))
+        drift = [{**a, "action": drift_action} for a in _anomaly_list(found, PREVIOUS, comparisons=True)]
     with io.Staging() as stage:
         out = stage.dir(drift_dir)
         if found is not None:

@@ -13,7 +13,10 @@ def main(argv=None) -> int:
     s = sub.add_parser("serve", help="serve a registry version with KServe's ModelServer", allow_abbrev=False)
     s.add_argument("--model-dir", required=True, help="a registry version directory (saved_model/ + model_card.json)")
     s.add_argument("--model-name", default=None, help="endpoint name (default: model_card.json model_name)")
-    s.add_argument("--http-port", type=int, default=int(os.environ.get("KFX_HTTP_PORT", "8080")))
+    port = os.environ.get("KFX_HTTP_PORT", "").strip() or "8080"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        ap.error(f"KFX_HTTP_PORT={port!r} is not a port number (1-65535)")
+    s.add_argument("--http-port", type=int, default=int(port))
     s.add_argument("--log-url", default=os.environ.get("KFX_PAYLOAD_LOG_URL", ""),
                    help="payload sink URL: request/response CloudEvents are POSTed there")
     s.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", ""))

@@ -28,6 +28,7 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
+from urllib.parse import urlsplit
 
 from kfx_serving import normalize
 
@@ -59,9 +60,21 @@ class Writer:
     @staticmethod
     def _client():
         from minio import Minio
-        endpoint = os.environ.get("KFX_S3_ENDPOINT")
-        if not endpoint:
-            raise SystemExit("sink: KFX_S3_ENDPOINT is not set (host:port of the S3 server)")
+        # host:port or http(s)://host:port[/], as kfx reads it (kfx/s3.py); the scheme decides TLS
+        # unless KFX_S3_SECURE (1/0, true/false, yes/no) says otherwise.
+        endpoint = os.environ.get("KFX_S3_ENDPOINT", "").strip()
+        url = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
+        try:
+            usable = bool(url.hostname) and url.port != 0 and url.scheme in ("", "http", "https") \
+                and not (url.path.strip("/") or "@" in url.netloc or " " in url.netloc)
+        except ValueError:   # a port that is no number, or out of range
+            usable = False
+        if not usable:
+            raise SystemExit(f"sink: KFX_S3_ENDPOINT={endpoint!r} is not host:port or http(s)://host:port "
+                             "of the S3 server")
+        secure = os.environ.get("KFX_S3_SECURE", "").strip().lower() or ("1" if url.scheme == "https" else "0")
+        if secure not in ("1", "0", "true", "false", "yes", "no"):
+            raise SystemExit(f"sink: KFX_S3_SECURE={secure!r} is not a boolean (1/0, true/false, yes/no)")
         creds = os.environ.get("KFX_S3_CREDENTIALS_DIR", "")   # keys as files (a mounted Secret)
 
         def key(name):
@@ -70,8 +83,8 @@ class Writer:
                 with open(path) as f:
                     return f.read().strip()
             return os.environ.get(name)
-        return Minio(endpoint, access_key=key("AWS_ACCESS_KEY_ID"), secret_key=key("AWS_SECRET_ACCESS_KEY"),
-                     secure=os.environ.get("KFX_S3_SECURE", "0") == "1",
+        return Minio(url.netloc, access_key=key("AWS_ACCESS_KEY_ID"), secret_key=key("AWS_SECRET_ACCESS_KEY"),
+                     secure=secure in ("1", "true", "yes"),
                      region=os.environ.get("AWS_REGION") or None)
 
     def write(self, record: Dict[str, Any]) -> None:
