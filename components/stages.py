@@ -53,6 +53,8 @@ STAGES: Dict[str, Stage] = _stages(
     Stage("push", PUSH_RUNTIME, Resources("250m", "1", "512Mi", "2Gi"), 900, cached=False, retries=1),
     # deploy records the rollout a pushed model asks for (kfx serve / kfx rollout act on it).
     Stage("deploy", PUSH_RUNTIME, Resources("100m", "500m", "256Mi", "1Gi"), 300, cached=False, retries=1),
+    # notify (the exit task of the lifecycle's dsl.ExitHandler) posts the run's outcome: it always runs.
+    Stage("notify", PUSH_RUNTIME, Resources("50m", "200m", "64Mi", "256Mi"), 120, cached=False, retries=1),
     # monitor (its own pipeline, pipelines/monitor.py) judges a serving window: it always runs.
     Stage("monitor", TF_RUNTIME, Resources("500m", "2", "1Gi", "4Gi"), 1800, cached=False),
 )

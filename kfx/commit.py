@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 from typing import Optional
 
+from kfx import ir
 from kfx.metadata import State
 from kfx.run_context import RunContext, StepFailed, StepRecord, TaskCall
+from kfx.store import remove_tree
 
 
 def commit_step(run: RunContext, call: TaskCall, exec_id: int, executor_input: dict, staging: Path,
@@ -55,20 +58,29 @@ def _commit_outputs(run: RunContext, call: TaskCall, executor_input: dict, stagi
         runtime = reported.get(name, {})
         output = {"type": type_, "metadata": runtime.get("metadata", {}),
                   "fingerprint": hashlib.sha256(f"{cache_key}:{name}".encode()).hexdigest()}
-        if runtime.get("uri", staged_uri) != staged_uri:
+        written = runtime.get("uri", staged_uri)
+        if written != staged_uri and not _under(written, staging):
             # The component placed the artifact itself (outside the store, e.g. a registry version).
             outputs[name] = {**output, "uri": runtime["uri"], "has_content": False}
             continue
+        # The staged output, or a pythonic artifact (returned, its URI from dsl.get_uri(): under the
+        # step's staging too): committed to the store like any output.
         uri = run.store.output_uri(run.pipeline.name, run.run_id, call.name, name)
-        outputs[name] = {**output, "uri": uri, "has_content": run.store.commit(Path(staged_uri), uri)}
+        outputs[name] = {**output, "uri": uri, "has_content": run.store.commit(Path(written), uri)}
     params = dict(executor_output.get("parameterValues", {}))
+    types = task.output_parameter_types()
     for name in task.output_parameters():
         path = staging / "parameters" / name
         if name not in params and path.exists():
-            params[name] = _parse_parameter(path.read_text())
+            params[name] = read_parameter(types[name], path.read_text(), name)
         if name not in params:
             raise ValueError(f"output parameter '{name}' was not written")
+        params[name] = ir.coerce(types[name], params[name])
     return outputs, params
+
+
+def _under(uri: str, folder: Path) -> bool:
+    return "://" not in uri and Path(os.path.normpath(uri)).is_relative_to(folder)
 
 
 def keep_failed_outputs(run: RunContext, task: str, staging: Path) -> Optional[Path]:
@@ -81,12 +93,32 @@ def keep_failed_outputs(run: RunContext, task: str, staging: Path) -> Optional[P
         return None
     kept = run.run_dir / "failed" / task
     kept.parent.mkdir(parents=True, exist_ok=True)
+    remove_tree(kept)      # an earlier attempt's (set_retry): the last attempt's is kept
     outputs.rename(kept)   # staging and runs/ are both under --root: one filesystem
     return kept
 
 
-def _parse_parameter(text: str):
+_TRUE, _FALSE = ("1", "t", "T", "TRUE", "true", "True"), ("0", "f", "F", "FALSE", "false", "False")
+
+
+def read_parameter(kind: str, text: str, name: str = "output"):
+    """An output parameter's file (OutputPath) read by its declared type, as KFP's launcher reads
+    it: a STRING verbatim, a BOOLEAN as Go's ParseBool ("True", "true", "1"...), numbers, and JSON
+    for a LIST or STRUCT. ValueError naming the output when the text is not of its type."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+        if kind == "STRING":
+            return text
+        if kind == "BOOLEAN":
+            if text.strip() in _TRUE + _FALSE:
+                return text.strip() in _TRUE
+            raise ValueError("not a boolean")
+        if kind in ("NUMBER_INTEGER", "NUMBER_DOUBLE"):
+            number = float(text)
+            return int(number) if kind == "NUMBER_INTEGER" and number.is_integer() else number
+        value = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"output parameter '{name}' ({kind}) cannot be read from {text[:80]!r}: {err}") from None
+    expected = {"LIST": list, "STRUCT": dict}.get(kind)
+    if expected and not isinstance(value, expected):
+        raise ValueError(f"output parameter '{name}' ({kind}) is not a {kind.lower()}: {text[:80]!r}")
+    return value

@@ -6,16 +6,20 @@ the placeholders of the component's command, and the launch through a Launcher
 """
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
 import os
 import re
+import signal
+import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Optional
 
-from kfx import commit, ir
+from kfx import commit, expressions, ir
 from kfx.forkserver import ForkServerLauncher
 from kfx.launchers import PER_STEP_ENV, Step
 from kfx.metadata import CONTAINER_EXECUTION, IMPORTER_EXECUTION, State
@@ -29,20 +33,60 @@ INPUT_FINGERPRINT = "kfx_fingerprint"   # added to every input artifact's metada
 # removed when the step commits. Absent on KFP, where a step behaves as it always did.
 RESUME_ENV = "KFX_RESUME_DIR"
 
+# The runtime placeholders KFP's backend fills (dsl.PIPELINE_JOB_NAME_PLACEHOLDER and the rest),
+# in an input parameter's value or a container's command.
+_RUNTIME = re.compile(r"\{\{\$\.(pipeline_job_name|pipeline_job_resource_name|pipeline_job_uuid|"
+                      r"pipeline_task_name|pipeline_task_uuid|pipeline_job_create_time_utc|"
+                      r"pipeline_job_schedule_time_utc|pipeline_root)\}\}")
 _PLACEHOLDER = re.compile(r"\{\{\$(?:\.(inputs|outputs)\.(parameters|artifacts)\['([^']+)'\](?:\.(path|uri|output_file))?)?\}\}")
 
 
 def run_task(run: RunContext, call: TaskCall) -> StepRecord:
     """Runs (or imports, or takes from cache) one task; its record, or StepFailed."""
     started = time.monotonic()
+    call = dataclasses.replace(call, params=runtime_values(run, call, call.params))
     if call.task.is_importer:
         record = _import(run, call)
     else:
         run.progress.started(call.name)
-        record = _execute(run, call)
+        record = _with_retries(run, call)
     record.seconds = time.monotonic() - started
     run.progress.finished(call.name, record.state, record.seconds)
     return record
+
+
+def runtime_values(run: RunContext, call: TaskCall, value):
+    """`value` (a parameter value, a dict or list of them, an argument) with KFP's runtime
+    placeholders filled as the KFP backend fills them; a task's uuid is new for each task."""
+    if isinstance(value, dict):
+        return {k: runtime_values(run, call, v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [runtime_values(run, call, v) for v in value]
+    if not isinstance(value, str) or "{{$." not in value:
+        return value
+    known = {"pipeline_job_name": run.run_id, "pipeline_job_resource_name": run.run_id,
+             "pipeline_job_uuid": run.job_uuid, "pipeline_task_name": call.task.name,
+             "pipeline_task_uuid": str(uuid.uuid5(uuid.UUID(run.job_uuid), call.name)),
+             "pipeline_job_create_time_utc": run.created, "pipeline_job_schedule_time_utc": run.created,
+             "pipeline_root": run.store.root_uri}
+    return _RUNTIME.sub(lambda m: known[m.group(1)], value)
+
+
+def _with_retries(run: RunContext, call: TaskCall) -> StepRecord:
+    """task.set_retry(...): a failed attempt is recorded FAILED and the step runs again after the
+    policy's backoff, up to its retries (a training step resumes from its checkpoint)."""
+    retry, attempt = call.task.retry, 0
+    while True:
+        try:
+            return _execute(run, call)
+        except StepFailed as err:
+            if retry is None or attempt >= retry.retries:
+                raise
+            attempt += 1
+            wait = retry.wait(attempt)
+            run.progress.say(f"{call.name}: attempt {attempt} failed ({err.reason}); "
+                             f"retry {attempt}/{retry.retries} in {wait:g}s")
+            time.sleep(wait)
 
 
 def _import(run: RunContext, call: TaskCall) -> StepRecord:
@@ -57,7 +101,8 @@ def _import(run: RunContext, call: TaskCall) -> StepRecord:
     with run.md_lock:
         exec_id = run.md.start_execution(IMPORTER_EXECUTION, {"task_name": call.name, "run_id": run.run_id},
                                          run.contexts)
-        art = run.md.new_artifact(type_name, uri, "artifact", spec.get("metadata", {}), fingerprint, True)
+        metadata = expressions.fill_inputs(spec.get("metadata", {}), call.params)
+        art = run.md.new_artifact(type_name, uri, "artifact", metadata, fingerprint, True)
         stored = run.md.finish_execution(exec_id, State.COMPLETE, {}, {}, {"artifact": art}, run.contexts)
     return StepRecord(call.name, "IMPORTED", 0.0, exec_id, outputs=stored)
 
@@ -172,13 +217,15 @@ def _launch(run: RunContext, call: TaskCall, key: str, staging: Path, resume: Op
         executor_input = _executor_input(run, call, staging, scratch)
     except Exception as err:  # a missing/unreadable input artifact, an unreachable store
         raise StepFailed(call.name, f"cannot stage its inputs: {err}") from err
-    argv = [_substitute(a, executor_input) for a in task.container["command"] + task.container.get("args", [])]
+    argv = [runtime_values(run, call, _substitute(a, executor_input))
+            for a in task.container["command"] + task.container.get("args", [])]
     cpu, mem = ir.resources(task)
     log_path = run.run_dir / "logs" / f"{call.name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     local_inputs = {str(Path(a.uri).parent) for a in call.input_artifacts() if "://" not in a.uri}
     writable = _writable(run, call, staging)
-    env = {**run.step_env, "KFX_RUN_ID": run.run_id, "KFX_TASK": call.name, "TMPDIR": str(staging / "tmp")}
+    env = {**run.step_env, **{e["name"]: runtime_values(run, call, e["value"]) for e in task.container.get("env", [])},
+           "KFX_RUN_ID": run.run_id, "KFX_TASK": call.name, "TMPDIR": str(staging / "tmp")}   # set_env_variable
     if resume is not None:
         env[RESUME_ENV] = str(resume)
         if not resume.is_relative_to(staging):
@@ -193,10 +240,15 @@ def _launch(run: RunContext, call: TaskCall, key: str, staging: Path, resume: Op
             "launcher": run.launcher.name,
             "input_parameters": call.params, "log": str(log_path), "run_id": run.run_id}, run.contexts)
     started = time.time()
+    deadline = _Deadline(run.launcher, call.name, task.timeout)
     try:
-        code = run.launcher.launch(step, log_path, lambda line: run.progress.step_line(call.name, line))
+        with deadline:
+            code = run.launcher.launch(step, log_path, lambda line: run.progress.step_line(call.name, line))
         failure = f"exit code {code}\n--- last lines of {log_path} ---\n{_tail(log_path)}" if code else ""
         reason = (raised_error(log_path) or f"exit code {code}") if code else ""
+        if code and deadline.expired:
+            reason = f"timed out after {task.timeout:g}s (its timeout)"
+            failure = f"{reason}\n{failure}"
     except Exception as err:  # the launcher could not start or follow the step
         code, failure = -1, f"{run.launcher.name} launcher: {err}"
         reason = failure
@@ -205,11 +257,42 @@ def _launch(run: RunContext, call: TaskCall, key: str, staging: Path, resume: Op
         kept = commit.keep_failed_outputs(run, call.name, staging)
         if kept:
             failure += f"\n--- its outputs (not registered, not reusable) are kept in {kept} ---"
-        raise StepFailed(call.name, failure, log_path, kept, reason)
+        raise StepFailed(call.name, failure, log_path, kept, reason, code)
     record = commit.commit_step(run, call, exec_id, executor_input, staging, key, log_path, started)
     if resume is not None:
         remove_tree(resume)    # committed: nothing to resume any more (still under this step's lock)
     return record
+
+
+class _Deadline:
+    """A step's timeout (`kubernetes.set_timeout`, the stage's timeout): its process is killed
+    when it runs longer, as Kubernetes ends a pod past its activeDeadlineSeconds. The process is
+    found in the launcher's `running` (task -> pid)."""
+
+    def __init__(self, launcher, task: str, seconds: Optional[float]):
+        self.launcher, self.task, self.seconds = launcher, task, seconds
+        self.expired = False
+        self._timer: Optional[threading.Timer] = None
+
+    def _kill(self) -> None:
+        pid = getattr(self.launcher, "running", {}).get(self.task)
+        if pid:
+            self.expired = True
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def __enter__(self):
+        if self.seconds:
+            self._timer = threading.Timer(self.seconds, self._kill)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _executor_input(run: RunContext, call: TaskCall, staging: Path, scratch: Path) -> dict:

@@ -5,6 +5,9 @@ Two places use it: a sub-DAG task's `triggerPolicy.condition` (dsl.If / Elif / E
 (`parseJson(string_value)["<field>"]`, a field of a ParallelFor item). What the compiler emits:
 `== != < <= > >=`, `&&`, `||`, `!( )`, `int()` / `double()` casts, and string, number and boolean
 literals. Anything else is an IRError naming the expression.
+
+Also the input placeholders the compiler leaves in constants (`fill_inputs`): an f-string over
+pipeline channels, an importer's metadata.
 """
 from __future__ import annotations
 
@@ -179,3 +182,26 @@ def select(expression: str, value):
     """A parameterExpressionSelector applied to a value (`string_value`: the value as JSON text)."""
     text = value if isinstance(value, str) else json.dumps(value)
     return _Parser(expression, {"string_value": text}).parse()
+
+
+_INPUT = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+
+
+def fill_inputs(value, params: dict):
+    """`value` (a string, or a dict or list of them) with `{{$.inputs.parameters['x']}}` replaced by
+    the task's input `x`, as KFP's driver fills them: a string that is one placeholder becomes the
+    value itself, a placeholder within a text becomes its text (JSON for a non-string)."""
+    if isinstance(value, dict):
+        return {k: fill_inputs(v, params) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill_inputs(v, params) for v in value]
+    if not isinstance(value, str) or "{{$.inputs" not in value:
+        return value
+    whole = _INPUT.fullmatch(value)
+    if whole and whole.group(1) in params:
+        return params[whole.group(1)]
+    return _INPUT.sub(lambda m: _text(params[m.group(1)]) if m.group(1) in params else m.group(0), value)
+
+
+def _text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 from typing import Optional
@@ -25,9 +26,52 @@ class IRError(ValueError):
     """The IR, or a value given for it, cannot be run."""
 
 
+# KFP's Go backend reads backoffs as Go durations; the SDK writes "<n>s" (and accepts m, h).
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}
+# The SDK's defaults for set_retry (kfp/dsl/pipeline_task.py): 0s backoff, factor 2, at most 1h.
+DEFAULT_BACKOFF = (0.0, 2.0, 3600.0)
+
+
+def seconds(duration) -> float:
+    """A retry policy's duration ("30s", "10m", 1.5) in seconds; IRError when it is none."""
+    if isinstance(duration, (int, float)):
+        return float(duration)
+    match = _DURATION.match(str(duration))
+    if not match:
+        raise IRError(f"cannot read duration {duration!r} (expected e.g. 30s, 10m)")
+    return float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Retry:
+    """`task.set_retry(...)`: attempts after the first, and the wait before attempt n (1-based):
+    min(backoff * factor ** (n - 1), max_backoff), as KFP's backend (Argo's retryStrategy) waits."""
+    retries: int
+    backoff: float
+    factor: float
+    max_backoff: float
+
+    def wait(self, attempt: int) -> float:
+        return min(self.backoff * self.factor ** (attempt - 1), self.max_backoff)
+
+
+# Placeholder structures the local runner does not expand: a container component's command
+# with them would get their JSON text as arguments.
+_UNSUPPORTED_ARGS = {'{"Concat"': "dsl.ConcatPlaceholder", '{"IfPresent"': "dsl.IfPresentPlaceholder"}
+
+
 def coerce(kind: str, value):
     """A parameter value as its declared IR type: the IR stores every number as a float, and
     JSON/YAML may give ints for doubles. (On a cluster, Go's protojson writes 1.0 as 1.)"""
+    if kind in ("NUMBER_INTEGER", "NUMBER_DOUBLE") and isinstance(value, str):
+        try:   # YAML reads 1e-3 and 1_000 as text; people write numbers so
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        value = number if number - number == 0 else value   # not finite: stays text, refused below
+    if kind == "BOOLEAN" and type(value) is int and value in (0, 1):
+        return bool(value)   # --param fail=1
     if kind == "NUMBER_INTEGER" and isinstance(value, float) and value.is_integer():
         return int(value)
     if kind == "NUMBER_DOUBLE" and isinstance(value, int) and not isinstance(value, bool):
@@ -50,6 +94,8 @@ def check_values(parameters: dict, given: dict, pipeline: str = "the pipeline") 
         value = coerce(kind, value)
         if not isinstance(value, expected) or (expected in (int, (int, float)) and isinstance(value, bool)):
             raise IRError(f"pipeline parameter '{name}' must be {kind}, got {value!r}")
+        if isinstance(value, float) and value - value != 0:   # YAML's .nan and .inf: no setting means them
+            raise IRError(f"pipeline parameter '{name}' must be a finite number, got {value!r}")
         values[name] = value
     return values
 
@@ -83,11 +129,33 @@ class Task:
         return self.spec.get("parameterIterator") or self.spec.get("artifactIterator")
 
     @property
+    def runs_after_failure(self) -> bool:
+        """An exit task of dsl.ExitHandler, or `ignore_upstream_failure()`: it runs once its
+        upstream tasks have ended, whether they succeeded, failed or never ran."""
+        return self.spec.get("triggerPolicy", {}).get("strategy") == "ALL_UPSTREAM_TASKS_COMPLETED"
+
+    @property
+    def retry(self) -> Optional[Retry]:
+        policy = self.spec.get("retryPolicy")
+        if not policy or not policy.get("maxRetryCount"):
+            return None
+        backoff, factor, most = DEFAULT_BACKOFF
+        return Retry(int(policy["maxRetryCount"]), seconds(policy.get("backoffDuration", backoff)),
+                     float(policy.get("backoffFactor", factor)),
+                     seconds(policy.get("backoffMaxDuration", most)))
+
+    @property
+    def timeout(self) -> Optional[float]:
+        """Seconds the step may run (`kubernetes.set_timeout`: the pod's activeDeadlineSeconds)."""
+        value = self.platform.get("activeDeadlineSeconds")
+        return float(value) if value else None
+
+    @property
     def upstream(self) -> set[str]:
         deps = set(self.spec.get("dependentTasks", []))
         for kind in ("parameters", "artifacts"):
             for binding in self.spec.get("inputs", {}).get(kind, {}).values():
-                for key in ("taskOutputParameter", "taskOutputArtifact"):
+                for key in ("taskOutputParameter", "taskOutputArtifact", "taskFinalStatus"):
                     if key in binding:
                         deps.add(binding[key]["producerTask"])
         return deps
@@ -106,6 +174,10 @@ class Task:
 
     def output_parameters(self) -> list[str]:
         return list(self.component.get("outputDefinitions", {}).get("parameters", {}))
+
+    def output_parameter_types(self) -> dict[str, str]:
+        outs = self.component.get("outputDefinitions", {}).get("parameters", {})
+        return {k: v["parameterType"] for k, v in outs.items()}
 
     def input_parameter_types(self) -> dict[str, str]:
         ins = self.component.get("inputDefinitions", {}).get("parameters", {})
@@ -188,15 +260,21 @@ def _read_dag(path: Path, spec: dict, dag_spec: dict, platform_executors: dict, 
     tasks = {}
     for name, task_spec in dag_spec.get("tasks", {}).items():
         component = spec["components"][task_spec["componentRef"]["name"]]
-        if task_spec.get("triggerPolicy", {}).get("strategy") or any(
-                "taskFinalStatus" in b for b in task_spec.get("inputs", {}).get("parameters", {}).values()):
-            raise IRError(f"{path}: task '{name}' is an exit handler (dsl.ExitHandler), which the local "
-                          "runner does not run")
+        strategy = task_spec.get("triggerPolicy", {}).get("strategy", "ALL_UPSTREAM_TASKS_SUCCEEDED")
+        if strategy not in ("ALL_UPSTREAM_TASKS_SUCCEEDED", "ALL_UPSTREAM_TASKS_COMPLETED"):
+            raise IRError(f"{path}: task '{name}' has trigger strategy {strategy}, which the local runner "
+                          "does not run")
         if "dag" in component:
             sub = _read_dag(path, spec, component["dag"], platform_executors, where + (name,))
             tasks[name] = Task(name, task_spec, component, {}, {}, "/".join(where + (name,)), sub)
             continue
         label = component["executorLabel"]
+        for arg in executors[label].get("container", {}).get("command", []) + \
+                executors[label].get("container", {}).get("args", []):
+            feature = next((f for prefix, f in _UNSUPPORTED_ARGS.items() if str(arg).startswith(prefix)), None)
+            if feature:
+                raise IRError(f"{path}: task '{name}' uses {feature} in its command, which the local runner "
+                              "does not expand")
         tasks[name] = Task(name, task_spec, component, executors[label], platform_executors.get(label, {}),
                            "/".join(where + (name,)))
     try:

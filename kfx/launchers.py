@@ -69,10 +69,17 @@ class SubprocessLauncher:
     subprocess`): every step pays its interpreter start and imports again."""
     name = "subprocess"
 
+    def __init__(self):
+        self.running: dict[str, int] = {}   # task -> pid of its process (a step's timeout kills it)
+
     def launch(self, step: Step, log_path: Path, on_line: Callable[[str], None]) -> int:
         with open(log_path, "w") as log:
             proc = subprocess.Popen(step.argv, cwd=step.workdir, env=process_env(step.env),
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, errors="replace")
-            copy_lines(proc.stdout, log, on_line)
-            return proc.wait()
+            self.running[step.task] = proc.pid
+            try:
+                copy_lines(proc.stdout, log, on_line)
+                return proc.wait()
+            finally:
+                self.running.pop(step.task, None)

@@ -224,6 +224,9 @@ class MetadataStore:
         # An input of a list of artifacts (dsl.Collected) is one INPUT event per item, indexed.
         listed = [(name, i, art) for name, value in inputs.items()
                   for i, art in (enumerate(value) if isinstance(value, list) else [(None, value)])]
+        # MLMD keeps one INPUT event per artifact: an item twice in a list (two iterations served
+        # by one cached execution) is recorded at its first index.
+        listed = [entry for n, entry in enumerate(listed) if entry[2].id not in {a.id for *_, a in listed[:n]}]
         known = [a.id for *_, a in listed] + [a.id for a in outputs.values() if isinstance(a, StoredArtifact)]
         protos = {a.id: a for a in self.store.get_artifacts_by_id(known)} if known else {}
         pairs, names = [], []

@@ -38,8 +38,8 @@ class StepFailed(RuntimeError):
     the exception's text adds the log tail and where a failed step's outputs were kept."""
 
     def __init__(self, task: str, detail: str, log_path: Optional[Path] = None,
-                 kept: Optional[Path] = None, reason: str = ""):
-        self.task, self.log_path, self.kept = task, log_path, kept
+                 kept: Optional[Path] = None, reason: str = "", exit_code: Optional[int] = None):
+        self.task, self.log_path, self.kept, self.exit_code = task, log_path, kept, exit_code
         self.reason = reason or detail.splitlines()[0]
         super().__init__(f"step '{task}' failed: {detail}")
 
@@ -55,6 +55,8 @@ class StepRecord:
     parameters: dict = dataclasses.field(default_factory=dict)   # output parameters
     kept: Optional[str] = None      # a failed step's unregistered outputs, moved aside for a person
     skipped: str = ""               # why a SKIPPED step did not run
+    error: str = ""                 # why a FAILED task failed, in one line (an exit handler reads it)
+    exit_code: Optional[int] = None  # a FAILED step's process exit code, when it had one
 
 
 @dataclasses.dataclass
@@ -124,6 +126,8 @@ class RunContext:
     launcher: Launcher
     step_env: dict
     cache: bool
+    job_uuid: str = ""               # {{$.pipeline_job_uuid}}
+    created: str = ""                # {{$.pipeline_job_create_time_utc}} (and schedule time): RFC 3339
 
     @property
     def run_dir(self) -> Path:

@@ -33,15 +33,18 @@ from kfx.run_context import (Progress, RunContext, RunResult, StepFailed, StepRe
 from kfx.store import ArtifactStore, LocalStore, remove_tree
 
 HEARTBEAT_SECONDS = 30
+NOT_RUN = "NOT_RUN"   # a task that never started: after a failure, or below a task that failed
 LEASE = ".lease"   # in runs/<run>/: locked (flock) while its runner lives; the kernel drops it when it dies
 
 
-def take_lease(run_dir: Path) -> Optional[int]:
+def take_lease(run_dir: Path, wait: bool = False) -> Optional[int]:
     """The run's lease (an exclusive flock on runs/<run>/.lease, held through the returned fd),
-    or None when a live runner holds it. A runner that dies, even by SIGKILL, loses it."""
+    or None when a live runner holds it. A runner that dies, even by SIGKILL, loses it.
+    `wait`: block until it is free (a new run's own runner: observers such as `kfx ui` or
+    `kfx gc` probe the lease for an instant, and must not make the run fail)."""
     fd = os.open(run_dir / LEASE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
@@ -67,10 +70,11 @@ class Runner:
             run_id: Optional[str] = None) -> RunResult:
         pipeline = ir.load(ir_path)
         values = pipeline.resolve_parameters(parameters or {})
-        run_id = run_id or f"{pipeline.name}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        created = datetime.now(timezone.utc)
+        run_id = run_id or f"{pipeline.name}-{created:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         run_dir = self.ws.run_dir(run_id)
         (run_dir / "logs").mkdir(parents=True)
-        lease = take_lease(run_dir)    # before anything of this run is in MLMD or staging
+        lease = take_lease(run_dir, wait=True)    # before anything of this run is in MLMD or staging
         try:
             (run_dir / "pipeline.yaml").write_text(Path(ir_path).read_text())
             progress = Progress(len(pipeline.tasks), self.echo, self.verbose)
@@ -86,7 +90,9 @@ class Runner:
                     progress.say(f"run {run_id}: {len(pipeline.tasks)} steps, launcher={self.launcher.name}, "
                                  f"store={self.store.root_uri}")
                     run = RunContext(run_id, pipeline, values, contexts, progress, result, self.ws, self.store,
-                                     self.md, self.md_lock, self.launcher, self.step_env, self.cache)
+                                     self.md, self.md_lock, self.launcher, self.step_env, self.cache,
+                                     job_uuid=str(uuid.uuid4()),
+                                     created=created.isoformat(timespec="seconds").replace("+00:00", "Z"))
                     _Scheduler(run, self.parallelism).execute()
             except (StepFailed, ir.IRError) as err:
                 result.state, result.error, result.error_line = "FAILED", str(err), _error_line(err)
@@ -138,6 +144,7 @@ class _Scope:
     pending: list[str] = dataclasses.field(default_factory=list)
     active: int = 0                  # tasks started, not done
     finished: bool = False
+    failure: Optional[StepRecord] = None   # its first task that failed or never ran
 
     def name(self, task: ir.Task) -> str:
         """A task's name in this run: `square`, or `square[2]` in a loop's third iteration."""
@@ -147,21 +154,26 @@ class _Scope:
 class _Scheduler:
     """Runs the DAG tree: ready container and importer tasks go to a thread pool (up to
     `parallelism` at once); sub-DAGs open scopes here, in the scheduling thread, which alone
-    touches the scopes. The first failure stops new starts; the running steps end first."""
+    touches the scopes. The first failure stops new starts (the running steps end first), except
+    for tasks that run whatever their upstream did (dsl.ExitHandler's exit task,
+    `ignore_upstream_failure()`); the run still fails with that first failure."""
 
     def __init__(self, run: RunContext, parallelism: int):
         self.run, self.parallelism = run, parallelism
         self.ready: collections.deque[tuple[_Scope, TaskCall]] = collections.deque()
+        self.failure: Optional[BaseException] = None   # the run's first; later starts only for exit tasks
 
     def execute(self) -> None:
         root = _Scope(self.run.pipeline.root, self.run.values, {}, (), on_done=lambda scope: None)
         self._enter(root)
         running: dict[futures.Future, tuple[_Scope, TaskCall]] = {}
-        failure: Optional[BaseException] = None
         with futures.ThreadPoolExecutor(self.parallelism) as pool:
             while True:
-                while failure is None and self.ready and len(running) < self.parallelism:
+                while self.ready and len(running) < self.parallelism:
                     scope, call = self.ready.popleft()
+                    if self.failure is not None and not call.task.runs_after_failure:
+                        self._task_done(scope, call.task.name, self._not_run(call.name))
+                        continue
                     running[pool.submit(dispatch.run_task, self.run, call)] = (scope, call)
                 if not running:
                     break
@@ -172,17 +184,18 @@ class _Scheduler:
                     scope, call = running.pop(fut)
                     try:
                         record = fut.result()
-                    except BaseException as err:  # noqa: BLE001 - reported after running steps end
+                    except BaseException as err:  # noqa: BLE001 - reported once the run ends
                         log, kept = getattr(err, "log_path", None), getattr(err, "kept", None)
-                        self.run.result.steps[call.name] = StepRecord(
-                            call.name, "FAILED", 0.0, log=str(log) if log else None, kept=str(kept) if kept else None)
-                        failure = failure or err
-                        continue
+                        record = StepRecord(call.name, "FAILED", 0.0, log=str(log) if log else None,
+                                            kept=str(kept) if kept else None,
+                                            error=f"{call.name}: " + (getattr(err, "reason", "") or
+                                                                      str(err).splitlines()[0]),
+                                            exit_code=getattr(err, "exit_code", None))
+                        self.failure = self.failure or err
                     self.run.result.steps[call.name] = record
-                    if failure is None:
-                        self._task_done(scope, call.task.name, record)
-        if failure is not None:
-            raise failure
+                    self._task_done(scope, call.task.name, record)
+        if self.failure is not None:
+            raise self.failure
         if not root.finished:
             raise ir.IRError(f"tasks {root.pending} can never run: their inputs are never produced")
 
@@ -192,25 +205,43 @@ class _Scheduler:
         self._advance(scope)
 
     def _advance(self, scope: _Scope) -> None:
-        for name in list(scope.pending):
-            task = scope.dag.tasks[name]
-            if name in scope.pending and task.upstream <= scope.done.keys():
+        progressed = True
+        while progressed:
+            progressed = False
+            for name in list(scope.pending):
+                task = scope.dag.tasks[name]
+                if name not in scope.pending or not task.upstream <= scope.done.keys():
+                    continue
                 scope.pending.remove(name)
-                scope.active += 1
-                self._start(scope, task)
+                upstream_ok = all(scope.done[u].state not in ("FAILED", NOT_RUN) for u in task.upstream)
+                if task.runs_after_failure or (upstream_ok and self.failure is None):
+                    scope.active += 1
+                    self._start(scope, task)
+                else:   # after a failure, or below a task that failed: never runs (as on KFP)
+                    scope.done[name] = self._not_run(name)
+                    scope.failure = scope.failure or scope.done[name]
+                    progressed = True
         if not scope.pending and not scope.active and not scope.finished:
             scope.finished = True
             scope.on_done(scope)
 
+    def _not_run(self, name: str) -> StepRecord:
+        first = self.failure
+        why = (f"{first.task}: {first.reason}" if isinstance(first, StepFailed)
+               else str(first).splitlines()[0] if first else "an upstream task failed")
+        return StepRecord(name, NOT_RUN, 0.0, error=why, exit_code=getattr(first, "exit_code", None))
+
     def _task_done(self, scope: _Scope, task: str, record: StepRecord) -> None:
         scope.done[task] = record
+        if record.state in ("FAILED", NOT_RUN) and scope.failure is None:
+            scope.failure = record
         scope.active -= 1
         self._advance(scope)
 
     # --- tasks
     def _start(self, scope: _Scope, task: ir.Task) -> None:
         try:
-            params, artifacts = _inputs(scope, task)
+            params, artifacts = _inputs(self.run, scope, task)
             if task.dag is None:
                 self.ready.append((scope, TaskCall(task, scope.name(task), params, artifacts)))
                 return
@@ -285,21 +316,27 @@ class _Scheduler:
         self._task_done(scope, task.name, record)
 
 
-def _inputs(scope: _Scope, task: ir.Task) -> tuple[dict, dict]:
+def _inputs(run: RunContext, scope: _Scope, task: ir.Task) -> tuple[dict, dict]:
     """A task's input parameters (as their declared types) and artifacts, from its DAG's inputs,
     constants and its upstream tasks' outputs; _Skipped when an upstream task that was skipped
-    never produced one."""
+    never produced one. An input nobody gave takes its component's default (a pipeline used as a
+    component: its own parameter defaults), as KFP's driver does."""
     bindings = task.spec.get("inputs", {})
     params = {}
     for name, binding in bindings.get("parameters", {}).items():
         if "componentInputParameter" in binding:
             key = binding["componentInputParameter"]
             if key not in scope.parameters:
-                continue   # an optional input nobody gave: the component's own default
+                continue   # an optional input nobody gave: the component's own default (below)
             value = scope.parameters[key]
+        elif "taskFinalStatus" in binding:
+            value = _final_status(run, scope.done[binding["taskFinalStatus"]["producerTask"]])
         elif "runtimeValue" in binding:
             value = binding["runtimeValue"]["constant"]
         elif "taskOutputParameter" in binding:
+            producer = scope.done[binding["taskOutputParameter"]["producerTask"]]
+            if task.runs_after_failure and producer.state in ("FAILED", NOT_RUN):
+                continue   # ignore_upstream_failure(): the input's default applies, as on KFP
             value = _upstream(scope, binding["taskOutputParameter"], "outputParameterKey", name, "parameters")
         else:
             raise ir.IRError(f"task '{task.name}': unsupported parameter binding {binding}")
@@ -315,15 +352,31 @@ def _inputs(scope: _Scope, task: ir.Task) -> tuple[dict, dict]:
             artifacts[name] = _upstream(scope, binding["taskOutputArtifact"], "outputArtifactKey", name, "outputs")
         else:
             raise ir.IRError(f"task '{task.name}': unsupported artifact binding {binding}")
+    for name, binding in bindings.get("parameters", {}).items():
+        if "runtimeValue" in binding:   # an f-string over the task's other inputs
+            params[name] = expressions.fill_inputs(params[name], params)
+    for name, definition in task.component.get("inputDefinitions", {}).get("parameters", {}).items():
+        if name not in params and "defaultValue" in definition:
+            params[name] = definition["defaultValue"]
     types = task.input_parameter_types()
     return {name: ir.coerce(types.get(name, ""), value) for name, value in params.items()}, artifacts
+
+
+def _final_status(run: RunContext, producer: StepRecord) -> dict:
+    """dsl.PipelineTaskFinalStatus of the task an exit handler guards, as KFP's driver hands it
+    to the exit task (kfp's executor reads these keys)."""
+    failed = producer.state in ("FAILED", NOT_RUN)
+    error = {"code": producer.exit_code or 1, "message": producer.error} if failed else {}
+    return {"state": "FAILED" if failed else "SUCCEEDED", "pipelineJobResourceName": run.run_id,
+            "pipelineTaskName": producer.task, "error": error}
 
 
 def _upstream(scope: _Scope, ref: dict, key_field: str, input_name: str, kind: str):
     producer = scope.done[ref["producerTask"]]
     produced = getattr(producer, kind)
     if ref[key_field] not in produced:
-        raise _Skipped(f"its input '{input_name}' comes from {ref['producerTask']}, which was skipped")
+        why = "was skipped" if producer.state == "SKIPPED" else "did not complete"
+        raise _Skipped(f"its input '{input_name}' comes from {ref['producerTask']}, which {why}")
     return produced[ref[key_field]]
 
 
@@ -368,10 +421,16 @@ def _dag_record(task: ir.Task, scopes: list[_Scope], loop: bool = False) -> Step
                     if record is not None and selector[key] in getattr(record, kind):
                         values.append(getattr(record, kind)[selector[key]])
                         break
-            if loop:
+            if loop and kind == "outputs":   # an artifact list is flat (nested loops' included), as in KFP
+                found[name] = [a for v in values for a in (v if isinstance(v, list) else [v])]
+            elif loop:
                 found[name] = values
             elif values:
                 found[name] = values[0]
+    failure = next((s.failure for s in scopes if s.failure), None)
+    if failure is not None:
+        return StepRecord(task.name, "FAILED", 0.0, outputs=artifacts, parameters=params,
+                          error=failure.error, exit_code=failure.exit_code)
     return StepRecord(task.name, "COMPLETE", 0.0, outputs=artifacts, parameters=params)
 
 

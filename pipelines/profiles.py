@@ -14,8 +14,8 @@ task. A profile decides, per stage:
 
 Profiles
 --------
-``local``  no Kubernetes settings at all (``kfx run`` on this machine); resources,
-           retries and caching only. ``pipeline_root`` is None.
+``local``  no Kubernetes settings but the stage's timeout (``kfx run`` on this machine
+           applies it); resources and caching. ``pipeline_root`` is None.
 ``cpu``    every step on the CPU pool.
 ``gpu``    tune, distributed_train and distill on the GPU pool with
            ``nvidia.com/gpu`` x1, the rest on the CPU pool.
@@ -65,6 +65,10 @@ S3_CONFIGMAP_KEYS: Dict[str, str] = {       # configmap key -> env var
     "KFX_S3_SECURE": "KFX_S3_SECURE",
     "AWS_REGION": "AWS_REGION",
 }
+# The lifecycle's notify step (exit handler) posts to the webhook URL in this Secret: a webhook URL
+# is a credential (whoever has it can post), so it never appears in the IR.
+NOTIFY_SECRET = "kfx-notify"
+NOTIFY_SECRET_KEYS: Dict[str, str] = {"url": "KFX_NOTIFY_URL"}   # secret key -> env var
 ARTIFACT_BUCKET = "kfx-artifacts"
 PIPELINE_ROOT = f"minio://{ARTIFACT_BUCKET}/pipeline-root"
 
@@ -191,10 +195,12 @@ def place(task, stage: str, profile: Optional[str]):
     task.set_cpu_request(res.cpu_request).set_cpu_limit(res.cpu_limit)
     task.set_memory_request(res.memory_request).set_memory_limit(res.memory_limit)
     task.set_caching_options(enable_caching=spec.cached)
+    from kfp import kubernetes  # kfp-kubernetes
+
+    # The stage's timeout, locally too: the one Kubernetes setting the local runner applies.
+    kubernetes.set_timeout(task, spec.timeout_seconds)
     if profile == LOCAL:
         return task
-
-    from kfp import kubernetes  # kfp-kubernetes; only needed for cluster profiles
 
     duration, factor, max_duration = RETRY_BACKOFF
     task.set_retry(num_retries=spec.retries, backoff_duration=duration,
@@ -213,11 +219,12 @@ def place(task, stage: str, profile: Optional[str]):
     kubernetes.add_pod_label(task, PART_OF_LABEL[0], PART_OF_LABEL[1])
     kubernetes.add_pod_label(task, STAGE_LABEL, stage.replace("_", "-"))
     kubernetes.add_pod_label(task, POOL_LABEL, pool.name)
-    kubernetes.set_timeout(task, spec.timeout_seconds)
     kubernetes.set_image_pull_policy(task, "IfNotPresent")
     kubernetes.use_secret_as_env(task, secret_name=S3_SECRET, secret_key_to_env=dict(S3_SECRET_KEYS))
     kubernetes.use_config_map_as_env(task, config_map_name=S3_CONFIGMAP,
                                       config_map_key_to_env=dict(S3_CONFIGMAP_KEYS))
+    if stage == "notify":
+        kubernetes.use_secret_as_env(task, secret_name=NOTIFY_SECRET, secret_key_to_env=dict(NOTIFY_SECRET_KEYS))
     return task
 
 

@@ -15,6 +15,7 @@ from kfx_components.distill.component import distill
 from kfx_components.distributed_train.component import distributed_train
 from kfx_components.evaluate.component import evaluate
 from kfx_components.ingest.component import ingest
+from kfx_components.notify.component import notify
 from kfx_components.push.component import push
 from kfx_components.quantize.component import quantize
 from kfx_components.resolve.component import resolve
@@ -73,74 +74,80 @@ def build_pipeline(profile: str = "cpu"):
         baseline_tolerance: float = 0.01,
         min_vs_reference: float = 0.85,
         rollout: str = "none",
+        notify_url: str = "",          # a webhook (Slack-compatible) for the run's outcome; on a cluster a Secret's
     ):
-        # The model in production and the statistics it was trained on: what this run is judged against.
-        baseline = place(resolve(registry_uri=registry_uri, model_name=model_name), "resolve", profile)
+        # Whatever happens below, the exit task posts the run's outcome (nothing without a URL).
+        outcome = place(notify(notify_url=notify_url, registry_uri=registry_uri, model_name=model_name,
+                               run_created=dsl.PIPELINE_JOB_CREATE_TIME_UTC_PLACEHOLDER), "notify", profile)
+        with dsl.ExitHandler(outcome, name="lifecycle"):
+            # The model in production and the statistics it was trained on: what this run is judged against.
+            baseline = place(resolve(registry_uri=registry_uri, model_name=model_name), "resolve", profile)
 
-        data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-        data.set_display_name("import-data")
+            data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
+            data.set_display_name("import-data")
 
-        examples = place(ingest(
-            data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
-            test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key,
-            beam_pipeline_args=beam_pipeline_args), "ingest", profile)
+            examples = place(ingest(
+                data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
+                test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key,
+                beam_pipeline_args=beam_pipeline_args), "ingest", profile)
 
-        validated = place(validate(
-            examples=examples.outputs["examples"], curated_schema_uri=schema_uri,
-            stop_on_anomalies=stop_on_anomalies, beam_pipeline_args=beam_pipeline_args), "validate", profile)
-        # A step of its own: a new baseline re-runs this check, not everything downstream of the schema.
-        drift = place(check_drift(
-            statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
-            baseline_statistics_uri=baseline.outputs["statistics_uri"], drift_action=drift_action),
-            "validate", profile)
+            validated = place(validate(
+                examples=examples.outputs["examples"], curated_schema_uri=schema_uri,
+                stop_on_anomalies=stop_on_anomalies, beam_pipeline_args=beam_pipeline_args), "validate", profile)
+            # A step of its own: a new baseline re-runs this check, not everything downstream of the schema.
+            drift = place(check_drift(
+                statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
+                baseline_statistics_uri=baseline.outputs["statistics_uri"], drift_action=drift_action),
+                "validate", profile)
 
-        # After the drift check: drift that blocks stops the run before any training.
-        transformed = place(transform(
-            examples=examples.outputs["examples"], schema=validated.outputs["schema"],
-            categorical_features=categorical_features, bucketize_features=bucketize_features,
-            num_buckets=num_buckets, beam_pipeline_args=beam_pipeline_args), "transform", profile).after(drift)
-        features = dict(transformed_examples=transformed.outputs["transformed_examples"],
-                        transform_graph=transformed.outputs["transform_graph"])
+            # After the drift check: drift that blocks stops the run before any training.
+            transformed = place(transform(
+                examples=examples.outputs["examples"], schema=validated.outputs["schema"],
+                categorical_features=categorical_features, bucketize_features=bucketize_features,
+                num_buckets=num_buckets, beam_pipeline_args=beam_pipeline_args), "transform", profile).after(drift)
+            features = dict(transformed_examples=transformed.outputs["transformed_examples"],
+                            transform_graph=transformed.outputs["transform_graph"])
 
-        tuned = place(tune(algorithm=tuner, max_trials=max_trials, epochs=tune_epochs, **features),
-                      "tune", profile)
+            tuned = place(tune(algorithm=tuner, max_trials=max_trials, epochs=tune_epochs, **features),
+                          "tune", profile)
 
-        teacher = place(distributed_train(
-            hyperparameters=tuned.outputs["hyperparameters"], epochs=train_epochs, workers=train_workers, **features),
-            "distributed_train", profile)
+            teacher = place(distributed_train(
+                hyperparameters=tuned.outputs["hyperparameters"], epochs=train_epochs, workers=train_workers,
+                **features),
+                "distributed_train", profile)
 
-        # The student, or the teacher when the student falls short of it (distill's gate).
-        distilled = place(distill(
-            teacher=teacher.outputs["model"], temperature=temperature, alpha=alpha,
-            student_width=student_width, student_embedding_dim=student_embedding_dim,
-            max_student_ratio=max_student_ratio, epochs=distill_epochs, tolerance=distill_tolerance, **features),
-            "distill", profile)
-        model = distilled.outputs["model"]
+            # The student, or the teacher when the student falls short of it (distill's gate).
+            distilled = place(distill(
+                teacher=teacher.outputs["model"], temperature=temperature, alpha=alpha,
+                student_width=student_width, student_embedding_dim=student_embedding_dim,
+                max_student_ratio=max_student_ratio, epochs=distill_epochs, tolerance=distill_tolerance, **features),
+                "distill", profile)
+            model = distilled.outputs["model"]
 
-        quantized = place(quantize(
-            model=model, tolerance=quantize_tolerance, examples=examples.outputs["examples"],
-            pruning_sparsity=pruning_sparsity, qat=quantize_qat, finetune_epochs=finetune_epochs, **features),
-            "quantize", profile)
+            quantized = place(quantize(
+                model=model, tolerance=quantize_tolerance, examples=examples.outputs["examples"],
+                pruning_sparsity=pruning_sparsity, qat=quantize_qat, finetune_epochs=finetune_epochs, **features),
+                "quantize", profile)
 
-        evaluated = place(evaluate(
-            model=model, examples=examples.outputs["examples"],
-            slice_features=slice_features, crossed_slices=crossed_slices, max_fairness_gap=max_fairness_gap,
-            explain_rows=explain_rows, metric_threshold=metric_threshold,
-            baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
-            baseline_model_uri=baseline.outputs["model_uri"], beam_pipeline_args=beam_pipeline_args),
-            "evaluate", profile)
+            evaluated = place(evaluate(
+                model=model, examples=examples.outputs["examples"],
+                slice_features=slice_features, crossed_slices=crossed_slices, max_fairness_gap=max_fairness_gap,
+                explain_rows=explain_rows, metric_threshold=metric_threshold,
+                baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
+                baseline_model_uri=baseline.outputs["model_uri"], beam_pipeline_args=beam_pipeline_args),
+                "evaluate", profile)
 
-        pushed = place(push(
-            model=model, quantized=quantized.outputs["quantized"],
-            blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
-            examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
-            statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
-            registry_uri=registry_uri, model_name=model_name), "push", profile)
+            pushed = place(push(
+                model=model, quantized=quantized.outputs["quantized"],
+                blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
+                examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
+                statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
+                registry_uri=registry_uri, model_name=model_name), "push", profile)
 
-        # Only a pushed (blessed) model is deployed; locally this records the rollout to run.
-        with dsl.If(pushed.outputs["pushed"] == True, name="model-pushed"):  # noqa: E712 - a KFP condition
-            place(deploy(pushed_model=pushed.outputs["pushed_model"], registry_uri=registry_uri,
-                         model_name=model_name, rollout=rollout), "deploy", profile)
+            # Only a pushed (blessed) model is deployed; locally this records the rollout to run.
+            with dsl.If(pushed.outputs["pushed"] == True, name="model-pushed"):  # noqa: E712 - a KFP condition
+                place(deploy(pushed_model=pushed.outputs["pushed_model"], registry_uri=registry_uri,
+                             model_name=model_name, rollout=rollout), "deploy", profile)
 
     return tabular
 

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+from tests.webhook import Webhook
+
 CORPUS = pathlib.Path(__file__).resolve().parent / "bad_inputs"
 REPO = CORPUS.parents[1]
 
@@ -134,9 +136,14 @@ def test_data_path_injection_executes_nothing(ir_file, tmp_path):
 def test_default_launcher_gives_the_same_line(ir_file, tmp_path):
     """The fork server with the TF stack preloaded (what `kfx run` does by default) reports alike."""
     root = tmp_path / "root"
-    done = kfx_run(ir_file, root, CORPUS / "ragged_short.csv", "target", "binary", [], preload=True)
+    with Webhook() as hook:   # the exit handler's notify task still runs, and names the failing step
+        done = kfx_run(ir_file, root, CORPUS / "ragged_short.csv", "target", "binary",
+                       ["--param", f"notify_url={hook.url}"], preload=True)
     line = assert_one_clear_error(done, root, ["ragged_short.csv", "line 4"])
     assert "(log: " in line
+    [posted] = hook.posts
+    assert posted["kfx"]["state"] == "FAILED" and posted["kfx"]["failed_step"] == "ingest"
+    assert "ragged_short.csv" in posted["kfx"]["error"] and "line 4" in posted["text"]
 
 
 def test_corpus_is_what_make_corpus_writes_and_every_file_is_used():

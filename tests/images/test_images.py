@@ -44,6 +44,7 @@ HEAVY_IMPORTS = {
     "push": ["minio", "yaml"],
     "resolve": ["minio"],
     "deploy": ["minio"],
+    "notify": ["minio"],
     "monitor": ["tensorflow_data_validation", "tensorflow_metadata.proto.v0.statistics_pb2", "pyarrow",
                 "sklearn.metrics"],
 }

@@ -128,7 +128,9 @@ def test_tpu_env_selects_the_tpu_strategy():
 def test_local_profile_has_no_kubernetes_settings(tmp_path):
     spec, platform = compile_all_stages("local", tmp_path / "p.yaml")
     assert "defaultPipelineRoot" not in spec
-    assert not platform
+    # the stage's timeout alone (kfx run applies it): no pool, secret, label or pull policy
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert {k for e in executors.values() for k in e} == {"activeDeadlineSeconds"}
     for stage, (container, task, _) in _by_stage(spec, platform).items():
         assert "accelerator" not in container["resources"]
         assert "retryPolicy" not in task
@@ -191,8 +193,10 @@ def test_flink_profile_compiles_the_portable_runner_into_the_data_stages(tmp_pat
     default = spec["root"]["inputDefinitions"]["parameters"]["beam_pipeline_args"]["defaultValue"]
     assert default[0] == "--runner=PortableRunner" and f"--job_endpoint={P.FLINK_JOB_SERVER}:8099" in default
     # every Beam stage takes that parameter; the job server named is the one the manifests render
+    lifecycle = spec["components"]["comp-exit-handler-1"]["dag"]["tasks"]   # inside the notify exit handler
     for stage in P.BEAM_STAGES:
-        task = spec["root"]["dag"]["tasks"][stage]
-        assert task["inputs"]["parameters"]["beam_pipeline_args"]["componentInputParameter"] == "beam_pipeline_args"
+        task = lifecycle[stage]
+        assert task["inputs"]["parameters"]["beam_pipeline_args"]["componentInputParameter"] == \
+            "pipelinechannel--beam_pipeline_args"
     rendered = (Path(__file__).resolve().parents[2] / "manifests" / "flink").glob("*.yaml")
     assert any(f"name: {P.FLINK_JOB_SERVER}" in p.read_text() for p in rendered)

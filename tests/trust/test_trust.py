@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.trust import tables
+from tests.webhook import Webhook
 
 pytestmark = pytest.mark.e2e
 
@@ -35,9 +36,11 @@ def table_run(request, tmp_path_factory):
     work = tmp_path_factory.mktemp(name)
     data = work / f"{name}.csv"
     frame.to_csv(data, index=False)
-    proc = subprocess.run([sys.executable, "-m", "kfx.cli", "run", "--data", str(data), "--label", tables.LABEL,
-                           "--task", problem_type, "--root", str(work / "root"), *BUDGET],
-                          capture_output=True, text=True, timeout=1200)
+    with Webhook() as hook:    # the run's outcome, as the notify exit task posts it
+        proc = subprocess.run([sys.executable, "-m", "kfx.cli", "run", "--data", str(data), "--label", tables.LABEL,
+                               "--task", problem_type, "--root", str(work / "root"), *BUDGET,
+                               "--param", f"notify_url={hook.url}"], capture_output=True, text=True, timeout=1200)
+    proc.posted = hook.posts
     assert proc.returncode == 0, f"{name}: kfx run exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return name, problem_type, work / "root", proc
 
@@ -99,7 +102,11 @@ def test_pushed_model_is_close_to_a_classical_model_or_nothing_is_pushed(table_r
     reference = _metric(problem_type, test_y, _own_reference(problem_type, train_rows, train_y, test_rows))
     pushed = re.search(r"^published: (\S+)$", proc.stdout, re.M)
 
-    if name == "random_labels":
+    [posted] = proc.posted
+    assert posted["kfx"]["state"] == "SUCCEEDED" and posted["kfx"]["pushed"] is (name != "random_labels")
+    if name == "random_labels":   # refused by the blessing: the webhook hears that nothing was pushed
+        assert posted["text"].endswith("SUCCEEDED: no model pushed (not blessed, or the same model is already "
+                                       "published)"), posted
         assert pushed is None, proc.stdout
         assert not list((root / "registry").glob("*/v*"))
         assert re.search(r"not pushed: not blessed: .*does not beat the trivial predictor", proc.stdout), proc.stdout
