@@ -32,6 +32,14 @@ class UsageError(ValueError):
     pass
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad option (a missing one, a number that is none, an unknown choice) is one `error:`
+    line and exit 2, as every other refusal, instead of argparse's usage block."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def load_config(path: Optional[str]) -> dict:
     """A data set's configuration as pipeline parameters; paths resolved against the file."""
     if not path:
@@ -50,14 +58,16 @@ def load_config(path: Optional[str]) -> dict:
     return params
 
 
-def pipeline_parameters(args) -> dict:
+def pipeline_parameters(args, strings=()) -> dict:
+    """The run's parameters from --config, --data/--label/--task and --param; `strings`: the
+    pipeline's STRING parameters, whose --param text is taken verbatim."""
     params = load_config(args.config)
     for flag, name in (("data", "data_uri"), ("label", "label"), ("task", "problem_type")):
         value = getattr(args, flag, None)
         if value is not None:
             params[name] = str(Path(value).resolve()) if flag == "data" and "://" not in value else value
     try:
-        params.update(parse_params(args.param))
+        params.update(parse_params(args.param, strings))
     except ValueError as err:
         raise UsageError(str(err)) from err
     data = params.get("data_uri", "")
@@ -89,27 +99,32 @@ def compile_ir(output: str, profile: str, params: dict, as_defaults: bool = Fals
 
 # ---------------------------------------------------------------- commands
 def cmd_compile(args) -> int:
-    params = pipeline_parameters(args)
+    from kfx_pipelines.tabular import build_pipeline
+    inputs = build_pipeline(args.profile).component_spec.inputs
+    params = pipeline_parameters(args, {name for name, spec in inputs.items() if spec.type == "String"})
     compile_ir(args.output, args.profile, params, as_defaults=True)
     print(args.output)
     return 0
 
 
+def string_parameters(pipeline) -> set:
+    return {n for n, d in pipeline.parameters.items() if d.get("parameterType") == "STRING"}
+
+
 def cmd_run(args) -> int:
-    from kfx import report
+    from kfx import ir, report
     from kfx.runner import Runner, Workspace
 
-    params = pipeline_parameters(args)
-    missing = [f"--{f}" for f, k in (("data", "data_uri"), ("label", "label")) if k not in params]
-    if missing and not args.ir:
-        raise UsageError(f"kfx run needs {' and '.join(missing)} (or a --config that sets them)")
     ws = Workspace(args.root)
     store = make_store(args.artifact_store)
     registry = f"{store.root_uri.rstrip('/')}/registry" if store else str(ws.registry)
     with tempfile.TemporaryDirectory() as tmp:
-        ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
-        from kfx import ir
+        ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, {})
         pipeline = ir.load(ir_path)
+        params = pipeline_parameters(args, string_parameters(pipeline))
+        missing = [f"--{f}" for f, k in (("data", "data_uri"), ("label", "label")) if k not in params]
+        if missing and not args.ir:
+            raise UsageError(f"kfx run needs {' and '.join(missing)} (or a --config that sets them)")
         if "registry_uri" in pipeline.parameters:   # a pipeline that pushes: the workspace's registry
             params.setdefault("registry_uri", registry)
         check_parameters(params, pipeline.parameters)
@@ -169,9 +184,12 @@ def make_store(uri: Optional[str]):
         raise UsageError(f"--artifact-store {uri}: {err}") from err
 
 
-def make_launcher(name: str, pipeline, preload: str):
+def make_launcher(name: str, pipeline, preload: Optional[str]):
+    """`preload` None: what the pipeline's steps import (kfx.forkserver.preload_for)."""
     if name == "process":
-        from kfx.forkserver import ForkServerLauncher
+        from kfx.forkserver import ForkServerLauncher, preload_for
+        if preload is None:
+            return ForkServerLauncher(preload_for(t for t in pipeline.tasks.values() if not t.is_importer))
         return ForkServerLauncher([m.strip() for m in preload.split(",") if m.strip()])
     if name == "subprocess":
         from kfx.launchers import SubprocessLauncher
@@ -206,12 +224,13 @@ def cmd_lineage(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    from kfx import ir
     from kfx.submit import submit
-    params = pipeline_parameters(args)
     with tempfile.TemporaryDirectory() as tmp:
-        ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, params)
-        from kfx import ir
-        check_parameters(params, ir.load(ir_path).parameters)
+        ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, {})
+        pipeline = ir.load(ir_path)
+        params = pipeline_parameters(args, string_parameters(pipeline))
+        check_parameters(params, pipeline.parameters)
         ids = submit(ir_path, host=args.host, pipeline_name=args.pipeline_name,
                      version_name=args.version, experiment=args.experiment, run_name=args.run_name,
                      params=params,
@@ -222,7 +241,7 @@ def cmd_submit(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kfx", description="The ML lifecycle as a KFP pipeline.")
+    parser = _Parser(prog="kfx", description="The ML lifecycle as a KFP pipeline.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def pipeline_args(p, profile_default):
@@ -247,9 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="each step as a process forked from a server that imported the libraries once "
                         "(default), as a fresh interpreter, or in its stage's container")
     from kfx.forkserver import TF_STACK
-    p.add_argument("--preload", default=",".join(TF_STACK), metavar="MODULE,...",
+    p.add_argument("--preload", default=None, metavar="MODULE,...",
                    help="with --executor process: modules the fork server imports once for every step "
-                        f"(default {','.join(TF_STACK)}; '' for none; a module not installed is skipped)")
+                        f"(default: {','.join(TF_STACK)} when a step refers to kfx's stages or TensorFlow's "
+                        "libraries, else none; '' for none; a module not installed is skipped)")
     p.add_argument("--artifact-store", metavar="s3://BUCKET/PREFIX",
                    help="S3/MinIO artifact store (endpoint and keys from KFX_S3_ENDPOINT, AWS_* env)")
     p.add_argument("--no-cache", action="store_true")
@@ -297,6 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
     serving.add_commands(sub)
     monitor.add_commands(sub)
     gc.add_commands(sub)   # retention: old runs, failed-step folders, resume state, unpinned versions
+    from kfx.ui.command import add_command as add_ui_command
+    add_ui_command(sub)   # kfx ui: the web UI over a root
     return parser
 
 
@@ -304,9 +326,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     from kfx.ir import IRError
     from kfx.lineage import LineageError
+    from kfx.s3 import S3ConfigError   # a KFX_S3_* setting read by any command (serve, gc, monitor...)
     try:
         return args.func(args)
-    except (UsageError, IRError, LineageError) as err:
+    except (UsageError, IRError, LineageError, S3ConfigError) as err:
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)   # one line
         return EXIT_USAGE
     except Exception as err:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.webhook import Webhook
+
 pytestmark = pytest.mark.e2e
 
 # Smaller search and fewer epochs than the defaults, to keep CI short; every stage still runs.
@@ -41,14 +43,21 @@ def _span(incoming: Path, number: int, source: Path, shift=None) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(repo, tmp_path_factory):
+def webhook():
+    """Where the first run and the shifted span's run post their outcome (notify_url)."""
+    with Webhook() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="module")
+def runs(repo, tmp_path_factory, webhook):
     """Three runs over span 1 (the bundled data): the first pushes v1, the others change nothing."""
     root = tmp_path_factory.mktemp("e2e")
     incoming = tmp_path_factory.mktemp("incoming")
     _span(incoming, 1, repo / "data/chicago_taxi/data.csv")
     config = str(repo / "pipelines/configs/chicago_taxi.yaml")
     data = ["--data", str(incoming / "span-{SPAN}" / "data.csv")]
-    first = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
+    first = _kfx("run", "--config", config, *data, "--root", str(root), *FAST, "--param", f"notify_url={webhook.url}")
     second = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     third = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     # Everything recomputed: the model is made from the same data, parameters and code as v1.
@@ -57,7 +66,7 @@ def runs(repo, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def later_spans(repo, runs):
+def later_spans(repo, runs, webhook):
     """Span 2 (the second taxi sample) runs through; span 3 (span 2 with trip_miles shifted) stops."""
     root, *_, incoming, _ = runs
     config = str(repo / "pipelines/configs/chicago_taxi.yaml")
@@ -65,7 +74,8 @@ def later_spans(repo, runs):
     _span(incoming, 2, repo / "data/chicago_taxi/second_sample.csv")
     second_span = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     _span(incoming, 3, repo / "data/chicago_taxi/second_sample.csv", ("trip_miles", lambda miles: miles * 3 + 10))
-    shifted = _kfx("run", "--config", config, *data, "--root", str(root), *FAST, check=False)
+    shifted = _kfx("run", "--config", config, *data, "--root", str(root), *FAST,
+                   "--param", f"notify_url={webhook.url}", check=False)
     history = _kfx("history", "--root", str(root), "--json")
     return second_span, shifted, json.loads(history.stdout)
 
@@ -93,6 +103,10 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     card = json.loads((uri / "model_card.json").read_text())
     assert card["training"]["temperature"] == 4.0 and card["training"]["compression_ratio"] > 1
     assert card["blessing"]["blessed"] is True and card["metrics"]["overall"]
+    # What ingest left out of the file is counted beside its rows, in the run's outcome lines and the card.
+    left_out = "columns left out: 'tips', 'trip_start_timestamp' (drop_columns)"
+    assert re.search(rf"^data: [\d,]+ rows in the file, all used; {re.escape(left_out)}$", first.stdout, re.M)
+    assert any(left_out in w for w in card["warnings"]), card["warnings"]
     assert card["metrics"]["split"] == "test" and card["trust"]["vs_trivial_ci"][0] > 0
     # The run's one-line outcome names the model, its test metric with its interval and the comparisons.
     assert re.search(r"^pushed chicago-taxi-big-tipper v1 \((student|teacher)\): auc 0\.\d{4} on \d+ test rows "
@@ -164,9 +178,9 @@ def test_reruns_push_nothing_new_and_re_run_only_what_the_baseline_changed(runs)
     assert re.search(r"^already v1: ", second.stdout, re.M) and re.search(r"^already v1: ", third.stdout, re.M)
     assert [p.name for p in (root / "registry" / "chicago-taxi-big-tipper").glob("v*")] == ["v1"]
     ran = {t for t, s in _states(root, second).items() if s == "COMPLETE"}
-    assert ran == {"resolve", "check-drift", "evaluate", "push", "deploy"}, _states(root, second)
+    assert ran == {"resolve", "check-drift", "evaluate", "push", "deploy", "notify"}, _states(root, second)
     ran = {t for t, s in _states(root, third).items() if s == "COMPLETE"}
-    assert ran == {"resolve", "push", "deploy"}, _states(root, third)
+    assert ran == {"resolve", "push", "deploy", "notify"}, _states(root, third)
     # --no-cache retrains everything; push knows the model by what made it, not by its bytes.
     assert set(_states(root, uncached).values()) == {"COMPLETE", "IMPORTED"}
     assert re.search(r"^(already v1: |not pushed: )", uncached.stdout, re.M), uncached.stdout
@@ -226,7 +240,7 @@ def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker
 
     md = MetadataStore(str(root / "metadata.sqlite"))
     executions = [e for e in md.store.get_executions() if prop(e, "image")]
-    assert len(executions) == 12 and {prop(e, "launcher") for e in executions} == {"docker"}
+    assert len(executions) == 13 and {prop(e, "launcher") for e in executions} == {"docker"}
     uris = [a.uri for a in md.store.get_artifacts()]
     assert all(u.startswith("s3://") for u in uris), uris
     tree = lineage.trace(md, pushed)
@@ -284,3 +298,29 @@ def test_spans_form_one_history_and_a_shifted_span_stops_naming_the_feature(runs
     assert history[5]["state"] == "FAILED at check-drift"
     assert history[0]["outcome"].startswith("pushed chicago-taxi-big-tipper v1")
     assert history[1]["outcome"].startswith("already v1")
+
+
+def test_kfx_ui_shows_this_root_in_a_browser(runs, later_spans, tmp_path):
+    """`kfx ui` on this module's root (issue 23; tests/ui/browser.py): every page with no console
+    error and no request outside the server, evaluate's report opened from the graph, two runs
+    compared, the pushed version's lineage drawn, traversal refused."""
+    from tests.ui import browser
+    browser.need_browser()
+    with browser.ui_server(runs[0]) as base, browser.chromium() as chromium:
+        seen = browser.check_every_page(browser.Watched(chromium, base, tmp_path), task="evaluate", artifact_kind="html")
+        statuses = browser.refused(base)
+    assert seen["lineage"] >= 10 and len(seen["runs"]) >= 4   # v1 back through every stage to the data
+    assert all(code in (403, 404) for code in statuses.values()), statuses
+
+
+def test_the_exit_handler_posts_a_pushed_run_and_a_failed_step_to_the_webhook(runs, later_spans, webhook):
+    """dsl.ExitHandler's notify task: the pushed model and its metric, or the failing step and its error."""
+    _, first, *_ = runs
+    pushed, failed = webhook.posts      # the first run's and the shifted span's (the others set no URL)
+    assert pushed["kfx"]["state"] == "SUCCEEDED" and pushed["kfx"]["pushed"] is True
+    assert pushed["kfx"]["version"] == 1 and pushed["kfx"]["uri"] == _pushed_uri(first)
+    assert pushed["kfx"]["metric"] == "auc" and 0.5 < pushed["kfx"]["value"] <= 1
+    assert pushed["text"].startswith("kfx run kfx-tabular-")
+    assert " pushed chicago-taxi-big-tipper v1, auc " in pushed["text"]
+    assert failed["kfx"]["state"] == "FAILED" and failed["kfx"]["failed_step"] == "check-drift"
+    assert "trip_miles" in failed["kfx"]["error"] and failed["text"].startswith("kfx run kfx-tabular-")
