@@ -146,6 +146,22 @@ def test_default_launcher_gives_the_same_line(ir_file, tmp_path):
     assert "ragged_short.csv" in posted["kfx"]["error"] and "line 4" in posted["text"]
 
 
+def test_a_run_failing_in_transform_notifies_its_step_and_error(ir_file, tmp_path):
+    """After ingest and validate have run, a failing step still reaches the exit handler's notify task,
+    which names it (issue 21: notifications the KFP way)."""
+    root = tmp_path / "root"
+    with Webhook() as hook:
+        done = kfx_run(ir_file, root, CORPUS / "good.csv", "target", "binary",
+                       ["--param", "categorical_features=[nosuch]", "--param", f"notify_url={hook.url}"],
+                       preload=True)
+    assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith("error: transform:") and "'nosuch'" in line, line
+    [posted] = hook.posts
+    assert posted["kfx"]["state"] == "FAILED" and posted["kfx"]["failed_step"] == "transform", posted
+    assert "'nosuch'" in posted["kfx"]["error"] and "transform" in posted["text"]
+
+
 def test_corpus_is_what_make_corpus_writes_and_every_file_is_used():
     """The checked-in bytes are the documented ones, and no file sits unused."""
     import runpy
