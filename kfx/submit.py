@@ -214,9 +214,15 @@ def _submit(ir_path, host, pipeline_name, version_name, experiment, run_name, pa
     return out
 
 
-def _params(pairs: List[str]) -> Dict[str, Any]:
+def _params(pairs: List[str], ir_path: str) -> Dict[str, Any]:
+    """--param pairs; the IR's STRING parameters verbatim, as `kfx submit` takes them."""
     try:
-        return parse_params(pairs)
+        spec, _ = ir.read_spec(ir_path)
+    except ir.IRError as exc:
+        raise PipelineFileError(str(exc)) from exc
+    strings = {n for n, d in ir.root_parameters(spec).items() if d.get("parameterType") == "STRING"}
+    try:
+        return parse_params(pairs, strings)
     except ValueError as exc:
         raise ParameterError(str(exc)) from exc
 
@@ -241,7 +247,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         p.error("--host (or KF_PIPELINES_ENDPOINT) is required")
     try:
         out = submit(a.ir, a.host, a.pipeline_name, a.version, a.experiment, a.run_name,
-                     _params(a.param), namespace=a.namespace, recurring_cron=a.cron,
+                     _params(a.param, a.ir), namespace=a.namespace, recurring_cron=a.cron,
                      service_account=a.service_account)
     except SubmitError as exc:
         print(f"kfx submit: {exc}", file=sys.stderr)

@@ -127,6 +127,16 @@ def test_module_main_prints_ids(tiny_ir, kfp_standin, capsys):
     assert rc == 2
 
 
+def test_module_main_takes_string_parameters_verbatim(tiny_ir, kfp_standin):
+    """The chart's registration Job passes --param as `kfx run` does: a STRING keeps its spaces and
+    its digits; the other types are read as YAML."""
+    rc = S.main(["--host", kfp_standin.host, "--ir", tiny_ir, "--pipeline-name", "kfx-tiny",
+                 "--version", "v9", "--run-name", "cli", "--param", "name= 007 ", "--param", "n=5"])
+    assert rc == 0 and kfp_standin.errors == []
+    [run] = kfp_standin.runs.values()
+    assert run["runtime_config"]["parameters"] == {"name": " 007 ", "n": 5}
+
+
 def test_kfp_cli_commands_from_the_docs(tiny_ir, kfp_standin):
     """The kfp CLI sequence docs/deploy.md shows, against the stand-in (string params only:
     the CLI sends every ARG as a string)."""
