@@ -266,8 +266,8 @@ def _launch(run: RunContext, call: TaskCall, key: str, staging: Path, resume: Op
 
 class _Deadline:
     """A step's timeout (`kubernetes.set_timeout`, the stage's timeout): its process is killed
-    when it runs longer, as Kubernetes ends a pod past its activeDeadlineSeconds. The process is
-    found in the launcher's `running` (task -> pid)."""
+    when it runs longer, as Kubernetes ends a pod past its activeDeadlineSeconds: by the launcher's
+    `stop(task)` where it has one (a container), else through its `running` (task -> pid)."""
 
     def __init__(self, launcher, task: str, seconds: Optional[float]):
         self.launcher, self.task, self.seconds = launcher, task, seconds
@@ -275,6 +275,10 @@ class _Deadline:
         self._timer: Optional[threading.Timer] = None
 
     def _kill(self) -> None:
+        stop = getattr(self.launcher, "stop", None)
+        if stop is not None:
+            self.expired = bool(stop(self.task))
+            return
         pid = getattr(self.launcher, "running", {}).get(self.task)
         if pid:
             self.expired = True

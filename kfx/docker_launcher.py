@@ -51,6 +51,19 @@ class DockerLauncher:
         import docker
         self.client = client or docker.from_env()
         self.uid, self.network, self.read_only = uid, network, read_only
+        self.running: dict = {}   # task -> its container (a step's timeout stops it: `stop`)
+
+    def stop(self, task: str) -> bool:
+        """Kills the task's container, as Kubernetes ends a pod past its deadline; False if none runs."""
+        import docker
+        container = self.running.get(task)
+        if container is None:
+            return False
+        try:
+            container.kill()
+        except docker.errors.APIError:   # it ended meanwhile
+            pass
+        return True
 
     def launch(self, step: Step, log_path: Path, on_line: Callable[[str], None]) -> int:
         # A readable path inside a writable one is visible through it already; mounted read-only on
@@ -77,6 +90,7 @@ class DockerLauncher:
             network_mode=self.network, detach=True, security_opt=["no-new-privileges"],
             cap_drop=["ALL"], read_only=self.read_only, tmpfs={"/tmp": "rw,nosuid,nodev,mode=1777"},
             labels={"kfx.task": step.task}, **kwargs)
+        self.running[step.task] = container
         try:
             with open(log_path, "w") as log:
                 pending = ""
@@ -97,6 +111,7 @@ class DockerLauncher:
                     on_line(line)
             return code
         finally:
+            self.running.pop(step.task, None)
             container.remove(force=True)
 
 

@@ -1,6 +1,7 @@
 """The Docker launcher against a real engine and a built stage image: what a step's
 container actually gets (user, CPU and memory limits, environment, mounts), its log
-streamed line by line, and a step killed for its memory named as such."""
+streamed line by line, a step killed for its memory named as such, a step past its timeout stopped."""
+import time
 
 import pytest
 
@@ -78,6 +79,20 @@ def test_a_step_over_its_memory_limit_is_killed_and_named(launcher, tmp_path):
     assert code == 137
     assert "survived" not in lines
     assert lines[-1] == "kfx: the container was killed for exceeding its memory limit (128Mi)"
+
+
+def test_a_step_past_its_timeout_is_stopped(launcher, tmp_path):
+    """A step's timeout (the IR's, or its stage's) under --executor docker: the runner's deadline
+    stops the container, as it kills a process under the other launchers."""
+    from kfx.dispatch import _Deadline
+    dl, image = launcher
+    lines = []
+    started = time.monotonic()
+    with _Deadline(dl, "probe", 3) as deadline:
+        code = dl.launch(_step(image, tmp_path, "import time; time.sleep(120); print('survived')"),
+                         tmp_path / "sleep.log", lines.append)
+    assert deadline.expired and code != 0 and "survived" not in lines
+    assert time.monotonic() - started < 60 and dl.running == {}
 
 
 def test_an_input_inside_a_writable_path_stays_writable(launcher, tmp_path):
