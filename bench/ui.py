@@ -3,10 +3,11 @@
 5,000 synthetic run records (tests/ui/synthetic.py: records shaped as kfx.runner writes them).
 
 For each size, a fresh root and a fresh `kfx ui` server process; then over HTTP: the Runs page
-cold (every run.json read once), warm (finished runs' rows cached), sorted by metric, its last
-page, and a filtered page; the server's resident memory (VmRSS) after them and its peak (VmHWM).
+cold (every run's summary.json read once; run.json in an old root), warm (finished runs' rows
+cached), sorted by metric, its last page, and a filtered page; the server's resident memory
+(VmRSS) after them and its peak (VmHWM).
 
-    .venv/bin/python bench/ui.py --sizes 100,1000,5000,1000:150   # rewrites the docs' blocks
+    .venv/bin/python bench/ui.py   # 100,1000,5000,1000:150,1000:150:old; rewrites the docs' blocks
     .venv/bin/python bench/ui.py --sizes 100 --no-doc
 """
 import argparse
@@ -48,9 +49,9 @@ def _get(url: str) -> tuple[float, bytes]:
     return time.perf_counter() - started, body
 
 
-def measure(size: int, scratch: Path, pad_kb: int = 0) -> dict:
-    root = scratch / f"root-{size}-{pad_kb}"
-    write_runs(root, size, failed_every=7, pad_kb=pad_kb)
+def measure(size: int, scratch: Path, pad_kb: int = 0, listing: bool = True) -> dict:
+    root = scratch / f"root-{size}-{pad_kb}-{listing}"
+    write_runs(root, size, failed_every=7, pad_kb=pad_kb, listing=listing)
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "kfx.cli", "ui", "--root", str(root), "--port", str(port)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=REPO)
@@ -73,26 +74,27 @@ def measure(size: int, scratch: Path, pad_kb: int = 0) -> dict:
             times[name] = seconds
         rss, peak = _memory(server.pid)
         record_kb = (next((root / "runs").iterdir()) / "run.json").stat().st_size / 1024
-        return {"runs": size, "record_kb": record_kb, **times, "idle": idle, "rss": rss, "peak": peak}
+        return {"runs": size, "record_kb": record_kb, "listing": listing, **times, "idle": idle, "rss": rss, "peak": peak}
     finally:
         server.terminate()
         server.wait(10)
 
 
 def table(rows: list[dict]) -> str:
-    head = "| runs | record (KB) | " + " | ".join(f"{p} (s)" for p in PAGES) + \
+    head = "| runs | record (KB) | summary.json | " + " | ".join(f"{p} (s)" for p in PAGES) + \
         " | RSS idle (MiB) | RSS after (MiB) | peak (MiB) |"
-    lines = [head, "|" + " --- |" * (len(PAGES) + 5)]
+    lines = [head, "|" + " --- |" * (len(PAGES) + 6)]
     for r in rows:
-        lines.append(f"| {r['runs']:,} | {r['record_kb']:.0f} | " + " | ".join(f"{r[p]:.3f}" for p in PAGES)
+        lines.append(f"| {r['runs']:,} | {r['record_kb']:.0f} | {'yes' if r['listing'] else 'no (old root)'} | " + " | ".join(f"{r[p]:.3f}" for p in PAGES)
                      + f" | {r['idle'] / 1024:.0f} | {r['rss'] / 1024:.0f} | {r['peak'] / 1024:.0f} |")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="100,1000,5000,1000:150",
-                        help="numbers of runs; N:KB pads each record to about KB (the taxi run's is ~150)")
+    parser.add_argument("--sizes", default="100,1000,5000,1000:150,1000:150:old",
+                        help="numbers of runs; N:KB pads each record to about KB (the taxi run's is ~150); "
+                             "N:KB:old without the runner's summary.json (a root older than it)")
     parser.add_argument("--no-doc", action="store_true", help="print the table only")
     args = parser.parse_args()
     load = os.getloadavg()[0]   # a shared machine: the figures scale with what else runs
@@ -100,8 +102,8 @@ def main() -> int:
     try:
         rows = []
         for size in args.sizes.split(","):
-            count, _, kb = size.partition(":")
-            rows.append(measure(int(count), scratch, int(kb or 0)))
+            count, kb, kind = (size.split(":") + ["", ""])[:3]
+            rows.append(measure(int(count), scratch, int(kb or 0), listing=kind != "old"))
             shutil.rmtree(scratch, ignore_errors=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

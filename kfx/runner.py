@@ -99,7 +99,9 @@ class Runner:
             finally:
                 result.seconds = time.monotonic() - started
                 remove_tree(self.ws.staging / run_id)
-                (run_dir / "run.json").write_text(json.dumps(_run_summary(result), indent=2, default=str))
+                record = _run_summary(result)
+                (run_dir / "run.json").write_text(json.dumps(record, indent=2, default=str))
+                (run_dir / "summary.json").write_text(json.dumps(run_listing(record), default=str))
         finally:
             os.close(lease)
         return result
@@ -440,6 +442,22 @@ def _error_line(err: Exception) -> str:
         log = f" (log: {err.log_path})" if err.log_path else ""
         return f"{err.task}: {err.reason}{log}"
     return str(err).splitlines()[0]
+
+
+def run_listing(record: dict) -> dict:
+    """run.json without what a list of runs never shows (kfx ui's Runs page reads this, ~1 KB, not
+    the ~150 KB record): each step's state and, of each output's metadata, the `summary` line and
+    the `trust` metric with its interval."""
+    def slim(metadata: dict) -> dict:
+        kept = {k: metadata[k] for k in ("summary", "primary_metric") if k in metadata}
+        if isinstance(metadata.get("trust"), dict):
+            kept["trust"] = {k: metadata["trust"][k] for k in ("metric", "model") if k in metadata["trust"]}
+        return kept
+    steps = {name: {"state": step["state"], "outputs": {k: {"metadata": slim(a["metadata"])}
+                                                        for k, a in step["outputs"].items() if slim(a["metadata"])}}
+             for name, step in record["steps"].items()}
+    return {**{k: record[k] for k in ("run_id", "pipeline", "state", "error_line", "seconds", "parameters")},
+            "steps": steps}
 
 
 def _run_summary(result: RunResult) -> dict:

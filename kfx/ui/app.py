@@ -31,7 +31,8 @@ def create_app(root: str | Path) -> Flask:
     app = Flask(__name__)
     app.config["ROOT"] = data.Root(root)
     app.jinja_env.globals.update(fmt_time=_fmt_time, fmt_seconds=_fmt_seconds, fmt_metric=_fmt_metric,
-                                 fmt_size=_fmt_size, fmt_value=_fmt_value, quote=quote)
+                                 fmt_size=_fmt_size, fmt_value=_fmt_value, quote=quote,
+                                 chart_style=Markup(charts.STYLE))
 
     def root() -> data.Root:
         return app.config["ROOT"]
@@ -69,12 +70,14 @@ def create_app(root: str | Path) -> Flask:
             abort(404)
         record = data.read_record(run_dir) or {}
         executions = data.executions(root(), run_id, with_artifacts=True)
+        tasks = [viewers.task_view(root(), e, record) for e in executions]
+        if request.args.get("partial") == "live":   # what a live run page polls: timeline and tasks so far
+            return render_template("run_live.html", timeline=Markup(charts.timeline(executions)), tasks=tasks)
         try:
             pipeline = ir.load(run_dir / "pipeline.yaml")
             drawing = Markup(graph.svg(pipeline, executions, _task_anchor))
         except (ir.IRError, KeyError, OSError) as err:
             pipeline, drawing = None, Markup(f"<p class='muted'>no graph: {escape(str(err))}</p>")
-        tasks = [viewers.task_view(root(), e, record) for e in executions]
         report = run_dir / "report.html"
         return render_template("run.html", run_id=run_id, record=record, state=data.run_state(root(), run_id),
                                report=root().servable(str(report)) if report.is_file() else None,

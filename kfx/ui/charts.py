@@ -1,5 +1,6 @@
-"""Small SVG charts the pages draw on the server: the step timeline, ROC curves, a drift heat map,
-a metric over time and the lineage graph. Plain SVG text, no library, no script."""
+"""Small SVG charts the UI's pages and the run report (kfx/report.py) draw: the step timeline, ROC
+curves, a drift heat map, a metric over time, metrics with intervals, bars, curves and the lineage
+graph. Plain SVG text, no library, no script; STYLE is their CSS (the UI and the report inline it)."""
 from __future__ import annotations
 
 import time
@@ -8,6 +9,20 @@ from typing import Callable, Optional
 
 from kfx.ui.graph import GAP_X, layers
 
+STYLE = """svg .edge{fill:none;stroke:#90a4ae;stroke-width:1.5}svg .edge.dashed{stroke-dasharray:5 4}
+svg .node rect{stroke:#546e7a;stroke-width:1;fill:#fff}svg .node:hover rect{stroke:#0277bd;stroke-width:2}
+svg .node text{font-size:12px;fill:#222}svg .node text.state{font-size:11px;fill:#455a64}
+svg .node.kind-if rect,svg .node.kind-for-each rect,svg .node.kind-branches rect,svg .node.kind-exit-handler rect,svg .node.kind-dag rect{stroke-dasharray:5 3}
+svg .node.kind-importer rect{rx:16}
+svg .node.state-COMPLETE rect,svg .node.state-IMPORTED rect{fill:#c8e6c9}svg .node.state-CACHED rect{fill:#dcedc8}
+svg .node.state-RUNNING rect{fill:#bbdefb;stroke:#1565c0;stroke-width:2}svg .node.state-FAILED rect{fill:#ffcdd2;stroke:#b71c1c}
+svg .node.state-SKIPPED rect{fill:#f5f5f5;stroke:#bdbdbd}svg .node.state-SKIPPED text{fill:#9e9e9e;font-style:italic}
+svg .node.state-PENDING rect{fill:#fff}
+svg rect.state-COMPLETE,svg rect.state-IMPORTED{fill:#66bb6a}svg rect.state-CACHED{fill:#aed581}svg rect.state-RUNNING{fill:#42a5f5}
+svg rect.state-FAILED{fill:#e53935}svg rect.state-CANCELED{fill:#bdbdbd}
+svg .tick{font-size:11px;fill:#455a64}svg .grid{stroke:#eceff1}svg .frame{fill:none;stroke:#b0bec5}
+svg .reference{stroke:#d62728;stroke-dasharray:4 3}svg .interval{stroke:#1f77b4;stroke-width:2}
+svg rect.flagged{stroke:#d62728;stroke-width:2}"""
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"]
 
 
@@ -179,3 +194,84 @@ def lineage(nodes: list[dict], edges: list[tuple[str, str]], href: Callable[[dic
                     f"<text x='{x + 6:.0f}' y='{y + 17:.0f}' class='name'>{escape(node['name'][:26])}</text>"
                     f"<text x='{x + 6:.0f}' y='{y + 34:.0f}' class='state'>{escape(node['sub'][:30])}</text></a>")
     return _svg(width, height, "lineage graph", body)
+
+
+def intervals(rows: list[tuple[str, float, Optional[float], Optional[float]]], name: str, width: int = 620) -> str:
+    """One row per (label, value, low, high): a dot at the value and a bar over its interval, on one
+    shared axis (a model against its references)."""
+    values = [v for _, value, low, high in rows for v in (value, low, high) if v is not None]
+    if not values:
+        return "<p class='muted'>no metric recorded</p>"
+    low, high = min(values), max(values)
+    pad = (high - low) * 0.08 or 0.05
+    low, high = low - pad, high + pad
+    left, right, row_h = 200, 70, 26
+    height = len(rows) * row_h + 34
+
+    def x(v: float) -> float:
+        return left + (v - low) / (high - low) * (width - left - right)
+    body = []
+    for k in range(5):
+        v = low + (high - low) * k / 4
+        body.append(f"<line class='grid' x1='{x(v):.1f}' x2='{x(v):.1f}' y1='0' y2='{len(rows) * row_h + 6}'/>"
+                    f"<text x='{x(v):.1f}' y='{len(rows) * row_h + 20}' text-anchor='middle' class='tick'>{v:.3f}</text>")
+    for i, (label, value, lo, hi) in enumerate(rows):
+        y = i * row_h + 14
+        colour = PALETTE[i % len(PALETTE)]
+        body.append(f"<text x='{left - 8}' y='{y + 4}' text-anchor='end' class='tick'>{escape(label[:32])}</text>")
+        if lo is not None and hi is not None:
+            body.append(f"<line x1='{x(lo):.1f}' x2='{x(hi):.1f}' y1='{y}' y2='{y}' stroke='{colour}' stroke-width='3'/>")
+        interval = f" [{lo:.4f}, {hi:.4f}]" if lo is not None and hi is not None else ""
+        body.append(f"<circle cx='{x(value):.1f}' cy='{y}' r='5' fill='{colour}'><title>{escape(label)}: {escape(name)} "
+                    f"{value:.4f}{interval}</title></circle>"
+                    f"<text x='{max(x(value), x(hi) if hi is not None else 0) + 8:.1f}' y='{y + 4}' class='tick'>{value:.4f}</text>")
+    return _svg(width, height, f"{name} with intervals", body)
+
+
+def bars(rows: list[tuple[str, float]], name: str, unit: str, width: int = 420) -> str:
+    """One horizontal bar per (label, value), longest first in the caller's order."""
+    if not rows:
+        return "<p class='muted'>nothing recorded</p>"
+    top = max(v for _, v in rows) or 1.0
+    left, right, row_h = 120, 90, 22
+    body = []
+    for i, (label, value) in enumerate(rows):
+        y = i * row_h + 4
+        w = max(value / top * (width - left - right), 1)
+        body.append(f"<text x='{left - 6}' y='{y + 13}' text-anchor='end' class='tick'>{escape(label[:18])}</text>"
+                    f"<rect x='{left}' y='{y}' width='{w:.1f}' height='{row_h - 6}' fill='{PALETTE[0]}'>"
+                    f"<title>{escape(label)}: {value:,.4g} {escape(unit)}</title></rect>"
+                    f"<text x='{left + w + 4:.1f}' y='{y + 13}' class='tick'>{value:,.4g} {escape(unit)}</text>")
+    return _svg(width, len(rows) * row_h + 8, name, body)
+
+
+def curves(series: dict[str, list[float]], name: str, width: int = 420, height: int = 160) -> str:
+    """Several numeric series over the same steps (training curves by epoch), one colour each."""
+    series = {k: v for k, v in series.items() if v}
+    values = [v for points in series.values() for v in points]
+    if not values:
+        return "<p class='muted'>no points</p>"
+    low, high = min(values), max(values)
+    high = high if high > low else low + 1e-9
+    left, top, bottom, legend = 50, 8, 22, 130
+    steps = max(len(points) for points in series.values())
+
+    def xy(i: int, v: float) -> str:
+        x = left + (i / max(steps - 1, 1)) * (width - left - legend - 10)
+        return f"{x:.1f},{top + (high - v) / (high - low) * (height - top - bottom):.1f}"
+    body = [f"<text x='{left - 4}' y='{top + 8}' text-anchor='end' class='tick'>{high:.3g}</text>",
+            f"<text x='{left - 4}' y='{height - bottom}' text-anchor='end' class='tick'>{low:.3g}</text>",
+            f"<text x='{left}' y='{height - 6}' class='tick'>1</text>",
+            f"<text x='{width - legend - 10}' y='{height - 6}' text-anchor='end' class='tick'>{steps}</text>",
+            f"<rect x='{left}' y='{top}' width='{width - left - legend - 10}' height='{height - top - bottom}' class='frame'/>"]
+    for i, (label, points) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        if len(points) == 1:
+            body.append(f"<circle cx='{xy(0, points[0]).split(',')[0]}' cy='{xy(0, points[0]).split(',')[1]}' r='3' "
+                        f"fill='{colour}'/>")
+        body.append(f"<polyline fill='none' stroke='{colour}' stroke-width='1.5' "
+                    f"points='{' '.join(xy(j, v) for j, v in enumerate(points))}'><title>{escape(label)}: "
+                    f"{', '.join(f'{v:.4g}' for v in points[:50])}</title></polyline>"
+                    f"<rect x='{width - legend}' y='{top + i * 14}' width='9' height='9' fill='{colour}'/>"
+                    f"<text x='{width - legend + 13}' y='{top + i * 14 + 9}' class='tick'>{escape(label[:18])}</text>")
+    return _svg(width, max(height, top + len(series) * 14 + 4), name, body)

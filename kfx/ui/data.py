@@ -60,9 +60,10 @@ class Root:
 
 
 # ------------------------------------------------------------------ run records
-def read_record(run_dir: Path) -> Optional[dict]:
+def read_record(run_dir: Path, name: str = "run.json") -> Optional[dict]:
+    """A run's record; name="summary.json": its listing (what the Runs page shows, ~1 KB)."""
     try:
-        return _loads((run_dir / "run.json").read_bytes())
+        return _loads((run_dir / name).read_bytes())
     except (OSError, ValueError):   # orjson.JSONDecodeError is a ValueError too
         return None
 
@@ -101,7 +102,8 @@ def summary(root: Root, run: gc.RunInfo) -> dict:
         if stamp is not None and key in root._summaries:
             root._summaries.move_to_end(key)
             return root._summaries[key]
-    record = read_record(run.path) if stamp is not None else None
+    # The runner's small listing beside run.json; a root older than it has only run.json.
+    record = (read_record(run.path, "summary.json") or read_record(run.path)) if stamp is not None else None
     match = _RUN_ID.match(run.run_id)
     row = {"run": run.run_id, "pipeline": match.group("pipeline") if match else "",
            "started": run.started, "seconds": None, "state": "RUNNING" if run.live else "UNFINISHED",

@@ -8,6 +8,8 @@ import os
 import time
 from pathlib import Path
 
+from kfx.runner import run_listing
+
 PIPELINE = "kfx-tabular"
 
 
@@ -43,9 +45,11 @@ def record(i: int, state: str = "COMPLETE") -> dict:
             "steps": steps}
 
 
-def write_runs(root: Path, count: int, start: int = 0, failed_every: int = 0, pad_kb: int = 0) -> list[str]:
+def write_runs(root: Path, count: int, start: int = 0, failed_every: int = 0, pad_kb: int = 0,
+               listing: bool = True) -> list[str]:
     """`count` run directories, one started a second after the other (pipeline.yaml's mtime);
-    `pad_kb`: metadata added to reach a real run's record size (the taxi run's: ~150 KB)."""
+    `pad_kb`: metadata added to reach a real run's record size (the taxi run's: ~150 KB);
+    `listing`: summary.json beside run.json, as the runner writes it (False: a root older than it)."""
     ids = []
     base = time.time() - count - start - 10
     for i in range(start, start + count):
@@ -63,6 +67,8 @@ def write_runs(root: Path, count: int, start: int = 0, failed_every: int = 0, pa
                 [{"slice": f"trip_start_hour={k % 24}", "note": "within the interval of the overall metric",
                   "auc": round(0.9 + k % 7 * 0.001, 4), "rows": k} for k in range(int(pad_kb * 1024 / 120))]
         (run_dir / "run.json").write_text(json.dumps(body))
+        if listing:
+            (run_dir / "summary.json").write_text(json.dumps(run_listing(body)))
         (run_dir / "pipeline.yaml").write_text("pipelineInfo: {name: kfx-tabular}\nroot: {dag: {tasks: {}}}\n")
         os.utime(run_dir / "pipeline.yaml", (base + i, base + i))
         ids.append(run_id(i))

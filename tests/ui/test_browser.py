@@ -74,6 +74,31 @@ def test_every_page_loads_and_a_task_click_opens_its_artifacts(server, tmp_path)
         ["ui-compare.png", "ui-lineage.png", "ui-models.png", "ui-monitoring.png", "ui-run.png", "ui-runs.png"]
 
 
+def test_the_run_report_opened_from_the_ui_reads_the_same(server, tmp_path):
+    """The report (kfx/report.py) under the UI's sandbox (no script runs): no console error, the
+    verdict and the timeline on the first screen, a stage's page framed at a readable height."""
+    browser.need_browser()
+    with browser.chromium() as chromium:
+        watched = browser.Watched(chromium, server, tmp_path)
+        page = watched.page
+        watched.visit("/runs")
+        watched.visit(f"/runs/{browser.complete_runs(page)[0]}")
+        page.click("text=run report")
+        page.wait_for_load_state("load")
+        assert page.url.endswith("/report.html")
+        for selector in (".verdict", "svg[aria-label='step timeline']"):
+            box = page.locator(selector).first.bounding_box()
+            assert box and box["y"] + box["height"] <= browser.VIEWPORT["height"], (selector, box)
+        # Opened as the page's own state, not by Playwright's input: in a document whose sandbox runs
+        # no script, its input events log "Blocked script execution" (tests/ui/test_report.py clicks it).
+        page.locator("details#step-judge").evaluate("details => { details.open = true; }")
+        frame = page.locator("details#step-judge iframe").first
+        frame.wait_for(state="visible")
+        assert frame.bounding_box()["height"] >= 0.7 * browser.VIEWPORT["height"]
+        watched.shoot("report")
+        watched.clean()
+
+
 def test_traversal_attempts_are_refused(server, light_root):
     statuses = browser.refused(server)
     assert all(code in (403, 404) for code in statuses.values()), statuses
@@ -82,6 +107,16 @@ def test_traversal_attempts_are_refused(server, light_root):
     with urllib.request.urlopen(f"{server}/file/runs/{run.name}/run.json") as response:
         assert response.status == 200 and json.loads(response.read())["run_id"] == run.name
         assert response.headers["Content-Security-Policy"].startswith("sandbox allow-same-origin;")
+
+
+def test_the_runner_writes_the_listing_the_runs_page_reads(light_root):
+    from kfx.runner import run_listing
+    from kfx.ui import data
+    for run in (light_root / "runs").glob("ui-demo-*"):
+        record, listing = data.read_record(run), data.read_record(run, "summary.json")
+        assert listing == json.loads(json.dumps(run_listing(record)))
+        assert (run / "summary.json").stat().st_size < (run / "run.json").stat().st_size / 3
+        assert listing["steps"].keys() == record["steps"].keys() and listing["state"] == record["state"]
 
 
 def test_a_run_started_elsewhere_appears_and_its_tasks_change_state_without_a_reload(ir_path, tmp_path):
@@ -103,12 +138,18 @@ def test_a_run_started_elsewhere_appears_and_its_tasks_change_state_without_a_re
             judge = page.locator("svg.graph a.node[data-label='judge']")
             before = judge.get_attribute("class")
             assert "state-PENDING" in before or "state-RUNNING" in before, before
+            judged = "details.task[data-label='judge']"
+            if "state-PENDING" in before:   # drawn in the same response as the graph: not listed yet
+                assert page.locator(judged).count() == 0
             page.evaluate("window.kfxMarker = 'run page'")
             page.wait_for_function(
                 "() => document.querySelector(\"svg.graph a.node[data-label='judge']\")"
                 ".getAttribute('class').includes('state-COMPLETE')", timeout=60000)
             page.wait_for_function("() => document.getElementById('state-badge').textContent === 'COMPLETE'",
                                    timeout=30000)
+            # The task list grew and the timeline was redrawn as tasks started, in the same page.
+            page.locator(f"{judged} table.metrics").wait_for(state="attached", timeout=10000)
+            assert page.locator("#timeline svg title", has_text="judge").count() == 1
             assert page.evaluate("window.kfxMarker") == "run page"
             watched.shoot("live")
             watched.clean()

@@ -93,10 +93,27 @@ def test_monitoring_reads_span_drift_and_monitor_windows(root):
 def test_memory_stays_bounded_the_default_view_reads_one_page_and_the_cache_is_capped(root, monkeypatch):
     reads = []
     real = data.read_record
-    monkeypatch.setattr(data, "read_record", lambda run_dir: reads.append(run_dir.name) or real(run_dir))
+    monkeypatch.setattr(data, "read_record", lambda run_dir, name="run.json": reads.append(run_dir.name) or real(run_dir, name))
     page = data.runs_page(root, per_page=4, page=2)
     assert [r["run"] for r in page["rows"]] == sorted(reads, reverse=True) and len(reads) == 4
     assert page["total"] == 14 and page["pages"] == 4
     monkeypatch.setattr(data, "SUMMARY_CACHE", 3)
     data.runs_page(root, sort="metric", per_page=2)   # every record read once, three rows kept
     assert len(root._summaries) == 3
+
+
+def test_the_runs_page_reads_the_runners_listing_and_old_roots_alike(tmp_path):
+    """With summary.json (what the runner writes now) the rows are those run.json gives, and
+    run.json is not parsed (made unreadable here); a root without it still lists its runs."""
+    new, old = tmp_path / "new", tmp_path / "old"
+    synthetic.write_runs(new, 6, failed_every=4)
+    synthetic.write_runs(old, 6, failed_every=4, listing=False)
+    expected = data.runs_page(data.Root(old), sort="metric")["rows"]
+    for run in (new / "runs").iterdir():
+        stamp = (run / "run.json").stat()
+        (run / "run.json").write_text("not json")
+        os.utime(run / "run.json", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    rows = data.runs_page(data.Root(new), sort="metric")["rows"]
+    assert [{k: v for k, v in r.items() if k != "started"} for r in rows] == \
+        [{k: v for k, v in r.items() if k != "started"} for r in expected]
+    assert len(rows) == 6 and all(r["metric"] for r in rows) and any(r["state"] == "FAILED" for r in rows)

@@ -14,7 +14,9 @@ function watchFrames(scope) {
     if (frame.contentDocument && frame.contentDocument.readyState === "complete") fitFrame(frame);
   });
   // A frame in a closed <details> has no layout (height 0) until it opens: fit it then.
-  scope.querySelectorAll("details").forEach(details => details.addEventListener("toggle", () => {
+  const sections = [...scope.querySelectorAll("details")];
+  if (scope.tagName === "DETAILS") sections.push(scope);
+  sections.forEach(details => details.addEventListener("toggle", () => {
     if (details.open) details.querySelectorAll("iframe.fit").forEach(fitFrame);
   }));
 }
@@ -52,7 +54,8 @@ function runsPage(table) {
   }, 2000);
 }
 
-// ---- A run: clicking a task opens its section; while the run is in progress, states update in place.
+// ---- A run: clicking a task opens its section; while the run is in progress, states, the timeline
+// and the task list update in place.
 function runPage(head) {
   document.querySelectorAll("svg.graph a.node").forEach(node => {
     node.addEventListener("click", event => {
@@ -86,13 +89,39 @@ function runPage(head) {
       const badge = document.querySelector(`[data-task-state="${CSS.escape(name)}"]`);
       if (badge) { badge.textContent = task.state; badge.className = "badge state-" + task.state; }
     }
+    await refreshTasks(head.dataset.run);
     const badge = document.getElementById("state-badge");
     badge.textContent = status.state; badge.className = "badge state-" + status.state;
     if (status.state !== "RUNNING") {
       clearInterval(timer);
-      note.innerHTML = ' · finished: <a href="">reload</a> for its artifacts and timeline';
+      note.textContent = " · finished";
     }
   }, 2000);
+}
+
+// The timeline redrawn, each new task's section added, a closed section replaced (its outputs so
+// far); an open one is left as the person has it (its badge is updated above).
+async function refreshTasks(run) {
+  let text;
+  try {
+    const response = await fetch("/runs/" + encodeURIComponent(run) + "?partial=live", {cache: "no-store"});
+    if (!response.ok) return;
+    text = await response.text();
+  } catch (e) { return; }
+  const fresh = new DOMParser().parseFromString(text, "text/html");
+  const timeline = fresh.getElementById("timeline");
+  if (timeline) document.getElementById("timeline").innerHTML = timeline.innerHTML;
+  const list = document.getElementById("tasks");
+  const sections = fresh.querySelectorAll("details.task");
+  if (sections.length) list.querySelectorAll(":scope > p.muted").forEach(p => p.remove());
+  sections.forEach(section => {
+    const shown = document.getElementById(section.id);
+    const node = document.importNode(section, true);
+    if (!shown) list.appendChild(node);
+    else if (!shown.open) shown.replaceWith(node);
+    else return;
+    watchFrames(node);
+  });
 }
 
 function aggregate(states) {
