@@ -14,7 +14,7 @@ subset of the columns, gets the same identifier) and is:
   model's signatures or layers use themselves (``RESERVED``, ``RESERVED_PREFIXES``),
   at most ``MAX_LENGTH`` long;
 * the name itself when it is already such an identifier in lower case without
-  a double underscore (``trip_miles`` stays ``trip_miles``);
+  a double underscore (``age_years`` stays ``age_years``);
 * otherwise a readable stem, ``__`` and a hash of the exact name
   (``a-b`` -> ``a_b__34fafddda8``).
 
