@@ -198,11 +198,12 @@ def side_by_side(feature: str, before: Dict[str, float], after: Dict[str, float]
 # The chance part is the (1 - rate) quantile of the distance between multinomial resamples of the
 # pooled histogram (seeded: the same inputs give the same threshold), cached per histogram and sizes.
 FALSE_ALARM_RATE = 0.01
-# Resamples per threshold: enough for about 25 beyond the quantile, within these bounds.
-MIN_DRAWS, MAX_DRAWS = 2_000, 100_000
+# Resamples per threshold: enough for about 10 beyond the quantile, within these bounds (a validate
+# step compares every feature of two splits: each threshold must cost a fraction of a second).
+MIN_DRAWS, MAX_DRAWS, BEYOND = 2_000, 20_000, 10
 # Values beyond the most frequent ones are pooled into one bucket in the resampling (a free-text column
 # of thousands of values: their differences are far below the frequent values').
-MAX_RESAMPLED_VALUES = 100
+MAX_RESAMPLED_VALUES = 50
 L_INFTY, JENSEN_SHANNON = "infinity_norm", "jensen_shannon_divergence"
 
 
@@ -255,7 +256,7 @@ def _chance(measure: str, pooled: Tuple[float, ...], n_a: int, n_b: int, rate: f
     import numpy as np
     p = np.asarray(pooled, dtype=float)
     p = p / p.sum()
-    draws = int(min(MAX_DRAWS, max(MIN_DRAWS, math.ceil(25 / rate))))
+    draws = int(min(MAX_DRAWS, max(MIN_DRAWS, math.ceil(BEYOND / rate))))
     rng = np.random.default_rng(20261206)
     out, chunk = [], max(1, 2_000_000 // len(p))
     for start in range(0, draws, chunk):
