@@ -49,7 +49,7 @@ browser:
 	@/usr/bin/chromium --version
 
 test: venv k8s-tools images serving-test-deps browser
-	KFX_NO_SKIP=1 $(VENV)/bin/pytest -q -rfEs $(PYTEST_ARGS)
+	KFX_NO_SKIP=1 $(VENV)/bin/pytest -q -rfEs --durations=40 $(PYTEST_ARGS)
 
 # Everything but the end-to-end runs.
 test-fast: venv
