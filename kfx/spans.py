@@ -76,6 +76,7 @@ def history(root: str) -> list[dict]:
             if "parameters" in ctx.custom_properties else {}
         row = {"run": ctx.name, "span": params.get("span", 0), "data": params.get("data_uri", ""),
                "rows": None, "drift": "", "metric": None, "outcome": "", "state": "COMPLETE"}
+        data_line = ""
         for execution in md.store.get_executions_by_context(ctx.id):
             task = prop(execution, "task_name") or ""
             if execution.last_known_state == 4 and row["state"] == "COMPLETE":   # FAILED
@@ -91,7 +92,12 @@ def history(root: str) -> list[dict]:
                     row["metric"] = {"name": trust.get("metric"), "value": (trust.get("model") or {}).get("metric"),
                                      "blessed": meta.get("blessed")}
                 if meta.get("summary"):
-                    row["outcome"] = meta["summary"]
+                    # What ingest left out of the file is the outcome only when no later step says one.
+                    if task == "ingest":
+                        data_line = data_line or meta["summary"]
+                    else:
+                        row["outcome"] = meta["summary"]
+        row["outcome"] = row["outcome"] or data_line
         rows.append(row)
     return rows
 
