@@ -107,10 +107,6 @@ def cmd_compile(args) -> int:
     return 0
 
 
-def string_parameters(pipeline) -> set:
-    return {n for n, d in pipeline.parameters.items() if d.get("parameterType") == "STRING"}
-
-
 def cmd_run(args) -> int:
     from kfx import ir, report
     from kfx.runner import Runner, Workspace
@@ -121,7 +117,7 @@ def cmd_run(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, {})
         pipeline = ir.load(ir_path)
-        params = pipeline_parameters(args, string_parameters(pipeline))
+        params = pipeline_parameters(args, ir.string_parameters(pipeline.parameters))
         missing = [f"--{f}" for f, k in (("data", "data_uri"), ("label", "label")) if k not in params]
         if missing and not args.ir:
             raise UsageError(f"kfx run needs {' and '.join(missing)} (or a --config that sets them)")
@@ -229,7 +225,7 @@ def cmd_submit(args) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         ir_path = args.ir or compile_ir(str(Path(tmp) / "pipeline.yaml"), args.profile, {})
         pipeline = ir.load(ir_path)
-        params = pipeline_parameters(args, string_parameters(pipeline))
+        params = pipeline_parameters(args, ir.string_parameters(pipeline.parameters))
         check_parameters(params, pipeline.parameters)
         ids = submit(ir_path, host=args.host, pipeline_name=args.pipeline_name,
                      version_name=args.version, experiment=args.experiment, run_name=args.run_name,

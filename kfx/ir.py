@@ -255,6 +255,12 @@ def root_parameters(spec: dict) -> dict:
     return spec["root"].get("inputDefinitions", {}).get("parameters", {})
 
 
+def string_parameters(parameters: dict) -> set:
+    """The names of the STRING ones among `parameters` (root_parameters): their --param text is
+    taken verbatim, as the KFP UI and API pass it."""
+    return {name for name, d in parameters.items() if d.get("parameterType") == "STRING"}
+
+
 def _read_dag(path: Path, spec: dict, dag_spec: dict, platform_executors: dict, where: tuple) -> Dag:
     executors = spec.get("deploymentSpec", {}).get("executors", {})
     tasks = {}

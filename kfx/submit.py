@@ -220,9 +220,8 @@ def _params(pairs: List[str], ir_path: str) -> Dict[str, Any]:
         spec, _ = ir.read_spec(ir_path)
     except ir.IRError as exc:
         raise PipelineFileError(str(exc)) from exc
-    strings = {n for n, d in ir.root_parameters(spec).items() if d.get("parameterType") == "STRING"}
     try:
-        return parse_params(pairs, strings)
+        return parse_params(pairs, ir.string_parameters(ir.root_parameters(spec)))
     except ValueError as exc:
         raise ParameterError(str(exc)) from exc
 
