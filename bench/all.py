@@ -18,6 +18,7 @@ first two wrote (docs/img/steps_*.png) into the `<!-- plots:begin -->` block.
 
     .venv/bin/python bench/all.py            # about 45-60 minutes on 2 cores
     .venv/bin/python bench/all.py --smoke    # tiny inputs, writes nothing: checks every bench runs
+                                             # (the lifecycle's both methods on 1,200 rows, one epoch)
     .venv/bin/python bench/all.py --only data_scale,input_pipeline
 """
 import argparse
@@ -49,11 +50,11 @@ def plan(smoke: bool, serving_model: str, scratch: str) -> list:
     ]
     tiny = {
         "runner_overhead": ["--no-tf", "--no-doc", "--reps", "1", "--n", "2"],
-        "lifecycle": None,   # the full lifecycle is minutes whatever the input: not in the smoke run
+        "lifecycle": ["--smoke"],
         "data_scale": ["--sizes", "300,600", "--modes", "single", "--stages", "ingest,validate", "--no-doc",
                        "--scratch", f"{scratch}/scale"],
         "input_pipeline": ["--rows", "1500", "--reps", "1", "--no-doc", "--scratch", f"{scratch}/input"],
-        "containers": ["--n", "2", "--reps", "1", "--methods", "subprocess,docker", "--no-doc",
+        "containers": ["--n", "2", "--reps", "1", "--methods", "subprocess,process,docker", "--no-doc",
                        "--scratch", f"{scratch}/containers"],
         "quantize": None,
         "serving": None,

@@ -55,32 +55,21 @@ def touch_last(data: Input[Dataset], out: Output[Dataset], metrics: Output[Metri
     metrics.log_metric("rows", len(rows) - 1)
 
 
-def _launcher(method: str, preload: bool):
-    from kfx.launchers import SubprocessLauncher
-    from kfx.forkserver import ForkServerLauncher
-    if method == "subprocess":
-        return SubprocessLauncher()
-    if method == "docker":
-        from kfx.docker_launcher import DockerLauncher
-        return DockerLauncher()
-    from kfx.forkserver import TF_STACK
-    return ForkServerLauncher(TF_STACK if preload else ())   # trivial steps import nothing heavy
-
-
 def run_ir(arg, tmp: Path) -> dict:
     method, ir_path, params, preload = arg
-    from kfx.runner import Runner, Workspace
-    lines: list[str] = []
+    from kfx.runner.execute import run_pipeline
+    from kfx.runner.preload import TF_STACK
     tmp.chmod(0o755)   # the worker's mkdtemp is 0700: the containers' non-root user must traverse it
-    ws = Workspace(tmp / "root")
+    root = tmp / "root"
     if "registry_uri" in params:
-        params = {**params, "registry_uri": str(ws.registry)}
+        params = {**params, "registry_uri": str(root / "registry")}
     started = time.perf_counter()
-    runner = Runner(ws, cache=False, echo=lines.append, launcher=_launcher(method, preload))
-    result = runner.run(Path(ir_path), params)
+    # `kfx run --executor METHOD`; trivial steps import nothing heavy: no preload for them
+    result = run_pipeline(Path(ir_path), params, root, executor=method, cache=False,
+                          preload=",".join(TF_STACK) if preload else "")
     seconds = time.perf_counter() - started
     if result.state != "COMPLETE":
-        raise RuntimeError(f"{method}: run failed: {result.error}\n" + "\n".join(lines[-30:]))
+        raise RuntimeError(f"{method}: run failed: {result.error_line or result.error}")
     steps = {t: s.seconds for t, s in result.steps.items() if s.state != "IMPORTED"}
     return {"seconds": seconds, "steps": steps}
 

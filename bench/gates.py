@@ -71,7 +71,7 @@ def flagged(gate: str, reference, current, training, schema, adapted: bool) -> s
     """The features `gate` flags comparing `current` with its reference."""
     import tensorflow_data_validation as tfdv
     from kfx_components.common import distributions
-    from kfx_components.monitor import executor as monitor
+    from kfx_components.monitor import comparison as monitor
     from kfx_components.validate import executor as validate
     if gate in ("validate train/eval", "check-drift"):
         if adapted:
@@ -92,7 +92,7 @@ def flagged(gate: str, reference, current, training, schema, adapted: bool) -> s
         found = monitor.check(monitor.DRIFT, schema, bin_(reference), bin_(current))[0]
     else:
         found = tfdv.validate_statistics(bin_(current), schema, previous_statistics=bin_(reference))
-    return {f["feature"] for f in monitor._findings(found, ["x"], only_comparators=True)}
+    return {f["feature"] for f in monitor.findings(found, ["x"], only_comparators=True)}
 
 
 def measure(sizes, null_trials: int, shift_trials: int, large_trials: int, seed: int = 0) -> dict:

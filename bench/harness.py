@@ -31,8 +31,8 @@ DOC = REPO / "docs" / "benchmarks.md"
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from kfx import launchers  # noqa: E402
-from kfx.forkserver import ForkServerLauncher  # noqa: E402
+from kfx.runner import launchers  # noqa: E402
+from kfx.runner.forkserver import ForkServerLauncher  # noqa: E402
 
 
 class TimedLauncher:

@@ -83,7 +83,7 @@ def build(work: Path, rows: int) -> dict:
 
 
 def measure(work: Path, built: dict, which: str) -> dict:
-    from kfx_components.quantize import executor as quantize
+    from kfx_components.quantize import executor as quantize, latency, splits, tflite
 
     model_dir = str(work / which)
     facts = quantize.run(model_dir=model_dir, quantized_dir=str(work / f"q_{which}"), tolerance=0.02,
@@ -93,15 +93,15 @@ def measure(work: Path, built: dict, which: str) -> dict:
     import tensorflow as tf
 
     transform_output = M.load_transform_output(built["args"]["transform_graph_dir"])
-    signature = tf.saved_model.load(model_dir).signatures[quantize.SIGNATURE]
-    spec = quantize.signature_input_spec(signature)
-    x, _ = quantize.load_split(built["args"]["transformed_examples_dir"], io.TEST, transform_output, spec,
-                               built["args"]["label_key"])
+    signature = tf.saved_model.load(model_dir).signatures[tflite.SIGNATURE]
+    spec = splits.signature_input_spec(signature)
+    x, _ = splits.load_split(built["args"]["transformed_examples_dir"], io.TEST, transform_output, spec,
+                             built["args"]["label_key"])
     for name, v in facts["variants"].items():
         path = str(work / f"q_{which}" / v["file"])
         best = None
         for _ in range(ROUNDS):
-            lat = quantize.tflite_latency(path, x, single_calls=SINGLE_CALLS, batch_calls=BATCH_CALLS)
+            lat = latency.tflite_latency(path, x, single_calls=SINGLE_CALLS, batch_calls=BATCH_CALLS)
             if best is None:
                 best = lat
             else:
@@ -128,7 +128,7 @@ def _single_invoke_us(blob: bytes, work: Path, name: str, inputs: dict) -> float
     import numpy as np
     import tensorflow as tf
 
-    from kfx_components.quantize import executor as quantize
+    from kfx_components.quantize import latency, tflite
 
     path = work / f"{name}.tflite"
     path.write_bytes(blob)
@@ -142,9 +142,9 @@ def _single_invoke_us(blob: bytes, work: Path, name: str, inputs: dict) -> float
         for d in details:
             value = inputs[d["name"]] if d["name"] in inputs else np.zeros(d["shape"], np.float32)
             if d["dtype"] == np.int8:
-                value = quantize._quantize(value, d)
+                value = tflite.quantize(value, d)
             interpreter.set_tensor(d["index"], np.asarray(value, d["dtype"]).reshape([1] + list(d["shape"][1:])))
-        best = min(best or float("inf"), quantize._timed(interpreter.invoke, SINGLE_CALLS)["median_ms"])
+        best = min(best or float("inf"), latency.timed(interpreter.invoke, SINGLE_CALLS)["median_ms"])
     return round(best * 1000, 2)
 
 

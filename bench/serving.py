@@ -25,7 +25,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from kfx import serving  # noqa: E402
+from kfx.serving.front import Front  # noqa: E402
+from kfx.serving.registry import local_version  # noqa: E402
+from kfx.serving.servers import Server, free_port  # noqa: E402
+from kfx.serving.traffic import instances_from_csv  # noqa: E402
 
 BEGIN, END = "<!-- serving:begin -->", "<!-- serving:end -->"
 DT = {"int64": "INT64", "float": "FP32", "string": "BYTES"}
@@ -63,23 +66,23 @@ def main(argv=None) -> int:
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--doc", default=None)
     a = ap.parse_args(argv)
-    model_dir, version = serving.resolve(a.model)
-    vdir = serving.local_version_dir(model_dir, version)
+    version = local_version(a.model)
+    vdir = version.path
     tmp = tempfile.mkdtemp(prefix="kfx-bench-serving-")
-    servers = [serving.Server(vdir, serving.free_port(), log_file=f"{tmp}/server-{i}.log").start() for i in range(2)]
+    servers = [Server(vdir, free_port(), log_file=f"{tmp}/server-{i}.log").start() for i in range(2)]
     front = None
     try:
         for s in servers:
             s.wait_ready()
         meta = servers[0].metadata()
         name, feats = meta["name"], meta["features"]
-        rows = serving.instances_from_csv(a.data, {f["name"]: f["dtype"] for f in feats}, 500)
+        rows = instances_from_csv(a.data, {f["name"]: f["dtype"] for f in feats}, 500)
         v1 = [{"instances": [r]} for r in rows]
         v2 = [{"inputs": [{"name": f["name"], "shape": [1], "datatype": DT[f["dtype"]], "data": [r[f["name"]]]}
                           for f in feats if r[f["name"]] is not None]
                + [{"name": f["name"], "shape": [1], "datatype": DT[f["dtype"]], "data": [None]}
                   for f in feats if r[f["name"]] is None]} for r in rows]
-        front = serving.Front(f"{tmp}/nginx", serving.free_port(), servers[0].port, servers[1].port, "canary").start(50)
+        front = Front(f"{tmp}/nginx", free_port(), servers[0].port, servers[1].port, "canary").start(50)
         paths = {"direct": servers[0].url, "nginx split 50/50": front.url}
         results = []
         for proto, bodies, route in (("V1", v1, f"/v1/models/{name}:predict"), ("V2", v2, f"/v2/models/{name}/infer")):
@@ -97,7 +100,7 @@ def main(argv=None) -> int:
         for s in servers:
             s.stop()
     table = [f"Measured by `bench/serving.py` on {time.strftime('%Y-%m-%d')} ({os.cpu_count()} cores, "
-             f"{platform.python_version()}): model `{name}` v{version}, one instance per request, closed-loop "
+             f"{platform.python_version()}): model `{name}` v{version.number}, one instance per request, closed-loop "
              f"asyncio httpx clients, {a.seconds:.0f} s per cell after a 1 s warm-up. *direct*: one KServe "
              "ModelServer process; *nginx split*: a real nginx (split_clients 50/50) over two servers of the same "
              "version, client and servers all on this machine.", "",

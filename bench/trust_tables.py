@@ -56,7 +56,7 @@ def run_table(make, work: Path, params: list) -> dict:
 
 def _metadata(root: Path, artifact: Path) -> dict:
     """An artifact's custom properties, read from the run's MLMD store."""
-    from kfx.metadata import MetadataStore
+    from kfx.stores.metadata import MetadataStore
     md = MetadataStore(str(root / "metadata.sqlite"))
     [found] = md.artifacts_by_uri(str(artifact))
     return md.stored_artifact(found).metadata

@@ -9,14 +9,16 @@ Images (REG = $KFX_IMAGE_REGISTRY, default "kfx"; VER = the kfx package version)
 
     REG/tf-runtime:VER, REG/tf-runtime:VER-HASH      parent + /opt/venv (requirements/images/tf-runtime.lock)
     REG/push-runtime:VER, REG/push-runtime:VER-HASH  parent + /opt/venv (requirements/images/push.lock)
-    REG/kfx-<stage>:TAG, REG/kfx-<stage>:VER-HASH    a runtime + the stage's code (TAG = $KFX_IMAGE_TAG or VER)
+    REG/kfx-<stage>:TAG, REG/kfx-<stage>:VER-HASH    a runtime + the stage's code and kfx_formats
+                                                     (TAG = $KFX_IMAGE_TAG or VER)
     REG/kfx-cli:TAG, REG/kfx-cli:VER-HASH            push-runtime + the kfx platform modules the chart's
-                                                     registration Job runs (python -m kfx.submit); no stage code
+                                                     registration Job runs (python -m kfx.submit) and kfx_formats;
+                                                     no stage code
     --gpu: REG/tf-runtime-gpu (tf-runtime-gpu.lock, TensorFlow + CUDA wheels) under the TF stages,
            TAG defaulting to VER-gpu (not built or tested on the build machine: no GPU here)
 
 HASH is the first 12 hex digits of a sha256 over the files that go into the
-image (Dockerfile, lock, the stage's sources) and, for a stage, its runtime's
+image (Dockerfile, lock, the stage's sources, kfx_formats) and, for a stage, its runtime's
 hash: equal hashes mean equal inputs. Every image is built from a staged
 context under build/images/ctx/ that holds only those files, so no
 .dockerignore is needed and nothing else of the work tree reaches the engine.
@@ -135,7 +137,8 @@ def git(*args: str) -> str:
 
 def revision(*sources: str) -> str:
     rev = git("rev-parse", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--", *(sources or ("components",)), "images", "requirements/images"):
+    if git("status", "--porcelain", "--", *(sources or ("components",)), PACKAGE_DIRS[FORMATS], "images",
+           "requirements/images"):
         rev += "-dirty"
     return rev
 
@@ -194,7 +197,9 @@ def _imports(path: Path, package: str = "kfx_components") -> set[str]:
 
 
 # importable package -> its folder in the repository (pyproject.toml package-dir)
-PACKAGE_DIRS = {"kfx_components": "components", "kfx": "kfx"}
+PACKAGE_DIRS = {"kfx_components": "components", "kfx": "kfx", "kfx_formats": "formats"}
+# The formats every side shares (no TensorFlow, a few kilobytes): in every image, whole.
+FORMATS = "kfx_formats"
 
 
 def _module_file(module: str) -> Path | None:
@@ -232,6 +237,12 @@ def stage_sources(stage: str) -> list[Path]:
                             REPO / "components" / "__init__.py"], "kfx_components")
 
 
+def formats_code() -> dict[str, bytes]:
+    """site-packages/kfx_formats/...: the whole kfx_formats package (formats/*.py)."""
+    root = REPO / PACKAGE_DIRS[FORMATS]
+    return {f"{FORMATS}/{p.relative_to(root).as_posix()}": p.read_bytes() for p in sorted(root.rglob("*.py"))}
+
+
 def cli_sources() -> list[Path]:
     """kfx/__init__.py, the CLI_MODULES and the kfx modules they import (transitively)."""
     return _import_closure([REPO / "kfx" / "__init__.py", *(_module_file(m) for m in CLI_MODULES)], "kfx")
@@ -248,7 +259,7 @@ def dist_info(files: dict[str, bytes], top_level: str = "kfx_components") -> dic
                              f"License: Apache-2.0\nRequires-Python: {meta.get('requires-python', '')}\n"
                              ).encode(),
         f"{info}/INSTALLER": b"kfx-images\n",
-        f"{info}/top_level.txt": f"{top_level}\n".encode(),
+        f"{info}/top_level.txt": f"{top_level}\n{FORMATS}\n".encode(),
     }
     rows = []
     for name, data in sorted({**files, **out}.items()):
@@ -278,6 +289,7 @@ def cli_context(runtime_hash: str) -> tuple[Path, str, list[str]]:
 def _context(name: str, code: dict[str, bytes], top_level: str, dockerfile: str,
              runtime_hash: str) -> tuple[Path, str, list[str]]:
     """The build context of image `name`: its Dockerfile and `code` installed as a dist; its content hash."""
+    code = {**code, **formats_code()}
     site = {**code, **dist_info(code, top_level=top_level)}
     files = {"Dockerfile": (IMAGES / dockerfile).read_bytes()}
     files.update({f"site-packages/{k}": v for k, v in site.items()})
@@ -609,6 +621,8 @@ def main(argv=None) -> int:
     elif args.cmd == "sources":
         for p in (cli_sources() if args.stage == CLI else stage_sources(args.stage)):
             print(p.relative_to(REPO))
+        for name in formats_code():
+            print(f"{PACKAGE_DIRS[FORMATS]}/{name.split('/', 1)[1]}")
     return 0
 
 

@@ -26,23 +26,21 @@ Prints one line per removal with its size, and the total.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import re
 import shutil
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from kfx_formats import registry
+
 DAY = 86400.0
 DEFAULT_KEEP_RUNS = 20
 DEFAULT_RESUME_DAYS = 7.0
 RETENTION_FILE = "retention.yaml"
-_VERSION = re.compile(r"^v([1-9][0-9]*)$")
 
 
 @dataclass
@@ -130,7 +128,7 @@ def _started(run_dir: Path) -> float:
 
 
 def list_runs(root: Path) -> list[RunInfo]:
-    from kfx.runner import LEASE, take_lease
+    from kfx.runner.orchestrator import LEASE, take_lease
     runs = []
     for run_dir in sorted((root / "runs").glob("*")):
         if not run_dir.is_dir():
@@ -164,7 +162,7 @@ def expired_runs(runs: list[RunInfo], policy: Policy, now: float) -> list[RunInf
 def needed_by(md, run_ids: list[str]) -> tuple[set[str], set[str]]:
     """(artifact URIs, string parameter values) the runs' lineage needs: every artifact their
     executions read or wrote, and recursively what produced those; the parameters they took."""
-    from kfx.metadata import prop
+    from kfx.stores.metadata import prop
     uris, strings, seen = set(), set(), set()
     frontier: list[int] = []
     for run_id in run_ids:
@@ -219,7 +217,8 @@ def _is_needed(path: str, needed: set[str]) -> bool:
 
 # ------------------------------------------------------------------ the collection
 def collect(root: str | Path, policy: Policy, dry_run: bool = False, now: Optional[float] = None) -> Report:
-    from kfx.runner import Workspace, lock_resume_dir
+    from kfx.runner.run_context import Workspace
+    from kfx.runner.dispatch import lock_resume_dir
     root = Path(root).resolve()
     ws = Workspace(root)
     now = time.time() if now is None else now
@@ -231,7 +230,7 @@ def collect(root: str | Path, policy: Policy, dry_run: bool = False, now: Option
 
     md = None
     if ws.metadata_path.exists():
-        from kfx.metadata import MetadataStore
+        from kfx.stores.metadata import MetadataStore
         md = MetadataStore(str(ws.metadata_path))
     needed, strings = needed_by(md, [r.run_id for r in kept]) if md else (set(), set())
 
@@ -288,7 +287,7 @@ def collect(root: str | Path, policy: Policy, dry_run: bool = False, now: Option
             finally:
                 os.close(fd)
     if ws.staging.is_dir():
-        from kfx.runner import take_lease
+        from kfx.runner.orchestrator import take_lease
         for entry in sorted(ws.staging.iterdir()):
             run_dir = ws.run_dir(entry.name)
             fd = take_lease(run_dir) if run_dir.is_dir() else None
@@ -312,7 +311,7 @@ def collect(root: str | Path, policy: Policy, dry_run: bool = False, now: Option
 
 def _remove_s3_artifacts(md, run_id: str, needed: set[str], report: Report, dry_run: bool) -> list[str]:
     """Artifacts of an expired run that live in S3 (the S3 artifact store)."""
-    from kfx.metadata import prop
+    from kfx.stores.metadata import prop
     ctx = md.store.get_context_by_type_and_name("system.PipelineRun", run_id)
     if ctx is None:
         return []
@@ -323,7 +322,7 @@ def _remove_s3_artifacts(md, run_id: str, needed: set[str], report: Report, dry_
     for uri in sorted(uris):
         if _is_needed(uri, needed):
             continue
-        from kfx.s3 import S3Store, split_uri
+        from kfx.stores.s3 import S3Store, split_uri
         bucket, key = split_uri(uri)
         store = S3Store(f"s3://{bucket}/{key.split('/')[0]}")
         if dry_run:
@@ -334,28 +333,25 @@ def _remove_s3_artifacts(md, run_id: str, needed: set[str], report: Report, dry_
     return removed
 
 
-def _collect_registry(registry: Path, keep: int, pinned_refs: set[str], report: Report, dry_run: bool) -> None:
-    for model_dir in sorted(p for p in registry.iterdir() if p.is_dir()):
-        versions = sorted((int(m.group(1)), p) for p in model_dir.iterdir()
-                          if (m := _VERSION.match(p.name)) and p.is_dir())
-        if not versions:
+def _collect_registry(registry_dir: Path, keep: int, pinned_refs: set[str], report: Report, dry_run: bool) -> None:
+    for model_dir in sorted(p for p in registry_dir.iterdir() if p.is_dir()):
+        numbers = registry.version_numbers(str(model_dir))
+        if not numbers:
             continue
-        pinned = {n for n, _ in versions[-keep:]}
-        aliases = model_dir / "aliases.json"   # {alias: {"version": N, ...}, "history": [...]}
-        if aliases.is_file():
-            try:
-                pinned |= {int(entry["version"]) for name, entry in json.loads(aliases.read_text()).items()
-                           if name != "history"}
-            except (ValueError, KeyError, TypeError, AttributeError, OSError):
-                # An alias that cannot be read pins everything: never guess.
-                report.notes.append(f"{aliases}: unreadable aliases, {model_dir.name} versions kept")
-                pinned |= {n for n, _ in versions}
-        for n, path in versions:
+        pinned = set(numbers[-keep:])
+        try:
+            pinned |= registry.alias_versions(str(model_dir))
+        except (ValueError, OSError):
+            # An alias that cannot be read pins everything: never guess.
+            report.notes.append(f"{model_dir / registry.ALIASES_FILE}: unreadable aliases, {model_dir.name} versions kept")
+            pinned |= set(numbers)
+        for n in numbers:
+            path = model_dir / f"v{n}"
             if n in pinned or _is_needed(str(path), pinned_refs):
                 continue
             report.add(f"registry version {model_dir.name} v{n}", path, size_of(path))
             if not dry_run:
-                hidden = model_dir / f".staging-gc-{uuid.uuid4().hex}"
+                hidden = model_dir / f"{registry.STAGING_PREFIX}gc-{uuid.uuid4().hex}"
                 os.rename(path, hidden)     # gone from the version list at once
                 _remove(hidden)
 
@@ -377,34 +373,3 @@ def _prune_empty(path: Path) -> None:
                 p.rmdir()
         except OSError:
             pass
-
-
-# ------------------------------------------------------------------ the command
-def cmd_gc(args) -> int:
-    root = Path(args.root)
-    if not root.is_dir():
-        print(f"error: --root {args.root}: no such directory", file=sys.stderr)
-        return 2
-    try:
-        policy = load_policy(root, args.keep_runs, args.older_than, args.keep_versions)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report = collect(root, policy, dry_run=args.dry_run)
-    for line in report.lines():
-        print(line)
-    return 0
-
-
-def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("gc", help="remove old runs, failed-step folders, resume dirs and registry versions",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--root", required=True)
-    p.add_argument("--keep-runs", type=int, default=None, metavar="N",
-                   help=f"keep the newest N runs (default: {RETENTION_FILE}, else {DEFAULT_KEEP_RUNS})")
-    p.add_argument("--older-than", type=float, default=None, metavar="DAYS",
-                   help="only remove runs (and failed-step folders, resume dirs) older than DAYS")
-    p.add_argument("--keep-versions", type=int, default=None, metavar="N",
-                   help="keep the newest N versions per registered model (plus aliased and referenced ones)")
-    p.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
-    p.set_defaults(func=cmd_gc)

@@ -4,7 +4,7 @@ Summary first (the verdict, the metric against its references, the model variant
 latency, drift, the step timeline), each step's details below, collapsed. Built from what the run
 recorded (step states and times, every output artifact's metadata, the HTML views the stages
 wrote) by conventions any stage may follow (`blessed`, `trust`, `variants`, `drift_checked`...),
-so it knows no stage by name. Drawn with the UI's charts (kfx.ui.charts); no script, no external
+so it knows no stage by name. Drawn with the UI's charts (kfx.views.charts); no script, no external
 asset: a stage's page is framed (srcdoc) at a fixed height and scrolls inside, which reads the same
 opened alone and inside `kfx ui` (where a sandbox runs no script, so no frame could size itself).
 """
@@ -13,8 +13,9 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from kfx.run_context import RunResult
-from kfx.ui import charts, data
+from kfx.runner import outcome
+from kfx.runner.run_context import RunResult
+from kfx.views import charts, run_records
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em 2em;max-width:1200px}
 table{border-collapse:collapse;margin:.3em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
@@ -81,44 +82,12 @@ def _size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def _metadata(result: RunResult):
-    """(step, output name, artifact) of every output."""
-    for name, step in result.steps.items():
-        for out, artifact in step.outputs.items():
-            yield name, out, artifact
-
-
-def outcome_lines(result: RunResult) -> list[str]:
-    """What a run ends with, by a convention any component may follow: an output artifact's
-    metadata `summary` (one line) is shown as is (ingest's says what it left out of the file,
-    push's what it published), and `published: true` shows its URI (an artifact a step put
-    outside the run's store, e.g. a registry version)."""
-    lines = []
-    for _, _, artifact in _metadata(result):
-        if artifact.metadata.get("summary"):
-            lines.append(" ".join(str(artifact.metadata["summary"]).split()))
-        if artifact.metadata.get("published"):
-            lines.append(f"published: {artifact.uri}")
-    return lines
-
-
-def warning_lines(result: RunResult) -> list[str]:
-    """Every output artifact's metadata `warnings` (a list of one-line texts), by step: what a
-    stage let pass but a person must know (rows it dropped, a test split too small to trust)."""
-    lines = []
-    for name, _, artifact in _metadata(result):
-        warnings = artifact.metadata.get("warnings")
-        if isinstance(warnings, list):
-            lines += [f"{name}: {' '.join(str(w).split())}" for w in warnings]
-    return lines
-
-
 def _verdict(result: RunResult) -> str:
     """The run's state, and the first blessing's verdict and reasons (`blessed`, `reasons`)."""
     if result.state == "FAILED":
         line = result.error_line or (result.error.splitlines() or ["failed"])[0]
         return f"<div class='verdict bad'>FAILED: {html.escape(line)}</div>"
-    for name, _, artifact in _metadata(result):
+    for name, _, artifact in outcome.outputs(result):
         if "blessed" in artifact.metadata:
             reasons = artifact.metadata.get("reasons") or []
             text = ("BLESSED" if artifact.metadata["blessed"] else "NOT BLESSED") + f" by {name}"
@@ -130,7 +99,7 @@ def _verdict(result: RunResult) -> str:
 
 def _trust_chart(result: RunResult) -> str:
     """evaluate's `trust` facts: the model, the trivial predictor and each reference, with intervals."""
-    for name, _, artifact in _metadata(result):
+    for name, _, artifact in outcome.outputs(result):
         trust = artifact.metadata.get("trust")
         if not isinstance(trust, dict) or not isinstance(trust.get("model"), dict):
             continue
@@ -155,7 +124,7 @@ def _trust_chart(result: RunResult) -> str:
 
 def _variant_charts(result: RunResult) -> str:
     """A model's `variants` (quantize's): each variant's file size and single-example latency."""
-    for name, _, artifact in _metadata(result):
+    for name, _, artifact in outcome.outputs(result):
         variants = artifact.metadata.get("variants")
         if not isinstance(variants, dict) or not variants:
             continue
@@ -173,7 +142,7 @@ def _variant_charts(result: RunResult) -> str:
 
 def _roc_chart(result: RunResult) -> str:
     """The first ClassificationMetrics' ROC curve (its `confidenceMetrics`)."""
-    for name, out, artifact in _metadata(result):
+    for name, out, artifact in outcome.outputs(result):
         if artifact.type == "system.ClassificationMetrics" and artifact.metadata.get("confidenceMetrics"):
             return (f"<div><h3>ROC ({html.escape(name)} / {html.escape(out)})</h3>"
                     f"{charts.roc([(name, charts.roc_points(artifact.metadata))], size=260)}</div>")
@@ -183,7 +152,7 @@ def _roc_chart(result: RunResult) -> str:
 def _data_checks(result: RunResult) -> list[str]:
     """Drift (`drift_checked`, `drifted_features`) and anomalies (`num_anomalies`), one line each."""
     lines = []
-    for name, out, artifact in _metadata(result):
+    for name, out, artifact in outcome.outputs(result):
         meta = artifact.metadata
         if "drift_checked" in meta:
             drifted = meta.get("drifted_features") or []
@@ -201,7 +170,7 @@ def _data_checks(result: RunResult) -> list[str]:
 def _executions(result: RunResult) -> list[dict]:
     """The run's steps with their start and end, from MLMD; without a store, laid end to end."""
     try:
-        found = data.executions(data.Root(result.root), result.run_id)
+        found = run_records.executions(run_records.Root(result.root), result.run_id)
     except Exception:   # noqa: BLE001 - the report is written even when the store cannot be read
         found = []
     if found:
@@ -264,11 +233,11 @@ def write(result: RunResult, path: Path) -> Path:
     if result.error:
         parts.append(f"<details{' open' if len(result.error) < 2000 else ''}><summary>the error</summary>"
                      f"<pre class='FAILED'>{html.escape(result.error)}</pre></details>")
-    outcome = outcome_lines(result)
-    if outcome:
+    lines = outcome.outcome_lines(result)
+    if lines:
         parts.append("<h2>Outcome</h2><ul class='outcome'>"
-                     + "".join(f"<li>{html.escape(line)}</li>" for line in outcome) + "</ul>")
-    warnings = warning_lines(result)
+                     + "".join(f"<li>{html.escape(line)}</li>" for line in lines) + "</ul>")
+    warnings = outcome.warning_lines(result)
     if warnings:
         parts.append("<h2>Warnings</h2><ul class='warnings'>"
                      + "".join(f"<li>{html.escape(line)}</li>" for line in warnings) + "</ul>")
@@ -280,7 +249,7 @@ def write(result: RunResult, path: Path) -> Path:
         parts.append("<h2>Data checks</h2><ul class='checks'>"
                      + "".join(f"<li>{html.escape(line)}</li>" for line in checks) + "</ul>")
     parts.append(f"<h2>Steps</h2>{charts.timeline(_executions(result))}{_steps_table(result)}")
-    metrics = [(name, out, art) for name, out, art in _metadata(result) if art.type == "system.Metrics" and art.metadata]
+    metrics = [(name, out, art) for name, out, art in outcome.outputs(result) if art.type == "system.Metrics" and art.metadata]
     if metrics:
         parts.append("<details class='step'><summary>Metrics</summary>" + _table(
             [[html.escape(f"{name} / {out}"), html.escape(k), _cell(v)]

@@ -26,8 +26,8 @@ import time
 import warnings
 from typing import Any, Dict, List, Optional
 
-from kfx import ir
-from kfx.params import parse_params
+from kfx.runner import ir
+from kfx.runner.params import parse_params
 
 log = logging.getLogger("kfx.submit")
 # The least-privilege account runs execute as (created by the chart and manifests/).
@@ -65,7 +65,7 @@ def ir_digest(ir_path: str, length: int = 10) -> str:
 
 
 def checked_params(ir_path: str, params: Dict[str, Any]) -> Dict[str, Any]:
-    """The parameters as the IR declares them (kfx.ir's rules, as `kfx run` applies them)."""
+    """The parameters as the IR declares them (kfx.runner.ir's rules, as `kfx run` applies them)."""
     try:
         spec, _ = ir.read_spec(ir_path)
     except ir.IRError as exc:

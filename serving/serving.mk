@@ -1,7 +1,8 @@
 # kfx serving targets (included from the top Makefile: `include serving/serving.mk`).
 #
 #   make serving-venv       .venv-serving from requirements/serving.lock (kserve 0.15.2 + TF 2.16.2), with
-#                           serving/ on its path (kfx serve --executor process, the tests, the bench)
+#                           serving/ on its path and formats/ linked as kfx_formats (kfx serve --executor
+#                           process, the tests, the bench)
 #   make serving-nginx      Debian's nginx (apt-get install nginx-light) if no nginx is installed
 #   make serving-image      the serving image $(KFX_IMAGE_REGISTRY)/kfx-serve (images/serve/build.sh)
 #   make serving-k8s-tools  Istio CRD models (npm @kubernetes-models/istio) in .tools/serving-node
@@ -12,6 +13,7 @@
 SERVING_VENV ?= .venv-serving
 SERVING_PYTHON := $(SERVING_VENV)/bin/python
 SERVING_BOOT ?= python3.11
+SERVING_SITE = $$($(SERVING_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .PHONY: serving-venv serving-nginx serving-image serving-k8s-tools serving-test-deps serving-test serving-lock serving-bench
 
@@ -20,10 +22,13 @@ $(SERVING_VENV)/.installed: requirements/serving.lock
 	$(SERVING_PYTHON) -m pip --version >/dev/null 2>&1 || $(SERVING_PYTHON) -m ensurepip >/dev/null
 	$(SERVING_PYTHON) -m pip install -q --disable-pip-version-check uv==0.13.9
 	$(SERVING_VENV)/bin/uv pip install -q --compile-bytecode --python $(SERVING_PYTHON) -r requirements/serving.lock
-	echo "$(abspath serving)" > $$($(SERVING_PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/kfx-serving.pth
+	echo "$(abspath serving)" > $(SERVING_SITE)/kfx-serving.pth
 	touch $@
 
+# kfx_formats (the formats the runtime shares with the platform) is the folder formats/: a .pth
+# entry cannot rename a folder, a link can. Made on every call, so an existing venv gets it too.
 serving-venv: $(SERVING_VENV)/.installed
+	@ln -sfn "$(abspath formats)" $(SERVING_SITE)/kfx_formats
 
 serving-nginx:
 	@command -v nginx >/dev/null 2>&1 || test -x /usr/sbin/nginx || { \

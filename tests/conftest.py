@@ -1,6 +1,8 @@
-"""Shared fixtures: the repo root and the bundled data set's configuration."""
+"""Shared fixtures: the repo root, the bundled data set's configuration, the S3 server, the compiled lifecycle."""
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -79,3 +81,13 @@ def s3_server():
             os.environ[k] = v
     proc.terminate()
     proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def lifecycle_ir(tmp_path_factory, repo) -> pathlib.Path:
+    """The lifecycle pipeline compiled once for the session (each `kfx run` would compile it again)."""
+    out = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
+    done = subprocess.run([sys.executable, "-m", "kfx.cli", "compile", "--profile", "local", "-o", str(out)],
+                          cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out

@@ -7,16 +7,13 @@ starting `error:`, that names the file and the line, column or parameter at
 fault; no traceback; no artifact of the failed step; no pushed model.
 """
 import pathlib
-import re
-import subprocess
-import sys
 
 import pytest
 
+from tests.cli_runs import assert_one_clear_error, kfx_run
 from tests.webhook import Webhook
 
 CORPUS = pathlib.Path(__file__).resolve().parent / "bad_inputs"
-REPO = CORPUS.parents[1]
 
 
 def _case(name, data, label, must_name, *extra, task="binary"):
@@ -63,81 +60,40 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ir_file(tmp_path_factory):
-    """The real pipeline, compiled once (each `kfx run` would otherwise compile it again)."""
-    out = tmp_path_factory.mktemp("ir") / "pipeline.yaml"
-    done = subprocess.run([sys.executable, "-m", "kfx.cli", "compile", "--profile", "local", "-o", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return out
-
-
-def kfx_run(ir_file, root, data, label, task, extra, preload=False):
-    # --preload= : the failures here happen before any TensorFlow import, so a fork
-    # server that imports the TF stack first (~8 s) would only slow each case down;
-    # one test below keeps the default to cover the path a person runs.
-    argv = [sys.executable, "-m", "kfx.cli", "run", "--ir", str(ir_file), "--data", str(data),
-            "--label", label, "--task", task, "--root", str(root), *extra]
-    if not preload:
-        argv.append("--preload=")
-    return subprocess.run(argv, cwd=root.parent, capture_output=True, text=True, timeout=300)
-
-
-def assert_one_clear_error(done, root, must_name):
-    """The contract of a failed run; returns the error line."""
-    assert done.returncode != 0, done.stdout
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
-    line = lines[0]
-    for fragment in must_name:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    assert "Traceback" not in done.stdout + done.stderr
-    log = re.search(r"\(log: (\S+)\)", line)
-    if log:   # a step failed: the full story is in its log, where the line says
-        assert pathlib.Path(log.group(1)).is_file()
-    artifacts = root / "artifacts"
-    written = [p for p in artifacts.rglob("*") if p.is_file()] if artifacts.exists() else []
-    assert written == [], f"the failed run left artifacts: {written[:5]}"
-    registry = root / "registry"
-    assert not registry.exists() or not any(registry.iterdir()), "a model was pushed"
-    return line
-
-
 @pytest.mark.parametrize("data, label, task, extra, must_name", CASES)
-def test_bad_input_gives_one_error_line(data, label, task, extra, must_name, ir_file, tmp_path):
+def test_bad_input_gives_one_error_line(data, label, task, extra, must_name, lifecycle_ir, tmp_path):
     root = tmp_path / "root"
-    done = kfx_run(ir_file, root, CORPUS / data, label, task, extra)
+    done = kfx_run(lifecycle_ir, root, CORPUS / data, label, task, extra)
     assert_one_clear_error(done, root, must_name)
 
 
 @pytest.mark.parametrize("label", ["$(touch {marker})", "`touch {marker}`", "; touch {marker}",
                                    "a > 1; rm -rf {victim}", "__import__('os').system('touch {marker}')"])
-def test_label_injection_executes_nothing(label, ir_file, tmp_path):
+def test_label_injection_executes_nothing(label, lifecycle_ir, tmp_path):
     """A label is data: it never reaches a shell or Python's eval."""
     marker, victim = tmp_path / "pwned", tmp_path / "victim"
     victim.mkdir()
     (victim / "keep.txt").write_text("still here")
     root = tmp_path / "root"
-    done = kfx_run(ir_file, root, CORPUS / "good.csv", label.format(marker=marker, victim=victim), "binary", [])
+    done = kfx_run(lifecycle_ir, root, CORPUS / "good.csv", label.format(marker=marker, victim=victim), "binary", [])
     assert_one_clear_error(done, root, ["good.csv", "label"])
     assert not marker.exists() and (victim / "keep.txt").is_file()
 
 
-def test_data_path_injection_executes_nothing(ir_file, tmp_path):
+def test_data_path_injection_executes_nothing(lifecycle_ir, tmp_path):
     marker = tmp_path / "pwned"
     root = tmp_path / "root"
     data = f"{CORPUS / 'good.csv'}; touch {marker}"
-    done = kfx_run(ir_file, root, data, "target", "binary", [])
+    done = kfx_run(lifecycle_ir, root, data, "target", "binary", [])
     assert_one_clear_error(done, root, ["good.csv; touch"])
     assert not marker.exists()
 
 
-def test_default_launcher_gives_the_same_line(ir_file, tmp_path):
+def test_default_launcher_gives_the_same_line(lifecycle_ir, tmp_path):
     """The fork server with the TF stack preloaded (what `kfx run` does by default) reports alike."""
     root = tmp_path / "root"
     with Webhook() as hook:   # the exit handler's notify task still runs, and names the failing step
-        done = kfx_run(ir_file, root, CORPUS / "ragged_short.csv", "target", "binary",
+        done = kfx_run(lifecycle_ir, root, CORPUS / "ragged_short.csv", "target", "binary",
                        ["--param", f"notify_url={hook.url}"], preload=True)
     line = assert_one_clear_error(done, root, ["ragged_short.csv", "line 4"])
     assert "(log: " in line
@@ -146,12 +102,12 @@ def test_default_launcher_gives_the_same_line(ir_file, tmp_path):
     assert "ragged_short.csv" in posted["kfx"]["error"] and "line 4" in posted["text"]
 
 
-def test_a_run_failing_in_transform_notifies_its_step_and_error(ir_file, tmp_path):
+def test_a_run_failing_in_transform_notifies_its_step_and_error(lifecycle_ir, tmp_path):
     """After ingest and validate have run, a failing step still reaches the exit handler's notify task,
     which names it (issue 21: notifications the KFP way)."""
     root = tmp_path / "root"
     with Webhook() as hook:
-        done = kfx_run(ir_file, root, CORPUS / "good.csv", "target", "binary",
+        done = kfx_run(lifecycle_ir, root, CORPUS / "good.csv", "target", "binary",
                        ["--param", "categorical_features=[nosuch]", "--param", f"notify_url={hook.url}"],
                        preload=True)
     assert done.returncode != 0 and "Traceback" not in done.stdout + done.stderr

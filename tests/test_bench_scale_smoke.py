@@ -51,9 +51,9 @@ def test_containers_bench_runs_both_executors(repo, tmp_path):
     import all as bench_all
     if not bench_all.docker_ready():
         pytest.skip("no Docker engine or no kfx images")
-    stdout = _run(repo, "bench/containers.py", "--n", "2", "--reps", "1", "--methods", "subprocess,docker",
+    stdout = _run(repo, "bench/containers.py", "--n", "2", "--reps", "1", "--methods", "subprocess,process,docker",
                   "--no-doc", "--scratch", str(tmp_path / "s"))
-    assert "| docker |" in stdout and "| subprocess |" in stdout
+    assert "| docker |" in stdout and "| subprocess |" in stdout and "| process |" in stdout
 
 
 def test_plots_draw_pngs(repo, tmp_path):

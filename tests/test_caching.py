@@ -5,8 +5,9 @@ import yaml
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Output
 
-from kfx import ir
-from kfx.runner import Runner, Workspace
+from kfx.runner import ir
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -11,11 +11,16 @@ import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 
-from kfx import expressions, ir, lineage, report
+from kfx.runner import expressions, ir
+
+from kfx.stores import lineage
+
+from kfx import report
 from kfx.cli import main
-from kfx.forkserver import ForkServerLauncher
-from kfx.metadata import MetadataStore, State, prop
-from kfx.runner import Runner, Workspace
+from kfx.runner.forkserver import ForkServerLauncher
+from kfx.stores.metadata import MetadataStore, State, prop
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from kfx.launchers import Step
+from kfx.runner.launchers import Step
 from tests import docker_engine
 
 pytestmark = pytest.mark.docker
@@ -37,7 +37,7 @@ except OSError:
 @pytest.fixture(scope="module")
 def launcher():
     client = docker_engine.client()
-    from kfx.docker_launcher import DockerLauncher, image_exists
+    from kfx.runner.docker_launcher import DockerLauncher, image_exists
     from kfx_components.images import stage_image
     image = stage_image("push")   # the smallest stage image: Python without TensorFlow
     if not image_exists(client, image):
@@ -84,7 +84,7 @@ def test_a_step_over_its_memory_limit_is_killed_and_named(launcher, tmp_path):
 def test_a_step_past_its_timeout_is_stopped(launcher, tmp_path):
     """A step's timeout (the IR's, or its stage's) under --executor docker: the runner's deadline
     stops the container, as it kills a process under the other launchers."""
-    from kfx.dispatch import _Deadline
+    from kfx.runner.dispatch import _Deadline
     dl, image = launcher
     lines = []
     started = time.monotonic()

@@ -128,8 +128,8 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
 
 
 def test_lineage_links_pushed_model_back_to_the_ingested_data(runs, repo):
-    from kfx import lineage
-    from kfx.metadata import MetadataStore
+    from kfx.stores import lineage
+    from kfx.stores.metadata import MetadataStore
 
     root, first, *_ = runs
     tree = lineage.trace(MetadataStore(str(root / "metadata.sqlite")), _pushed_uri(first))
@@ -202,7 +202,7 @@ def test_report_shows_stats_anomalies_metrics_and_model_sizes(runs):
 @pytest.fixture(scope="module")
 def docker_run(repo, runs, s3_server, tmp_path_factory):
     """The same IR with every step in its stage's image and every artifact in S3, the data included."""
-    from kfx.s3 import S3Store
+    from kfx.stores.s3 import S3Store
     root = tmp_path_factory.mktemp("e2e-docker")
     store = "s3://kfx-e2e/pipeline-root"
     client = S3Store(store).client
@@ -228,10 +228,10 @@ def _eval_auc(saved_model_dir, examples_dir) -> float:
 @pytest.mark.docker
 @pytest.mark.s3
 def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker_run, tmp_path):
-    from kfx import lineage
-    from kfx.metadata import MetadataStore, prop
-    from kfx.s3 import S3Store
-    from kfx_components.common import registry
+    from kfx.stores import lineage
+    from kfx.stores.metadata import MetadataStore, prop
+    from kfx.stores.s3 import S3Store
+    from kfx_formats import registry
 
     local_root, local_first, *_ = runs
     root, store_uri, proc = docker_run

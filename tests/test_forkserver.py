@@ -11,10 +11,11 @@ import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Metrics, Output
 
-from kfx.forkserver import ForkServerLauncher
-from kfx.launchers import SubprocessLauncher
-from kfx.metadata import MetadataStore, prop
-from kfx.runner import Runner, Workspace
+from kfx.runner.forkserver import ForkServerLauncher
+from kfx.runner.launchers import SubprocessLauncher
+from kfx.stores.metadata import MetadataStore, prop
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
 from tests.light_pipelines import compile_hang
 
 
@@ -192,3 +193,67 @@ def test_a_tensorflow_step_forked_after_the_import_trains_as_in_a_fresh_interpre
     assert fork.state == sub.state == "COMPLETE", fork.error + sub.error
     assert launcher.ready["preloaded"] == ["kfp.dsl.executor_main", "tensorflow"] and launcher.ready["fork_safe"]
     assert fork.steps["fit-tiny"].outputs["model"].metadata == sub.steps["fit-tiny"].outputs["model"].metadata
+
+
+# ------------------------------------------------------- nothing waits for what it does not use
+SLOW_PRELOAD_SECONDS = 60
+
+
+@dsl.component(base_image="python:3.11", install_kfp_package=False)
+def plain_step() -> str:
+    import json
+    return json.dumps({"imports": "nothing the server preloads"})
+
+
+@dsl.pipeline(name="plain")
+def plain():
+    plain_step()
+
+
+@pytest.fixture
+def slow_preload(tmp_path, monkeypatch):
+    """A preloadable module that takes a minute to import, and a first-party package, importable by
+    the runner (which reads their source) and by the servers."""
+    lib = tmp_path / "lib"
+    (lib / "kfx_user_pkg").mkdir(parents=True)
+    (lib / "kfx_slow_preload.py").write_text(f"import time\ntime.sleep({SLOW_PRELOAD_SECONDS})\n")
+    (lib / "kfx_user_pkg" / "__init__.py").write_text("")
+    (lib / "kfx_user_pkg" / "light.py").write_text("import json\nfrom . import plain as _  # noqa\n")
+    (lib / "kfx_user_pkg" / "plain.py").write_text("import os\n")
+    (lib / "kfx_user_pkg" / "helpers.py").write_text("def helper():\n    from . import slow\n")
+    (lib / "kfx_user_pkg" / "slow.py").write_text("import kfx_slow_preload\n")
+    monkeypatch.syspath_prepend(str(lib))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(lib), os.environ.get("PYTHONPATH")])))
+    return "kfx_slow_preload"
+
+
+def test_a_step_that_uses_no_preloaded_module_does_not_wait_for_the_preload(slow_preload, tmp_path):
+    ir_path = tmp_path / "plain.yaml"
+    compiler.Compiler().compile(plain, str(ir_path))
+    launcher = ForkServerLauncher(preload=(slow_preload,))
+    result = _runner(tmp_path / "root", launcher).run(ir_path)
+    assert result.state == "COMPLETE", result.error
+    assert result.seconds < SLOW_PRELOAD_SECONDS / 2, result.seconds
+    assert launcher.ready == {}     # the preloading server never got a step, and was stopped unwaited
+    assert not Path(f"/proc/{launcher.server.pid}").exists()
+    light = (result.run_dir / "logs" / "_forkserver_light.log").read_text()
+    assert '"preloaded": ["kfp.dsl.executor_main"]' in light
+
+
+def test_which_steps_use_the_preload_is_read_from_their_code(slow_preload, tmp_path):
+    from kfx.runner import ir
+    from kfx.runner.preload import uses_preload
+    compiler.Compiler().compile(plain, str(tmp_path / "plain.yaml"))
+    [task] = ir.load(tmp_path / "plain.yaml").tasks.values()
+    kfp_command = task.container["command"][:3]     # sh -ec <kfp's script>, as the IR holds it
+
+    def uses(source: str, preload=(slow_preload,)) -> bool:
+        return uses_preload([*kfp_command, source, "--executor_input", "{}"], preload)
+
+    assert not uses("import json\nfrom kfx_user_pkg import light\n")
+    assert uses("def f():\n    import kfx_slow_preload\n")
+    # through first-party modules: a function-level import, then a relative one
+    assert uses("def f():\n    from kfx_user_pkg.helpers import helper\n")
+    assert uses("import keras\n", ("tensorflow",))      # keras imports TensorFlow itself
+    assert not uses_preload(["sh", "-c", "python -c 'import kfx_slow_preload'"], (slow_preload,))  # exec'd
+    assert uses("def broken(:\n")                       # unreadable: it waits, as every step did

@@ -15,10 +15,12 @@ import pytest
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import Dataset, Input, Output, PipelineTaskFinalStatus
 
-from kfx import ir
+from kfx.runner import ir
 from kfx.cli import main
-from kfx.forkserver import TF_STACK, ForkServerLauncher, preload_for
-from kfx.runner import Runner, Workspace
+from kfx.runner.forkserver import ForkServerLauncher
+from kfx.runner.preload import TF_STACK, preload_for
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
 
 LIGHT = dict(base_image="python:3.11", install_kfp_package=False)
 

@@ -80,8 +80,8 @@ def pushed(tmp_path_factory):
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
-    from kfx_components.common import registry
-    from kfx_components.monitor import executor
+    from kfx_components.monitor import serving_data
+    from kfx_formats import registry
 
     root = tmp_path_factory.mktemp("monitor")
     schema, types = _schema_types()
@@ -92,7 +92,7 @@ def pushed(tmp_path_factory):
     (stage / "schema").mkdir()
     (stage / "saved_model").mkdir()
     (stage / "saved_model" / "README").write_text("stand-in: the monitor reads logged outputs, not the model\n")
-    executor.write_statistics(executor.statistics(rows, schema),
+    serving_data.write_statistics(serving_data.statistics(rows, schema),
                               str(stage / "statistics" / "train" / "FeatureStats.pb"))
     shutil.copy(SCHEMA, stage / "schema" / "schema.pbtxt")
 
@@ -142,8 +142,8 @@ def pushed(tmp_path_factory):
 
 def _monitor(pushed, capsys, serving, *extra):
     """kfx monitor in this process (the runner forks its step as for `kfx run`): (exit code, stdout, verdict)."""
-    from kfx import monitor
-    code = monitor.main(["--serving-data", serving, "--model", pushed["version"],
+    from kfx.cli import main
+    code = main(["monitor", "--serving-data", serving, "--model", pushed["version"],
                          "--root", str(pushed["root"] / "ws"), *extra])
     out, err = capsys.readouterr()
     return code, out, err, _verdict(out)
@@ -256,57 +256,61 @@ def test_unreadable_window_fails_the_step_with_one_error_line(pushed, tmp_path, 
 
 def test_bad_input_is_one_error_line(pushed, tmp_path):
     """Usage errors (exit 2) name the file and what to do; bad serving data names file and line."""
-    from kfx import monitor
-    from kfx_components.monitor import executor
+    from kfx.cli import main
+    from kfx_components.monitor import serving_data
+    from kfx_formats import payload_log
 
     bare = tmp_path / "registry" / MODEL / "v1"
     bare.mkdir(parents=True)
-    proc = subprocess.run([sys.executable, "-m", "kfx.monitor", "--serving-data", str(SECOND),
+    proc = subprocess.run([sys.executable, "-m", "kfx.cli", "monitor", "--serving-data", str(SECOND),
                            "--model", str(bare)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --model")
     assert "statistics/train/FeatureStats.pb" in lines[0] and "push" in lines[0]
-    assert monitor.main(["--serving-data", str(tmp_path / "nope.jsonl"), "--model", pushed["version"]]) == 2
-    assert monitor.main(["--serving-data", str(SECOND), "--model", pushed["version"],
+    assert main(["monitor", "--serving-data", str(tmp_path / "nope.jsonl"), "--model", pushed["version"]]) == 2
+    assert main(["monitor", "--serving-data", str(SECOND), "--model", pushed["version"],
                          "--host", "http://kfp:8888"]) == 2
 
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"request_id": "a", "instances": [{"fare": 1.0}]}\nnot json\n')
-    with pytest.raises(executor.MonitorInputError, match=r"broken.jsonl, line 2: not JSON"):
-        executor.read_serving_data(str(broken))
+    with pytest.raises(ValueError, match=r"broken.jsonl, line 2: not JSON"):
+        serving_data.read_serving_data(str(broken))
     labels = tmp_path / "labels.csv"
     labels.write_text("id,y\na,1\n")
-    with pytest.raises(executor.MonitorInputError, match=r"labels .*labels.csv: header .* request_id and label"):
-        executor.read_labels(str(labels))
+    with pytest.raises(ValueError, match=r"labels .*labels.csv: header .* lacks request_id and label"):
+        payload_log.read_labels(str(labels))
 
 
 def test_plain_csv_and_feature_dicts_are_read(tmp_path):
-    from kfx_components.monitor import executor
+    from kfx_components.monitor import serving_data
     (tmp_path / "a.csv").write_text("request_id,fare,company\nr1,3.5,A\nr2,,B\n")
     (tmp_path / "b.jsonl").write_text('{"fare": 4.0, "company": "C"}\n')
-    data = executor.read_serving_data(str(tmp_path))
+    data = serving_data.read_serving_data(str(tmp_path))
     assert [r.get("fare") for r in data["rows"]] == ["3.5", "", 4.0]
-    assert "request_id" not in data["rows"][0] and data["records"][0][0] == "r1"
-    assert data["format"] == "csv, feature dicts"
+    assert "request_id" not in data["rows"][0] and data["requests"] == 3
+    assert data["format"] == "csv, feature dicts" and data["predictions"] == {}
 
 
-def test_retrain_command_and_compiled_pipeline(tmp_path):
-    """--retrain starts `kfx run` into the same registry, or `kfx submit` with --host; the IR is KFP's."""
-    import argparse
-
+def test_retraining_runs_the_lifecycle_into_the_monitored_registry(tmp_path, monkeypatch):
+    """--retrain runs the lifecycle in this process (kfx.runner.execute.run_pipeline, as `kfx run`)
+    into the registry and name of the monitored model, unless a --param says otherwise; the IR is KFP's."""
     import yaml
 
     from kfx import monitor
-    args = argparse.Namespace(retrain="incoming/span-{SPAN}/*.csv", host=None, root=str(tmp_path),
-                              config="pipelines/configs/chicago_taxi.yaml", param=["train_epochs=5"])
-    cmd = monitor.retrain_command(args, f"{tmp_path}/registry/{MODEL}/v3")
-    assert cmd[1:5] == ["-m", "kfx.cli", "run", "--root"]
-    assert cmd[cmd.index("--data") + 1] == "incoming/span-{SPAN}/*.csv"
-    assert f"registry_uri={tmp_path}/registry" in cmd and f"model_name={MODEL}" in cmd
-    args.host = "http://kfp:8888"
-    cmd = monitor.retrain_command(args, f"s3://kfx/registry/{MODEL}/v3")
-    assert cmd[3:6] == ["submit", "--host", "http://kfp:8888"] and "registry_uri=s3://kfx/registry" in cmd
+    params = monitor.retrain_parameters(f"{tmp_path}/registry/{MODEL}/v3", "pipelines/configs/chicago_taxi.yaml",
+                                        str(TAXI), ["train_epochs=5"])
+    assert params["registry_uri"] == f"{tmp_path}/registry" and params["model_name"] == MODEL
+    assert params["train_epochs"] == 5 and params["data_uri"] == str(TAXI)
+    params = monitor.retrain_parameters(f"s3://kfx/registry/{MODEL}/v3", None, str(TAXI), ["model_name=other"])
+    assert params["registry_uri"] == "s3://kfx/registry" and params["model_name"] == "other"
+
+    calls = []
+    monkeypatch.setattr(monitor, "run_pipeline", lambda ir_path, params, root, **kw: calls.append(
+        (next(yaml.safe_load_all(Path(ir_path).read_text()))["pipelineInfo"]["name"], params, root)) or "result")
+    assert monitor.retrain(f"{tmp_path}/registry/{MODEL}/v3", str(TAXI), str(tmp_path)) == "result"
+    (name, given, root), = calls
+    assert name == "kfx-tabular" and root == str(tmp_path) and given["model_name"] == MODEL
 
     from kfx_pipelines.monitor import compile_pipeline
     docs = list(yaml.safe_load_all(Path(compile_pipeline(str(tmp_path / "m.yaml"), profile="cpu")).read_text()))

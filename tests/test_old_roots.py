@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from kfx import cli, serving
-from kfx_components.common import registry
+from kfx import cli
+from kfx_formats import registry
 from kfx_components.push import executor as push
 from kfx_components.resolve import executor as resolve
 
@@ -72,8 +72,8 @@ def test_push_onto_an_old_registry_publishes_the_next_version(old, tmp_path):
 def test_kfx_serving_and_the_production_alias_on_an_old_registry(old, tmp_path):
     reg = _registry(old, tmp_path)
     push.run(os.path.join(reg, MODEL, "v1", "saved_model"), "", {"blessed": True}, reg, MODEL, card={})
-    assert serving.resolve(f"{reg}/{MODEL}") == (f"{reg}/{MODEL}", 2)
-    serving.set_alias(f"{reg}/{MODEL}", "production", 1)   # kfx rollout rolls back to the old model
+    assert registry.resolve(f"{reg}/{MODEL}") == (f"{reg}/{MODEL}", 2)
+    registry.set_alias(f"{reg}/{MODEL}", "production", 1)   # kfx rollout rolls back to the old model
     facts = resolve.run(reg, MODEL)
     assert facts["version"] == 1 and facts["source"] == "the 'production' alias"
     assert registry.read_alias(reg, MODEL, "staging") is None

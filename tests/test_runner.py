@@ -9,44 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-from kfp import compiler, dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp import compiler
 
-from kfx import ir, lineage
-from kfx.metadata import MetadataStore, State, prop
-from kfx.runner import Runner, Workspace
-from tests.light_pipelines import compile_hang
+from kfx.runner import ir
 
-
-@dsl.component(base_image="python:3.11", install_kfp_package=False)
-def count_rows(data: Input[Dataset], skip: int, rows: Output[Dataset]) -> int:
-    import os
-    lines = open(data.path).read().splitlines()[skip:]
-    os.makedirs(rows.path)
-    with open(os.path.join(rows.path, "rows.txt"), "w") as f:
-        f.write("\n".join(lines))
-    rows.metadata["rows"] = len(lines)
-    return len(lines)
-
-
-@dsl.component(base_image="python:3.11", install_kfp_package=False)
-def fit(rows: Input[Dataset], n: int, fail: bool, model: Output[Model], metrics: Output[Metrics]):
-    import os
-    if fail:
-        print("about to fail: bad input")
-        raise ValueError("fit: parameter 'fail' is set")
-    total = sum(float(x.split(",")[1]) for x in open(os.path.join(rows.path, "rows.txt")).read().splitlines())
-    with open(model.path, "w") as f:
-        f.write(str(total / n))
-    metrics.log_metric("mean", total / n)
-    model.metadata["input_rows_artifact"] = rows.name
-
-
-@dsl.pipeline(name="toy")
-def toy(data_uri: str, skip: int = 1, fail: bool = False):
-    data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-    counted = count_rows(data=data.output, skip=skip)
-    fit(rows=counted.outputs["rows"], n=counted.outputs["Output"], fail=fail)
+from kfx.stores import lineage
+from kfx.stores.metadata import MetadataStore, State, prop
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
+from tests.light_pipelines import checked_pipeline, compile_hang, toy
 
 
 @pytest.fixture()
@@ -129,20 +100,6 @@ def test_failing_step_fails_the_run_with_its_log_and_commits_nothing(setup):
     # The failure is not cached: a good run afterwards runs fit.
     good = runner.run(ir_path, {"data_uri": str(data)})
     assert good.steps["fit"].state == "COMPLETE"
-
-
-@dsl.component(base_image="python:3.11", install_kfp_package=False)
-def check_rows(rows: Input[Dataset], report: Output[HTML], checked: Output[Dataset]):
-    """Writes its report, then refuses the data (as validate does on anomalies)."""
-    with open(report.path, "w") as f:
-        f.write("<p>3 rows; anomaly: value out of range</p>")
-    raise ValueError("check_rows: anomaly: value out of range")
-
-
-@dsl.pipeline(name="checked")
-def checked_pipeline(data_uri: str):
-    data = dsl.importer(artifact_uri=data_uri, artifact_class=Dataset, reimport=False)
-    check_rows(rows=count_rows(data=data.output, skip=1).outputs["rows"])
 
 
 def test_a_failed_steps_outputs_are_kept_for_a_person_but_never_registered(setup, tmp_path):

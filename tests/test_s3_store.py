@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 from kfp import compiler
 
-from kfx import lineage
-from kfx.runner import Runner, Workspace
-from kfx.s3 import COMMIT_SUFFIX, S3Store
-from tests.test_runner import toy
+from kfx.stores import lineage
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
+from kfx.stores.s3 import COMMIT_SUFFIX, S3Store
+from tests.light_pipelines import toy
 
 pytestmark = pytest.mark.s3
 

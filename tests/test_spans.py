@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kfx import spans
+from kfx.runner import spans
 
 
 def _touch(path):

@@ -6,7 +6,7 @@ import pytest
 from kfp import compiler, dsl
 
 from kfx.cli import main
-from kfx.dispatch import raised_error
+from kfx.runner.dispatch import raised_error
 
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)

@@ -79,10 +79,12 @@ def test_wild_names_are_pushed_with_their_original_names(pushed):
 
 def test_served_model_answers_a_request_with_the_original_names(pushed):
     need_serving_env()
-    from kfx import serving
+    from kfx.serving.batch import to_example
+    from kfx.serving.servers import Server, free_port, http_json
+    from kfx_formats import features
 
     version, frame, _ = pushed
-    server = serving.Server(str(version), serving.free_port()).start()
+    server = Server(str(version), free_port()).start()
     try:
         server.wait_ready(180)
         meta = server.metadata()
@@ -90,22 +92,22 @@ def test_served_model_answers_a_request_with_the_original_names(pushed):
         rows = frame.drop(columns=["y"]).head(5)
         instances = [{k: (None if pd.isna(v) else v.item() if hasattr(v, "item") else v)
                       for k, v in row.items()} for row in rows.to_dict("records")]
-        code, body, _ = serving.http_json("POST", f"{server.url}/v1/models/{meta['name']}:predict",
-                                          {"instances": instances}, timeout=60)
+        code, body, _ = http_json("POST", f"{server.url}/v1/models/{meta['name']}:predict",
+                                  {"instances": instances}, timeout=60)
         assert code == 200, body
         served = [p["probabilities"]["yes"] for p in body["predictions"]]
         assert all(0 <= p <= 1 for p in served) and {p["label"] for p in body["predictions"]} <= {"yes", "no"}
         # The same rows as tf.Examples keyed by the original names, through the SavedModel itself.
         import tensorflow as tf
         fn = tf.saved_model.load(str(version / "saved_model")).signatures["serving_default"]
-        spec = serving._parse_spec(fn)
-        examples = [serving._to_example(tf, {k: "" if pd.isna(v) else str(v) for k, v in row.items()}, spec)
+        spec = features.spec_from_signature(fn)
+        examples = [to_example(tf, {k: "" if pd.isna(v) else str(v) for k, v in row.items()}, spec)
                     for row in rows.to_dict("records")]
         expected = fn(examples=tf.constant(examples))["probabilities"].numpy()[:, 0]
         np.testing.assert_allclose(served, expected, rtol=1e-4, atol=1e-6)
         # A request under the identifiers kfx uses inside is not the contract: refused, naming them.
-        code, body, _ = serving.http_json("POST", f"{server.url}/v1/models/{meta['name']}:predict",
-                                          {"instances": [{"class_": 1.0}]}, timeout=60)
+        code, body, _ = http_json("POST", f"{server.url}/v1/models/{meta['name']}:predict",
+                                  {"instances": [{"class_": 1.0}]}, timeout=60)
         assert code == 400 and "class_" in json.dumps(body), body
     finally:
         server.stop()

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 
+# The metric each problem type is judged by (tuning objective, gates, blessing, card, the online
+# metric): one table, kfx_formats', which serving and the platform read too.
+from kfx_formats.payload_log import HIGHER_IS_BETTER, PRIMARY_METRIC  # noqa: F401 - re-exported for the stages
+
 PROBLEM_TYPES = ("binary", "multiclass", "regression")
-# The metric each problem type is judged by: tuning objective, gates, blessing, card.
-PRIMARY_METRIC = {"binary": "auc", "multiclass": "accuracy", "regression": "rmse"}
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "rmse": False}
 SAVED_MODEL_FILE = "saved_model.pb"
 # The served model's signatures (docs/design.md, artifact "model").
 SERVING_SIGNATURE = "serving_default"      # serialized raw tf.Examples -> probabilities / predictions

@@ -13,17 +13,14 @@ def deploy(pushed_model: Input[Model], registry_uri: str, model_name: str, rollo
     when push published the model; nothing otherwise. Starts no server."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     import json
-    import os
 
+    from kfx_components.common import component_io
     from kfx_components.deploy import executor
 
     facts = executor.run(dict(pushed_model.metadata), registry_uri, model_name, rollout,
-                         run_info={"pushed_model": pushed_model.name})
-    deployment.metadata.update({k: facts[k] for k in ("deployed", "rollout", "version", "reason", "record")
-                                if k in facts})
+                         run_info=component_io.names(pushed_model=pushed_model))
+    component_io.put(deployment, facts, ("deployed", "rollout", "version", "reason", "record"))
     if facts["deployed"]:   # the artifact is the record the executor wrote under the registry (file or S3)
         deployment.uri = facts["record"]
     else:                   # nothing deployed: the artifact says why
-        os.makedirs(os.path.dirname(deployment.path) or ".", exist_ok=True)
-        with open(deployment.path, "w") as f:
-            json.dump(facts, f, indent=2, sort_keys=True, default=str)
+        component_io.write_text(deployment, json.dumps(facts, indent=2, sort_keys=True, default=str))

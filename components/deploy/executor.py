@@ -6,19 +6,18 @@ After push, for a blessed model only, this step writes
     {"model_name", "version": N, "uri": ".../vN", "rollout": "none|canary|blue-green|shadow",
      "status": "pending", "requested_at", "run": {...}, "commands": {"serve": ..., "rollout": ...}}
 
-`kfx serve` / `kfx rollout` (kfx/serving.py) act on it; on Kubernetes the chart's serving
+`kfx serve` / `kfx rollout` (kfx/serving/) act on it; on Kubernetes the chart's serving
 values (or Argo CD) do. The step starts no server: nothing keeps running after the run.
 No TensorFlow: runs on the push runtime (kfp + minio).
 """
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import os
 from typing import Any, Dict, Mapping
 
-from kfx_components.common import s3
+from kfx_formats import s3
 
 ROLLOUTS = ("none", "canary", "blue-green", "shadow")
 
@@ -50,7 +49,7 @@ def run(pushed: Mapping[str, Any], registry_uri: str, model_name: str, rollout: 
     data = json.dumps(record, indent=2, sort_keys=True).encode()
     if s3.is_s3(uri):
         bucket, key = s3.split_uri(uri)
-        s3.client().put_object(bucket, key, io.BytesIO(data), len(data), content_type="application/json")
+        s3.put(s3.client(), bucket, key, data, "application/json")
     else:
         path = uri[len("file://"):] if uri.startswith("file://") else uri
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -16,21 +16,20 @@ def distill(teacher: Input[Model], transformed_examples: Input[Dataset], transfo
     `max_student_ratio` x the teacher's parameters) on alpha * label loss + (1 - alpha) * T^2 * teacher
     loss; pass it on, or the teacher when the student's eval metric is worse by more than `tolerance`."""
     # dsl.component embeds this body's source in the IR: imports must live here.
-    from kfx_components.common import facts as travelling
+    from kfx_components.common import component_io
     from kfx_components.distill import executor
-    meta = transformed_examples.metadata
     facts = executor.run(teacher_model_dir=teacher.path, transformed_examples_dir=transformed_examples.path,
                          transform_graph_dir=transform_graph.path, model_dir=model.path,
-                         label_key=meta["label_key"], problem_type=meta["problem_type"],
-                         num_classes=int(meta.get("num_classes") or 0), temperature=temperature,
+                         **component_io.problem(transformed_examples), temperature=temperature,
                          alpha=alpha, student_width=student_width, epochs=epochs, tolerance=tolerance,
                          student_embedding_dim=student_embedding_dim, max_student_ratio=max_student_ratio)
+    component_io.carry(model, transformed_examples, facts)
     teacher_meta = dict(teacher.metadata or {})
     teacher_history = {k: teacher_meta[k] for k in ("epochs_run", "best_epoch", "curves") if k in teacher_meta}
-    model.metadata.update({**facts, **travelling.carried(meta),
-                           **({"teacher_history": teacher_history} if teacher_history else {})})
-    for key in ("teacher_params", "student_params", "compression_ratio", "param_ratio", "teacher_metric",
-                "student_metric", "logit_mse_to_teacher", "logit_corr_to_teacher", "seconds"):
-        if facts.get(key) is not None:   # no student metrics when the teacher was too small to distill
-            metrics.log_metric(key, float(facts[key]))
-    metrics.metadata["passed_on"] = facts["passed_on"]
+    if teacher_history:
+        model.metadata["teacher_history"] = teacher_history
+    logged = ("teacher_params", "student_params", "compression_ratio", "param_ratio", "teacher_metric",
+              "student_metric", "logit_mse_to_teacher", "logit_corr_to_teacher", "seconds")
+    # no student metrics when the teacher was too small to distill
+    component_io.log_metrics(metrics, {k: float(facts[k]) for k in logged if facts.get(k) is not None},
+                             passed_on=facts["passed_on"])

@@ -19,30 +19,23 @@ def distributed_train(transformed_examples: Input[Dataset], transform_graph: Inp
     S3 prefix KFX_TFJOB_STAGING_URI (default: next to this step's outputs), see
     kfx_components.distributed_train.tfjob.train_with_tfjob.
     """
-    from kfx_components.common import facts as travelling
+    from kfx_components.common import component_io
     from kfx_components.distributed_train import executor
 
     if int(workers) < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
-    meta = transformed_examples.metadata
     kwargs = dict(transformed_examples_dir=transformed_examples.path,
                   transform_graph_dir=transform_graph.path,
                   hyperparameters_dir=hyperparameters.path,
                   model_dir=model.path, checkpoint_dir=checkpoints.path,
-                  label_key=meta["label_key"], problem_type=meta["problem_type"],
-                  num_classes=int(meta.get("num_classes") or 0), epochs=epochs)
+                  **component_io.problem(transformed_examples), epochs=epochs)
     if int(workers) > 1:
         from kfx_components.distributed_train import tfjob
         facts = tfjob.train_with_tfjob(workers=int(workers), output_uri=model.uri or "", **kwargs)
     else:
         facts = {**executor.run(**kwargs), "workers": 1}
-    model.metadata.update({**facts, **travelling.carried(meta)})
-    checkpoints.metadata.update({"epochs": facts["epochs"], "checkpoints": facts["checkpoints"],
-                                 "strategy": facts["strategy"], "workers": facts["workers"],
-                                 "replicas": facts["replicas"]})
-    for key, value in facts.items():
-        if key.startswith("eval_") and isinstance(value, (int, float)):
-            metrics.log_metric(key, value)
-    for key in ("replicas", "workers", "params", "seconds"):
-        metrics.log_metric(key, facts[key])
-    metrics.metadata["strategy"] = facts["strategy"]
+    component_io.carry(model, transformed_examples, facts)
+    component_io.put(checkpoints, facts, ("epochs", "checkpoints", "strategy", "workers", "replicas"))
+    evaluated = {k: v for k, v in facts.items() if k.startswith("eval_") and isinstance(v, (int, float))}
+    run = {k: facts[k] for k in ("replicas", "workers", "params", "seconds")}
+    component_io.log_metrics(metrics, {**evaluated, **run}, strategy=facts["strategy"])

@@ -14,7 +14,7 @@ visible to other pods, so everything travels through a run-scoped S3 prefix, the
     <staging>/outputs/facts.json                the chief's executor.run facts
     <staging>/outputs/_COMPLETE                 written last by the chief (manifest of the above)
 
-Each folder follows the stages' commit-marker convention (``common.s3.commit``,
+Each folder follows the stages' commit-marker convention (``kfx_formats.s3.commit``,
 ``committed``, ``fetch``): a reader trusts a folder only once its ``_COMPLETE``
 marker exists and reads exactly the objects the marker lists, so a crash
 mid-upload (or a stale object from an earlier attempt) is never read as a result.
@@ -45,8 +45,8 @@ import sys
 import tempfile
 from typing import Dict, Mapping, Optional, Sequence
 
-from kfx_components.common import s3
-from kfx_components.common.s3 import client as s3_client, split_uri  # noqa: F401 - tfjob and tests use them here
+from kfx_formats import s3
+from kfx_formats.s3 import client as s3_client, split_uri  # noqa: F401 - tfjob and tests use them here
 
 INPUTS = ("transformed_examples", "transform_graph", "hyperparameters")
 FACTS_FILE = "facts.json"
@@ -57,7 +57,7 @@ class StagingError(RuntimeError):
     """The staging prefix is missing something a reader needs."""
 
 
-# ------------------------------------------------------------------ staging (common.s3's commit convention)
+# ------------------------------------------------------------------ staging (kfx_formats.s3's commit convention)
 
 def _publish(client, staging_uri: str, folder: str, trees: Mapping[str, str],
              files: Mapping[str, bytes] = None) -> Dict:
@@ -120,8 +120,10 @@ def delete_staging(staging_uri: str, client=None) -> int:
     from minio.deleteobjects import DeleteObject
     client = client or s3_client()
     bucket, key = split_uri(staging_uri)
-    names = [o.object_name for o in client.list_objects(bucket, prefix=key + "/", recursive=True)]
-    errors = list(client.remove_objects(bucket, (DeleteObject(n) for n in names)))
+    names = [o.object_name for o in s3.with_retries(f"listing of {staging_uri}", lambda: list(
+        client.list_objects(bucket, prefix=key + "/", recursive=True)))]
+    errors = s3.with_retries(f"delete of {staging_uri}", lambda: list(
+        client.remove_objects(bucket, (DeleteObject(n) for n in names))))
     if errors:
         raise StagingError(f"could not delete {len(errors)} staging objects below {staging_uri}: {errors[0]}")
     return len(names)

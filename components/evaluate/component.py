@@ -27,37 +27,35 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List
     import shutil
     import tempfile
 
-    from kfx_components.common import s3
-    from kfx_components.evaluate import executor
+    from kfx_formats import s3
+    from kfx_components.common import component_io
+    from kfx_components.evaluate import executor, outputs
 
     meta = dict(examples.metadata)
     workdir = tempfile.mkdtemp(prefix="kfx-baseline-")
     try:
-        baseline_dir = s3.local_copy(baseline_model_uri, workdir) if baseline_model_uri else ""
+        baseline_dir = s3.local_copy(baseline_model_uri, workdir)
         facts = executor.run(model_dir=model.path, examples_dir=examples.path,
                              evaluation_dir=evaluation.path, report_path=report.path,
-                             label_key=meta["label_key"], problem_type=meta["problem_type"],
-                             num_classes=int(meta.get("num_classes") or 0),
-                             slice_features=list(slice_features or []),
+                             **component_io.problem(examples), slice_features=list(slice_features or []),
                              crossed_slices=list(crossed_slices or []), baseline_model_dir=baseline_dir,
                              metric_threshold=metric_threshold, baseline_tolerance=baseline_tolerance,
                              min_vs_reference=min_vs_reference, max_fairness_gap=max_fairness_gap,
                              explain_rows=explain_rows, explanation_path=explanation.path,
-                             training_history=executor.training_histories(model.metadata),
+                             training_history=outputs.training_histories(model.metadata),
                              beam_pipeline_args=list(beam_pipeline_args or ()))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
-    executor.write_blessing(blessing.path, facts)
-    blessing.metadata.update(executor.verdict_metadata(facts, baseline_model_uri))
-    evaluation.metadata.update(executor.evaluation_metadata(facts, baseline_model_uri))
-    explanation.metadata.update(executor.explanation_metadata(facts))
-    for name, value in executor.logged_metrics(facts).items():
-        metrics.log_metric(name, value)
+    outputs.write_blessing(blessing.path, facts)
+    component_io.put(blessing, outputs.verdict_metadata(facts, baseline_model_uri))
+    component_io.put(evaluation, outputs.evaluation_metadata(facts, baseline_model_uri))
+    component_io.put(explanation, outputs.explanation_metadata(facts))
+    component_io.log_metrics(metrics, outputs.logged_metrics(facts))
     if "roc" in facts and facts["roc"]["fpr"]:
         roc = facts["roc"]
         classification_metrics.log_roc_curve(roc["fpr"], roc["tpr"], roc["thresholds"])
     if facts.get("confusion_matrix"):
         matrix = facts["confusion_matrix"]
         classification_metrics.log_confusion_matrix(
-            executor.confusion_categories(matrix, meta.get("label_vocabulary")), matrix)
+            outputs.confusion_categories(matrix, meta.get("label_vocabulary")), matrix)

@@ -19,6 +19,7 @@ def ingest(data: Input[Dataset], label: str, problem_type: str, eval_ratio: floa
     engine runs with beam_pipeline_args, as validate and transform do (docs/scale.md).
     """
     # dsl.component embeds this body's source in the IR: imports must live here.
+    from kfx_components.common import component_io
     from kfx_components.ingest import executor
     # Only what differs from the defaults is passed on, so an image built before the
     # engine existed still runs this body.
@@ -30,4 +31,4 @@ def ingest(data: Input[Dataset], label: str, problem_type: str, eval_ratio: floa
     facts = executor.run(data_path=data.path, examples_dir=examples.path, label=label,
                          problem_type=problem_type, eval_ratio=eval_ratio, test_ratio=test_ratio,
                          drop_columns=list(drop_columns or ()), split_key=split_key, **extra)
-    examples.metadata.update(facts)
+    component_io.put(examples, facts)   # with `summary` when ingest left something out of the file

@@ -15,12 +15,11 @@ import urllib.parse
 import urllib.request
 from typing import Optional
 
-from kfx_components.common import registry
+from kfx_formats import registry
 
 # On a cluster the URL comes from a Kubernetes Secret as this variable (pipelines/profiles.py),
 # never as a literal in the IR; locally it may be the `notify_url` parameter.
 URL_ENV = "KFX_NOTIFY_URL"
-CARD_JSON = "model_card.json"
 TIMEOUT_SECONDS = 10
 
 
@@ -40,7 +39,7 @@ def pushed_since(registry_uri: str, model_name: str, run_created: str) -> Option
     if head is None:
         return None
     try:
-        card = json.loads(registry.read_file(head, CARD_JSON) or b"{}")
+        card = json.loads(registry.read_file(head, registry.CARD_JSON) or b"{}")
     except ValueError:
         return None
     published, created = _when(str(card.get("published_at", ""))), _when(run_created)

@@ -23,23 +23,20 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
     import os
     from typing import NamedTuple
 
+    from kfx_components.common import component_io
     from kfx_components.push import card_html, executor
 
     bless = dict(blessing.metadata)
     if "blessed" not in bless:  # fall back on the marker file evaluate writes
         bless["blessed"] = os.path.exists(os.path.join(blessing.path, "BLESSED"))
-    lineage = {"model": model.name, "quantized": quantized.name, "blessing": blessing.name,
-               "eval_metrics": eval_metrics.name, "examples": examples.name,
-               "hyperparameters": hyperparameters.name}
+    lineage = component_io.names(model=model, quantized=quantized, blessing=blessing, eval_metrics=eval_metrics,
+                                 examples=examples, hyperparameters=hyperparameters)
     card = executor.make_card(model_name, dict(model.metadata), dict(quantized.metadata), bless,
                               dict(examples.metadata), dict(hyperparameters.metadata), lineage)
-    # kfx's runner adds each input's lineage fingerprint (kfx_fingerprint); KFP does not: then bytes.
-    sources = [a.metadata.get("kfx_fingerprint", "") for a in (model, quantized)]
-    source_fingerprint = "+".join(sources) if all(sources) else ""
     facts = executor.run(model_dir=model.path, quantized_dir=quantized.path, blessing=bless,
                          registry_uri=registry_uri, model_name=model_name, card=card,
                          statistics_dir=statistics.path, schema_dir=schema.path,
-                         source_fingerprint=source_fingerprint)
+                         source_fingerprint=component_io.source_fingerprint(model, quantized))
     markdown = facts.pop("model_card", "")
     page = facts.pop("model_card_html", "")
     if facts["pushed"]:
@@ -47,16 +44,10 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
     else:
         markdown = f"# {model_name}: not pushed\n\n{facts['reason']}\n"
         page = card_html.not_pushed(model_name, facts["reason"])
-    # "summary" and "published": what the run ends with, by kfx's stage-neutral convention.
-    pushed_model.metadata.update({"pushed": facts["pushed"], "published": facts["pushed"],
-                                  "already": facts.get("already", False),
-                                  "version": facts.get("version", 0),
-                                  "model_name": model_name, "summary": executor.summary_line(facts, card),
-                                  **({"reason": facts["reason"]} if not facts["pushed"] else {})})
-    os.makedirs(os.path.dirname(model_card.path) or ".", exist_ok=True)
-    with open(model_card.path, "w") as f:
-        f.write(markdown)
-    os.makedirs(os.path.dirname(model_card_html.path) or ".", exist_ok=True)
-    with open(model_card_html.path, "w", encoding="utf-8") as f:
-        f.write(page or card_html.render(card))
+    component_io.result(pushed_model, executor.summary_line(facts, card), published=facts["pushed"],
+                        pushed=facts["pushed"], already=facts.get("already", False),
+                        version=facts.get("version", 0), model_name=model_name,
+                        **({"reason": facts["reason"]} if not facts["pushed"] else {}))
+    component_io.write_text(model_card, markdown)
+    component_io.write_text(model_card_html, page or card_html.render(card))
     return NamedTuple("PushOutputs", pushed=bool)(bool(facts["pushed"]))

@@ -4,7 +4,7 @@ A blessed model becomes `<registry_uri>/<model_name>/v<N>/` holding
 `saved_model/` (the SavedModel), `tflite/` (the quantized files),
 `model_card.md`, `model_card.json` and `model_card.html` (the card rendered, with
 inline SVG charts); the version is created by an atomic
-rename (see `kfx_components.common.registry`) and never overwritten. A model
+rename (see `kfx_formats.registry`) and never overwritten. A model
 that is not blessed publishes nothing.
 
 No TensorFlow here: the push image carries none.
@@ -17,11 +17,11 @@ import json
 import os
 from typing import Any, Dict, Mapping
 
-from kfx_components.common import problem, registry
+from kfx_components.common import problem
+from kfx_formats import registry
 from kfx_components.common.facts import left_out_line
 from kfx_components.push import card_html
 
-CARD_MD, CARD_JSON, CARD_HTML = "model_card.md", "model_card.json", "model_card.html"
 
 
 def _fmt(value: Any) -> str:
@@ -316,7 +316,7 @@ def _already_published(registry_uri: str, model_name: str, model_fingerprint: st
     head = registry.latest(registry_uri, model_name)
     if head is None:
         return None
-    raw = registry.read_file(head, CARD_JSON)
+    raw = registry.read_file(head, registry.CARD_JSON)
     try:
         recorded = json.loads(raw or b"{}").get("model_fingerprint")
     except ValueError:
@@ -348,12 +348,12 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         return {"pushed": False, "reason": reason, "model_name": model_name}
 
     problem.require_saved_model(model_dir, "model_dir")
-    sources = {"saved_model": model_dir}
+    sources = {registry.SAVED_MODEL: model_dir}
     if quantized_dir:
         if not os.path.isdir(quantized_dir):
             raise ValueError(f"quantized_dir {quantized_dir!r} is not a directory")
-        sources["tflite"] = quantized_dir
-    for name, path in (("statistics", statistics_dir), ("schema", schema_dir)):
+        sources[registry.TFLITE] = quantized_dir
+    for name, path in ((registry.STATISTICS, statistics_dir), (registry.SCHEMA_DIR, schema_dir)):
         if path:
             if not os.path.isdir(path):
                 raise ValueError(f"{name}_dir {path!r} is not a directory")
@@ -361,8 +361,8 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
     model_fingerprint = source_fingerprint or fingerprint(model_dir, quantized_dir)
     head = _already_published(registry_uri, model_name, model_fingerprint)
     if head is not None:
-        markdown = registry.read_file(head, CARD_MD) or b""
-        page = registry.read_file(head, CARD_HTML) or b""
+        markdown = registry.read_file(head, registry.CARD_MD) or b""
+        page = registry.read_file(head, registry.CARD_HTML) or b""
         return {"pushed": True, "already": True, "version": head.number, "uri": head.uri,
                 "model_name": model_name, "model_card": markdown.decode("utf-8"),
                 "model_card_html": page.decode("utf-8")}
@@ -376,9 +376,9 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
     def card_files(number: int) -> Dict[str, bytes]:
         full = {**base_card, "version": number, "published_at": published_at,
                 "uri": f"{registry_uri.rstrip('/')}/{model_name}/v{number}"}
-        return {CARD_MD: render_card(full).encode("utf-8"),
-                CARD_JSON: json.dumps(full, indent=2, sort_keys=True, default=str).encode("utf-8"),
-                CARD_HTML: card_html.render(full).encode("utf-8")}
+        return {registry.CARD_MD: render_card(full).encode("utf-8"),
+                registry.CARD_JSON: json.dumps(full, indent=2, sort_keys=True, default=str).encode("utf-8"),
+                registry.CARD_HTML: card_html.render(full).encode("utf-8")}
 
     published: Dict[str, bytes] = {}
 
@@ -390,5 +390,5 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
     version = registry.publish(sources, {}, registry_uri, model_name, versioned_files=remember)
     # `model_card` (the Markdown) and `model_card_html` are for the component's outputs, not for metadata.
     return {"pushed": True, "already": False, "version": version.number, "uri": version.uri,
-            "model_name": model_name, "model_card": published[CARD_MD].decode("utf-8"),
-            "model_card_html": published[CARD_HTML].decode("utf-8")}
+            "model_name": model_name, "model_card": published[registry.CARD_MD].decode("utf-8"),
+            "model_card_html": published[registry.CARD_HTML].decode("utf-8")}

@@ -17,30 +17,28 @@ def quantize(model: Input[Model], transformed_examples: Input[Dataset], transfor
     score, size and time each on test. A variant worse than the SavedModel by more than `tolerance`
     (relative) is not published. `examples` (raw, optional) times the SavedModel end to end."""
     # dsl.component embeds this body's source in the IR: imports must live here.
-    from kfx_components.common import facts as travelling
+    from kfx_components.common import component_io
     from kfx_components.quantize import executor
-    meta = transformed_examples.metadata
     facts = executor.run(model_dir=model.path, transformed_examples_dir=transformed_examples.path,
                          transform_graph_dir=transform_graph.path, quantized_dir=quantized.path,
-                         label_key=meta["label_key"], problem_type=meta["problem_type"],
-                         num_classes=int(meta.get("num_classes") or 0), tolerance=tolerance,
+                         **component_io.problem(transformed_examples), tolerance=tolerance,
                          examples_dir=examples.path if examples is not None else "",
                          pruning_sparsity=pruning_sparsity, qat=qat, finetune_epochs=finetune_epochs)
     primary = facts["primary_metric"]
     kept = ("file", "size_bytes", "gzip_bytes", "weight_bytes", "weight_ratio_to_float32", "size_ratio_to_float32",
             "latency_ratio_to_float32", "metric", "metric_delta", "latency", "training")
-    quantized.metadata.update({
-        **travelling.carried(meta), "primary_metric": primary,
-        "signature": facts["signature"], "reference": facts["reference"],
+    component_io.carry(quantized, transformed_examples)
+    component_io.put(quantized, {
+        "primary_metric": primary, "signature": facts["signature"], "reference": facts["reference"],
         "variants": {name: {k: v[k] for k in kept if k in v} for name, v in facts["variants"].items()},
         "rejected": facts["rejected"], "notes": facts["notes"], "recommended": facts["recommended"],
         "recommendation": facts["recommendation"], "seconds": facts["seconds"],
     })
-    metrics.log_metric(f"saved_model_{primary}", float(facts["reference"]["metric"]))
-    metrics.log_metric("saved_model_size_bytes", float(facts["reference"]["saved_model_bytes"]))
+    scalars = {f"saved_model_{primary}": facts["reference"]["metric"],
+               "saved_model_size_bytes": facts["reference"]["saved_model_bytes"]}
     for name, v in facts["variants"].items():
-        metrics.log_metric(f"{name}_size_bytes", float(v["size_bytes"]))
-        metrics.log_metric(f"{name}_gzip_bytes", float(v["gzip_bytes"]))
-        metrics.log_metric(f"{name}_{primary}", float(v["metric"]))
-        metrics.log_metric(f"{name}_single_ms", float(v["latency"]["single_invoke"]["median_ms"]))
-    metrics.metadata["recommended"] = facts["recommended"]
+        scalars.update({f"{name}_size_bytes": v["size_bytes"], f"{name}_gzip_bytes": v["gzip_bytes"],
+                        f"{name}_{primary}": v["metric"],
+                        f"{name}_single_ms": v["latency"]["single_invoke"]["median_ms"]})
+    component_io.log_metrics(metrics, {name: float(value) for name, value in scalars.items()},
+                             recommended=facts["recommended"])

@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import json
 
-from kfx_components.common import registry
+from kfx_formats import registry
 
 PRODUCTION_ALIAS = "production"
-SAVED_MODEL, STATISTICS = "saved_model", "statistics"
 
 
 def run(registry_uri: str, model_name: str) -> dict:
@@ -38,9 +37,9 @@ def run(registry_uri: str, model_name: str) -> dict:
         by_number = {v.number: v for v in versions}
         if alias in by_number:
             chosen, source = by_number[alias], f"the {PRODUCTION_ALIAS!r} alias"
-    statistics_uri = f"{chosen.uri}/{STATISTICS}" if registry.read_file(chosen, f"{STATISTICS}/train/FeatureStats.pb") \
+    statistics_uri = f"{chosen.uri}/{registry.STATISTICS}" if registry.read_file(chosen, registry.TRAIN_STATISTICS) \
         is not None else ""
-    return {"version": chosen.number, "model_uri": f"{chosen.uri}/{SAVED_MODEL}",
+    return {"version": chosen.number, "model_uri": f"{chosen.uri}/{registry.SAVED_MODEL}",
             "statistics_uri": statistics_uri, "source": source}
 
 

@@ -15,7 +15,7 @@ def transform(examples: Input[Dataset], schema: Input[Schema], categorical_featu
               transform_graph: Output[TransformGraph], transformed_examples: Output[Dataset]):
     """Schema-driven TensorFlow Transform: z-scores, vocabularies, buckets; label unchanged."""
     # dsl.component embeds this body's source in the IR: imports must live here.
-    from kfx_components.common import facts as travelling
+    from kfx_components.common import component_io
     from kfx_components.transform import executor
     facts = executor.run(examples_dir=examples.path, schema_dir=schema.path,
                          transform_graph_dir=transform_graph.path,
@@ -24,6 +24,6 @@ def transform(examples: Input[Dataset], schema: Input[Schema], categorical_featu
                          categorical_features=list(categorical_features or ()),
                          bucketize_features=list(bucketize_features or ()), num_buckets=num_buckets,
                          beam_pipeline_args=list(beam_pipeline_args or ()))
-    transform_graph.metadata.update(facts)
+    component_io.put(transform_graph, facts)
     # Downstream stages read the problem from here, not from pipeline parameters.
-    transformed_examples.metadata.update({**facts, **travelling.carried(examples.metadata)})
+    component_io.carry(transformed_examples, examples, facts)

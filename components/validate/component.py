@@ -18,20 +18,21 @@ def validate(examples: Input[Dataset], curated_schema_uri: str, stop_on_anomalie
     # dsl.component embeds this body's source in the IR: imports must live here.
     import tempfile
 
-    from kfx_components.common import s3
+    from kfx_formats import s3
+    from kfx_components.common import component_io
     from kfx_components.validate import executor
     with tempfile.TemporaryDirectory() as scratch:
         facts = executor.run(
             examples_dir=examples.path, statistics_dir=statistics.path, schema_dir=schema.path,
             anomalies_dir=anomalies.path, report_path=report.path, label_key=examples.metadata["label_key"],
-            curated_schema_path=s3.local_copy(curated_schema_uri, scratch) if curated_schema_uri else "",
+            curated_schema_path=s3.local_copy(curated_schema_uri, scratch),
             stop_on_anomalies=stop_on_anomalies, beam_pipeline_args=list(beam_pipeline_args or ()))
-    statistics.metadata.update({k: facts[k] for k in ("num_features", "statistics_seconds")})
-    schema.metadata.update({k: facts[k] for k in ("num_features", "features", "schema_source")})
-    schema.metadata.update({"label_key": examples.metadata["label_key"], "curated_schema_uri": curated_schema_uri})
-    anomalies.metadata.update({k: facts[k] for k in ("num_anomalies", "anomalies", "split_skew",
-                                                     *(k for k in facts if k.startswith("anomalies_")))})
-    report.metadata.update({"num_anomalies": facts["num_anomalies"], "seconds": facts["seconds"]})
+    component_io.put(statistics, facts, ("num_features", "statistics_seconds"))
+    component_io.put(schema, facts, ("num_features", "features", "schema_source"),
+                     label_key=examples.metadata["label_key"], curated_schema_uri=curated_schema_uri)
+    component_io.put(anomalies, facts, ("num_anomalies", "anomalies", "split_skew",
+                                        *(k for k in facts if k.startswith("anomalies_"))))
+    component_io.put(report, facts, ("num_anomalies", "seconds"))
     for skew in facts["split_skew"]:   # a random split of one file: the run goes on
         print(f"warning: [{skew['split']}] {skew['feature']}: {skew['description']}")
 
@@ -44,14 +45,15 @@ def check_drift(statistics: Input[ExampleStatistics], schema: Input[Schema], bas
     # dsl.component embeds this body's source in the IR: imports must live here.
     import tempfile
 
-    from kfx_components.common import s3
+    from kfx_formats import s3
+    from kfx_components.common import component_io
     from kfx_components.validate import executor
     with tempfile.TemporaryDirectory() as scratch:
         facts = executor.check_drift(
             statistics_dir=statistics.path, schema_dir=schema.path,
-            baseline_statistics_path=s3.local_copy(baseline_statistics_uri, scratch) if baseline_statistics_uri else "",
+            baseline_statistics_path=s3.local_copy(baseline_statistics_uri, scratch),
             drift_dir=drift.path, report_path=report.path, drift_action=drift_action)
-    drift.metadata.update(facts)
-    report.metadata.update({"drifted_features": facts["drifted_features"], "seconds": facts["seconds"]})
+    component_io.put(drift, facts)
+    component_io.put(report, facts, ("drifted_features", "seconds"))
     if facts["drifted_features"]:   # warn: say so in the step's log, the run goes on
         print(f"warning: drift against the previous span in {', '.join(facts['drifted_features'])}")

@@ -14,6 +14,7 @@ rm -rf "$CTX" && mkdir -p "$CTX" "$ROOT/build/images/logs"
 cp "$ROOT/images/serve/Dockerfile" "$CTX/Dockerfile"
 cp "$ROOT/requirements/serving.lock" "$CTX/requirements.lock"
 mkdir -p "$CTX/kfx_serving" && cp "$ROOT"/serving/kfx_serving/*.py "$CTX/kfx_serving/"
+mkdir -p "$CTX/kfx_formats" && cp "$ROOT"/formats/*.py "$CTX/kfx_formats/"   # import name kfx_formats (pyproject)
 HASH="$( (cd "$CTX" && find . -type f -print0 | sort -z | xargs -0 sha256sum; echo "$BASE") | sha256sum | cut -c1-12)"
 if [[ -f "$CA" ]]; then cp "$CA" "$CTX/host-ca.crt"; else : > "$CTX/host-ca.crt"; fi
 find "$CTX" -type f -exec chmod 0644 {} +

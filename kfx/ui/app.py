@@ -14,8 +14,9 @@ from urllib.parse import quote
 from flask import Flask, abort, jsonify, redirect, render_template, request, send_file, url_for
 from markupsafe import Markup
 
-from kfx import ir
-from kfx.ui import charts, data, graph, monitoring as monitored, registry, safe, viewers
+from kfx.runner import ir
+from kfx.ui import monitoring as monitored, registry, safe, viewers
+from kfx.views import charts, graph, run_records
 
 # The UI's own pages: scripts and styles from this server only; frames of this server only.
 UI_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
@@ -29,12 +30,12 @@ _TEXT_TYPES = {".txt", ".log", ".json", ".pbtxt", ".yaml", ".yml", ".csv", ".md"
 
 def create_app(root: str | Path) -> Flask:
     app = Flask(__name__)
-    app.config["ROOT"] = data.Root(root)
+    app.config["ROOT"] = run_records.Root(root)
     app.jinja_env.globals.update(fmt_time=_fmt_time, fmt_seconds=_fmt_seconds, fmt_metric=_fmt_metric,
                                  fmt_size=_fmt_size, fmt_value=_fmt_value, quote=quote,
                                  chart_style=Markup(charts.STYLE))
 
-    def root() -> data.Root:
+    def root() -> run_records.Root:
         return app.config["ROOT"]
 
     @app.after_request
@@ -50,7 +51,7 @@ def create_app(root: str | Path) -> Flask:
 
     @app.get("/runs")
     def runs():
-        page = data.runs_page(root(), text=request.args.get("q", ""), state=request.args.get("state", ""),
+        page = run_records.runs_page(root(), text=request.args.get("q", ""), state=request.args.get("state", ""),
                               sort=request.args.get("sort", "started"), desc=request.args.get("desc", "1") != "0",
                               page=request.args.get("page", 1, type=int))
         template = "runs_rows.html" if request.args.get("partial") else "runs.html"
@@ -59,7 +60,7 @@ def create_app(root: str | Path) -> Flask:
     @app.get("/api/runs")
     def runs_api():
         """What the Runs page polls: the count and the newest run (a new run reloads the rows)."""
-        page = data.runs_page(root(), per_page=1)
+        page = run_records.runs_page(root(), per_page=1)
         newest = page["rows"][0] if page["rows"] else None
         return jsonify(total=page["total"], newest=newest and newest["run"], state=newest and newest["state"])
 
@@ -68,8 +69,8 @@ def create_app(root: str | Path) -> Flask:
         run_dir = root().run_dir(run_id)
         if run_dir is None:
             abort(404)
-        record = data.read_record(run_dir) or {}
-        executions = data.executions(root(), run_id, with_artifacts=True)
+        record = run_records.read_record(run_dir) or {}
+        executions = run_records.executions(root(), run_id, with_artifacts=True)
         tasks = [viewers.task_view(root(), e, record) for e in executions]
         if request.args.get("partial") == "live":   # what a live run page polls: timeline and tasks so far
             return render_template("run_live.html", timeline=Markup(charts.timeline(executions)), tasks=tasks)
@@ -79,7 +80,7 @@ def create_app(root: str | Path) -> Flask:
         except (ir.IRError, KeyError, OSError) as err:
             pipeline, drawing = None, Markup(f"<p class='muted'>no graph: {escape(str(err))}</p>")
         report = run_dir / "report.html"
-        return render_template("run.html", run_id=run_id, record=record, state=data.run_state(root(), run_id),
+        return render_template("run.html", run_id=run_id, record=record, state=run_records.run_state(root(), run_id),
                                report=root().servable(str(report)) if report.is_file() else None,
                                graph=drawing, timeline=Markup(charts.timeline(executions)), tasks=tasks,
                                pipeline=pipeline, active="runs")
@@ -88,12 +89,12 @@ def create_app(root: str | Path) -> Flask:
     def status(run_id: str):
         if root().run_dir(run_id) is None:
             abort(404)
-        return jsonify(data.status(root(), run_id))
+        return jsonify(run_records.status(root(), run_id))
 
     @app.get("/compare")
     def compare():
         chosen = [r for r in request.args.getlist("run") if r]
-        found = data.compare(root(), chosen) if len(chosen) >= 2 else None
+        found = run_records.compare(root(), chosen) if len(chosen) >= 2 else None
         rocs = Markup(charts.roc(found["rocs"])) if found and found["rocs"] else None
         return render_template("compare.html", chosen=chosen, found=found, roc=rocs, active="compare")
 
@@ -104,7 +105,7 @@ def create_app(root: str | Path) -> Flask:
     @app.get("/lineage")
     def lineage():
         uri = request.args.get("uri", "")
-        found = data.lineage_graph(root(), uri) if uri else None
+        found = run_records.lineage_graph(root(), uri) if uri else None
         drawing = Markup(charts.lineage(found["nodes"], found["edges"], _lineage_href)) if found else None
         return render_template("lineage.html", uri=uri, found=found, drawing=drawing, models=registry.models(root()),
                                active="lineage")

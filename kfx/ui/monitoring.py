@@ -8,7 +8,7 @@ import re
 from datetime import datetime, timezone
 
 from kfx import gc
-from kfx.ui.data import Root, outputs, read_record
+from kfx.views.run_records import Root, outputs, read_record
 
 
 def windows(root: Root) -> list[dict]:

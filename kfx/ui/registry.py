@@ -1,6 +1,6 @@
 """The model registry as the Models page shows it: ROOT/registry/<model>/vN (model card, size),
 aliases.json (aliases and their history), rollouts/*/state.json; the run that made each version
-from MLMD. Read with kfx.serving's own readers."""
+from MLMD. Read with the registry's own readers (kfx_formats.registry)."""
 from __future__ import annotations
 
 import collections
@@ -8,9 +8,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
 
-from kfx import gc, serving
-from kfx.metadata import prop
-from kfx.ui.data import Root
+from kfx import gc
+from kfx.stores.metadata import prop
+from kfx.views.run_records import Root
+from kfx_formats import registry
 
 
 def models(root: Root) -> list[dict]:
@@ -20,10 +21,10 @@ def models(root: Root) -> list[dict]:
         return []
     out = []
     for model_dir in sorted(p for p in root.registry.iterdir() if p.is_dir()):
-        numbers = serving.versions(str(model_dir))
+        numbers = registry.version_numbers(str(model_dir))
         if not numbers:
             continue
-        names = serving.aliases(str(model_dir))
+        names = registry.aliases(str(model_dir))
         version_aliases = collections.defaultdict(list)
         for alias, entry in names.items():
             if alias != "history" and isinstance(entry, dict):
@@ -36,7 +37,7 @@ def models(root: Root) -> list[dict]:
 
 def _version(root: Root, model_dir: Path, number: int, aliases: list) -> dict:
     path = model_dir / f"v{number}"
-    card = serving.read_json(str(path / "model_card.json")) or {}
+    card = registry.read_json(str(path / registry.CARD_JSON)) or {}
     trust = card.get("trust") or {}
     model = trust.get("model") or {}
     ci = model.get("ci") or [None, None]
@@ -66,5 +67,5 @@ def _rollouts(model_dir: Path) -> list[dict]:
     base = model_dir / "rollouts"
     if not base.is_dir():
         return []
-    states = [serving.read_json(str(p / "state.json")) for p in sorted(base.iterdir()) if p.is_dir()]
+    states = [registry.read_json(str(p / "state.json")) for p in sorted(base.iterdir()) if p.is_dir()]
     return [s for s in states if s]

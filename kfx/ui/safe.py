@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 from urllib.parse import unquote
 
 
@@ -37,14 +36,3 @@ def resolve(root: Path, relative: str) -> Path:
         raise Refused(f"{relative!r}: no such file")
     return path
 
-
-def relative_to_root(root: Path, path: str) -> Optional[str]:
-    """`path` (an artifact URI or a log path a record holds) relative to `root`, or None when it
-    is not under it (an s3:// URI, a file elsewhere): the UI links only what it can serve."""
-    if "://" in path and not path.startswith("file://"):
-        return None
-    real = Path(os.path.realpath(path.removeprefix("file://")))
-    root = Path(root).resolve()
-    if root not in real.parents:
-        return None
-    return real.relative_to(root).as_posix()

@@ -1,5 +1,5 @@
 """What a page shows for a task and its artifacts, and for the monitoring windows: plain dicts
-for the templates, with the SVG drawn here (kfx.ui.charts)."""
+for the templates, with the SVG drawn here (kfx.views.charts)."""
 from __future__ import annotations
 
 import html
@@ -8,24 +8,24 @@ from typing import Optional
 from markupsafe import Markup
 
 from kfx import gc
-from kfx.ui import charts, data
+from kfx.views import charts, run_records
 
 MAX_LISTED = 20                      # files listed for a directory artifact
 
 
-def task_view(root: data.Root, execution: dict, record: dict) -> dict:
+def task_view(root: run_records.Root, execution: dict, record: dict) -> dict:
     """A task of a run: state, times, cache, parameters, log tail, artifacts with their viewers."""
     step = (record.get("steps") or {}).get(execution["name"], {})
     log = execution.get("log") or step.get("log")
     end = execution["end"]
     return {**execution, "seconds": step.get("seconds", (end - execution["start"]) if end else None),
-            "cached": execution["state"] == "CACHED", "log_tail": data.log_tail(log),
+            "cached": execution["state"] == "CACHED", "log_tail": run_records.log_tail(log),
             "log_path": root.servable(log), "kept": step.get("kept"),
             "inputs": [artifact_view(root, a) for a in execution["inputs"]],
             "outputs": [artifact_view(root, a) for a in execution["outputs"]]}
 
 
-def artifact_view(root: data.Root, artifact: dict) -> dict:
+def artifact_view(root: run_records.Root, artifact: dict) -> dict:
     """The artifact with a `viewer`: html (framed file), markdown, metrics, roc, files, or none."""
     view = {**artifact, "viewer": "", "files": [], "size": None, "body": None}
     kind, meta, path = artifact["type"], artifact.get("metadata") or {}, artifact.get("path")

@@ -1,10 +1,8 @@
 """Raw features in, serialized tf.Examples out, with 4xx-grade validation.
 
-The raw feature spec is read from the SavedModel itself: the `serving_default`
-signature parses serialized tf.Examples with one ParseExampleV2 op whose
-constant inputs (sparse/dense keys, dense defaults) and attributes (types,
-shapes) ARE the spec the model was trained with (the transform graph's raw
-spec minus the label). Nothing else needs to travel with the model.
+The raw feature spec comes from the SavedModel itself: kfx_formats.features reads it from the
+`serving_default` signature's ParseExampleV2 op (the spec the model was trained with); nothing
+else needs to travel with the model.
 
 Request contract (docs/serving.md):
   * every feature of the spec must be present in every instance (a missing key
@@ -16,12 +14,10 @@ Request contract (docs/serving.md):
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Dict, List, Mapping, Sequence
 
-STRING, INT64, FLOAT = "string", "int64", "float"
-_DTYPES = {1: FLOAT, 9: INT64, 7: STRING}   # tensorflow.DataType enum values: DT_FLOAT, DT_INT64, DT_STRING
+from kfx_formats.features import INT64, STRING, Feature
 
 
 class FeatureError(ValueError):
@@ -30,64 +26,6 @@ class FeatureError(ValueError):
     def __init__(self, message: str, field: str | None = None, index: int | None = None):
         super().__init__(message)
         self.field, self.index = field, index
-
-
-@dataclasses.dataclass(frozen=True)
-class Feature:
-    name: str
-    dtype: str            # string | int64 | float
-    kind: str             # sparse (VarLen: optional, any length) | dense (FixedLen)
-    shape: tuple = ()     # dense only
-    required: bool = False
-
-    def describe(self) -> dict:
-        return {"name": self.name, "dtype": self.dtype, "kind": self.kind, "shape": list(self.shape),
-                "required": self.required}
-
-
-def spec_from_signature(fn) -> Dict[str, Feature]:
-    """The raw feature spec of a loaded `serving_default` concrete function."""
-    import tensorflow as tf
-
-    graph_def = fn.graph.as_graph_def()
-    bodies = [list(graph_def.node)] + [list(f.node_def) for f in graph_def.library.function]
-    # A signature may parse the examples more than once (a wrapper reading one feature, the model
-    # reading all of them): the spec is the union of every ParseExampleV2 op's features.
-    spec: Dict[str, Feature] = {}
-    for nodes in bodies:
-        for node in nodes:
-            if node.op != "ParseExampleV2":
-                continue
-            consts = {n.name: n for n in nodes if n.op == "Const"}
-
-            def const(i: int):
-                name = node.input[i].split(":")[0]
-                if name not in consts:
-                    raise ValueError(f"ParseExampleV2 input {i} ({node.input[i]}) is not a constant")
-                return tf.make_ndarray(consts[name].attr["value"].tensor)
-
-            sparse_keys = [k.decode() for k in const(2).tolist()]
-            dense_keys = [k.decode() for k in const(3).tolist()]
-            sparse_types = [_DTYPES.get(t, str(t)) for t in node.attr["sparse_types"].list.type]
-            dense_types = [_DTYPES.get(t, str(t)) for t in node.attr["Tdense"].list.type]
-            dense_shapes = [tuple(d.size for d in s.dim) for s in node.attr["dense_shapes"].list.shape]
-            found = [Feature(key, dtype, "sparse") for key, dtype in zip(sparse_keys, sparse_types)]
-            for i, (key, dtype, shape) in enumerate(zip(dense_keys, dense_types, dense_shapes)):
-                default = const(5 + i) if len(node.input) > 5 + i else None
-                found.append(Feature(key, dtype, "dense", shape, default is None or default.size == 0))
-            for f in found:
-                have = spec.get(f.name)
-                if have is not None and have.dtype != f.dtype:
-                    raise ValueError(f"feature {f.name!r} is parsed as {have.dtype} and as {f.dtype}")
-                if have is None or (f.kind == "dense" and have.kind == "sparse"):
-                    spec[f.name] = f     # the stricter reading wins
-    if spec:
-        unsupported = [f for f in spec.values() if f.dtype not in (STRING, INT64, FLOAT)]
-        if unsupported:
-            raise ValueError(f"unsupported feature dtypes: {[(f.name, f.dtype) for f in unsupported]}")
-        return dict(sorted(spec.items()))
-    raise ValueError("serving_default has no ParseExampleV2 op: not a kfx serving signature "
-                     "(serialized tf.Examples in)")
 
 
 def _coerce(value: Any, feature: Feature, where: str) -> Any:

@@ -13,6 +13,7 @@ from kserve import InferOutput, InferRequest, InferResponse
 from kserve.errors import InvalidInput
 from prometheus_client import Counter
 
+from kfx_formats.features import Feature, spec_from_signature
 from kfx_serving import features, normalize
 from kfx_serving.payload import PayloadLogger
 
@@ -45,7 +46,7 @@ class KfxModel(kserve.Model):
         self.problem_type = self.card.get("problem_type", "")
         self.payload = PayloadLogger(payload_url, self.name, self.version, namespace=namespace) \
             if payload_url else None
-        self.spec: Dict[str, features.Feature] = {}
+        self.spec: Dict[str, Feature] = {}
         self.classes: list = []
 
     # -------------------------------------------------------------- load
@@ -59,7 +60,7 @@ class KfxModel(kserve.Model):
         if SIGNATURE not in self._loaded.signatures:
             raise RuntimeError(f"{saved}: no {SIGNATURE} signature")
         self._fn = self._loaded.signatures[SIGNATURE]
-        self.spec = features.spec_from_signature(self._fn)
+        self.spec = spec_from_signature(self._fn)
         self._output = "probabilities" if "probabilities" in self._fn.structured_outputs else "predictions"
         if not self.problem_type:
             self.problem_type = "regression" if self._output == "predictions" else (

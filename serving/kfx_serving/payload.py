@@ -20,8 +20,8 @@ import logging
 import os
 from typing import Any, Optional
 
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
+from kfx_formats.payload_log import REQUEST_TYPE, RESPONSE_TYPE
+
 log = logging.getLogger("kfx_serving.payload")
 
 

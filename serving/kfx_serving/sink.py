@@ -1,9 +1,7 @@
 """The kfx payload sink: a small HTTP server that receives KServe-style inference
 CloudEvents (binary or structured mode) and writes one JSON line per answered
-request, the format `kfx monitor` reads (docs/serving.md):
-
-    {"request_id": "...", "time": "2026-11-26T01:02:03.456Z", "model": "chicago-taxi-big-tipper",
-     "model_version": "v3", "instances": [{feature: value, ...}, ...], "outputs": [...]}
+request: the payload-log record of kfx_formats.payload_log, which `kfx monitor` and
+`kfx rollout` read (docs/serving.md).
 
 Request and response events are paired by their CloudEvent id (the request id);
 a line is written when the response arrives. A request whose response never
@@ -13,14 +11,14 @@ arrives (the server answered an error) is dropped after --pair-timeout seconds.
                      (flushed per line)
 --out s3://b/prefix  lines are buffered and uploaded every --flush-seconds (and at exit)
                      as s3://b/prefix/<model>/<model_version>/payloads-<YYYYmmddTHHMMSS>-<uuid>.jsonl
-                     via the minio SDK (KFX_S3_ENDPOINT, KFX_S3_SECURE, AWS_ACCESS_KEY_ID,
-                     AWS_SECRET_ACCESS_KEY from the environment)
-Plain stdlib + minio: no TensorFlow, no KServe.
+                     via the minio SDK (KFX_S3_ENDPOINT, KFX_S3_SECURE read by kfx_formats.s3;
+                     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY from the environment or as files in
+                     KFX_S3_CREDENTIALS_DIR), with kfx_formats.s3's retry policy
+Plain stdlib + minio + kfx_formats: no TensorFlow, no KServe.
 """
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import os
 import threading
@@ -28,12 +26,10 @@ import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, Optional, Tuple
-from urllib.parse import urlsplit
 
+from kfx_formats import payload_log, s3
+from kfx_formats.payload_log import REQUEST_TYPE, RESPONSE_TYPE
 from kfx_serving import normalize
-
-REQUEST_TYPE = "org.kubeflow.serving.inference.request"
-RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
 
 
 def _utcnow() -> str:
@@ -60,21 +56,11 @@ class Writer:
     @staticmethod
     def _client():
         from minio import Minio
-        # host:port or http(s)://host:port[/], as kfx reads it (kfx/s3.py); the scheme decides TLS
-        # unless KFX_S3_SECURE (1/0, true/false, yes/no) says otherwise.
-        endpoint = os.environ.get("KFX_S3_ENDPOINT", "").strip()
-        url = urlsplit(endpoint if "://" in endpoint else "//" + endpoint)
         try:
-            usable = bool(url.hostname) and url.port != 0 and url.scheme in ("", "http", "https") \
-                and not (url.path.strip("/") or "@" in url.netloc or " " in url.netloc)
-        except ValueError:   # a port that is no number, or out of range
-            usable = False
-        if not usable:
-            raise SystemExit(f"sink: KFX_S3_ENDPOINT={endpoint!r} is not host:port or http(s)://host:port "
-                             "of the S3 server")
-        secure = os.environ.get("KFX_S3_SECURE", "").strip().lower() or ("1" if url.scheme == "https" else "0")
-        if secure not in ("1", "0", "true", "false", "yes", "no"):
-            raise SystemExit(f"sink: KFX_S3_SECURE={secure!r} is not a boolean (1/0, true/false, yes/no)")
+            host, secure = s3.endpoint()
+            http = s3.http_client()
+        except s3.S3ConfigError as err:
+            raise SystemExit(f"sink: {err}") from None
         creds = os.environ.get("KFX_S3_CREDENTIALS_DIR", "")   # keys as files (a mounted Secret)
 
         def key(name):
@@ -83,9 +69,8 @@ class Writer:
                 with open(path) as f:
                     return f.read().strip()
             return os.environ.get(name)
-        return Minio(url.netloc, access_key=key("AWS_ACCESS_KEY_ID"), secret_key=key("AWS_SECRET_ACCESS_KEY"),
-                     secure=secure in ("1", "true", "yes"),
-                     region=os.environ.get("AWS_REGION") or None)
+        return Minio(host, access_key=key("AWS_ACCESS_KEY_ID"), secret_key=key("AWS_SECRET_ACCESS_KEY"),
+                     secure=secure, region=os.environ.get("AWS_REGION") or None, http_client=http)
 
     def write(self, record: Dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), default=str) + "\n"
@@ -111,8 +96,7 @@ class Writer:
             data = "".join(lines).encode()
             key = "/".join(p for p in (self.prefix, model, version,
                                        f"payloads-{stamp}-{uuid.uuid4().hex[:8]}.jsonl") if p)
-            self._s3.put_object(self.bucket, key, io.BytesIO(data), len(data),
-                                content_type="application/x-ndjson")
+            s3.put(self._s3, self.bucket, key, data, content_type="application/x-ndjson")
 
     def _flusher(self) -> None:
         while not self._stop.wait(self.flush_seconds):
@@ -153,11 +137,10 @@ class Pairer:
         req, resp = (data, other_data) if ce_type == REQUEST_TYPE else (other_data, data)
         req_attrs = attrs if ce_type == REQUEST_TYPE else other_attrs
         try:
-            record = {"request_id": rid, "time": req_attrs.get("time") or _utcnow(),
-                      "model": req_attrs.get("inferenceservicename", ""),
-                      "model_version": req_attrs.get("modelversion", ""),
-                      "instances": normalize.instances_from_request(req),
-                      "outputs": normalize.outputs_from_response(resp)}
+            record = payload_log.record(
+                rid, req_attrs.get("time") or _utcnow(), req_attrs.get("inferenceservicename", ""),
+                req_attrs.get("modelversion", ""), normalize.instances_from_request(req),
+                normalize.outputs_from_response(resp))
         except Exception:  # noqa: BLE001 - a malformed event is counted, never fatal
             self.errors += 1
             return

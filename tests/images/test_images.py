@@ -48,6 +48,8 @@ HEAVY_IMPORTS = {
     "monitor": ["tensorflow_data_validation", "tensorflow_metadata.proto.v0.statistics_pb2", "pyarrow",
                 "sklearn.metrics"],
 }
+# kfx_formats ships whole in every image (images/build.py formats_code).
+FORMATS_MODULES = sorted(f"kfx_formats.{p.stem}" for p in (REPO / "formats").glob("*.py") if p.stem != "__init__")
 OCI_LABELS = ["org.opencontainers.image.title", "org.opencontainers.image.version",
               "org.opencontainers.image.revision", "org.opencontainers.image.source",
               "org.opencontainers.image.description"]
@@ -219,7 +221,8 @@ def test_no_credentials_in_home_and_code(stage, inspected):
     res = run_in(stage, "for h in /home/kfx /root; do for f in .aws .docker/config.json .netrc .pypirc "
                         ".git-credentials .mc .ssh .kube/config; do [ -e $h/$f ] && echo FOUND $h/$f; done; done; "
                         "grep -rIlE 'minio123|minioadmin|AKIA[0-9A-Z]{16}|PRIVATE KEY-----' "
-                        "/opt/venv/lib/python3.11/site-packages/kfx_components /home/kfx /root /tmp "
+                        "/opt/venv/lib/python3.11/site-packages/kfx_components /opt/venv/lib/python3.11/site-packages/kfx_formats "
+                        "/home/kfx /root /tmp "
                         "2>/dev/null | sed 's/^/FOUND /'; true", user="0")
     assert res.returncode == 0, res.stderr
     found = [line for line in res.stdout.splitlines() if line.startswith("FOUND")]
@@ -238,7 +241,7 @@ def test_push_image_has_no_tensorflow_and_fits(inspected):
                  "    assert u.find_spec(m) is None, m + ' is importable in the push image'\n"
                  "import kfp, minio, yaml\n"
                  "import kfx_components.push.executor\n"
-                 "import kfx_components.common.registry\n"
+                 "import kfx_formats.registry\n"
                  "import sys; assert 'tensorflow' not in sys.modules\n"
                  "print('ok')\nEOF")
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stdout + res.stderr
@@ -248,7 +251,7 @@ def test_push_image_has_no_tensorflow_and_fits(inspected):
 @needs_engine
 def test_stage_imports(stage, inspected):
     """The executor and the heavy libraries it uses import as the non-root user, under python3."""
-    modules = [f"kfx_components.{stage}.executor", *HEAVY_IMPORTS[stage]]
+    modules = [f"kfx_components.{stage}.executor", *HEAVY_IMPORTS[stage], *FORMATS_MODULES]
     script = ("python3 - <<'EOF'\n"
               "import importlib, importlib.metadata as md, sys\n"
               f"for m in {modules!r}:\n"
@@ -387,12 +390,15 @@ def test_cli_holds_no_tensorflow_and_no_stage_code(cli_inspected):
                   f"for m in {NOT_IN_CLI!r}:\n"
                   "    assert u.find_spec(m) is None, m + ' is importable in kfx-cli'\n"
                   "import kfx, kfx.submit, kfp, kfp_server_api, yaml\n"
+                  f"for m in {FORMATS_MODULES!r}:\n"
+                  "    __import__(m)\n"
                   "assert 'tensorflow' not in sys.modules\n"
                   "print(sorted(f for f in os.listdir(os.path.dirname(kfx.__file__)) if f.endswith('.py')))\n"
                   "print('kfx', md.version('kfx'))\n"
                   "EOF")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "['__init__.py', 'ir.py', 'params.py', 'submit.py']" in res.stdout, res.stdout
+    top_level = sorted(p.name for p in images.cli_sources() if p.parent == REPO / "kfx")   # kfx.submit's closure
+    assert str(top_level) in res.stdout, res.stdout
     assert f"kfx {images.version()}" in res.stdout
 
 

@@ -38,7 +38,7 @@ def test_chart_run_parameters_survive_the_registration_jobs_encoding():
     """The Job passes each value as --param=NAME=VALUE (lists as JSON); kfx.submit reads it back."""
     import json
 
-    from kfx.params import parse_params
+    from kfx.runner.params import parse_params
     chart = VALUES["pipeline"]["parameters"]
     encoded = [f"{k}={json.dumps(v) if isinstance(v, list) else v}" for k, v in chart.items()]
     assert parse_params(encoded) == chart

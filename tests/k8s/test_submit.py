@@ -64,7 +64,7 @@ def test_bad_parameters_are_rejected_before_any_call(tiny_ir, kfp_standin):
 
 
 def test_parse_params_types():
-    from kfx.params import parse_params
+    from kfx.runner.params import parse_params
     assert parse_params(["n=3", "scale=1.5", "name=abc", "flag=true", "l=[a, b]", "e="]) == {
         "n": 3, "scale": 1.5, "name": "abc", "flag": True, "l": ["a", "b"], "e": ""}
     with pytest.raises(ValueError, match="NAME=VALUE"):

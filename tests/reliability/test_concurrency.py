@@ -8,8 +8,8 @@ import sqlite3
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Model, Output
 
-from kfx import lineage
-from kfx.metadata import MetadataStore, prop
+from kfx.stores import lineage
+from kfx.stores.metadata import MetadataStore, prop
 from tests.reliability.common import kfx_run
 
 RUNS = 4
@@ -24,7 +24,7 @@ def fit_mean(data: Input[Dataset], model: Output[Model]):
 
 @dsl.component(base_image="python:3.11", install_kfp_package=False)
 def publish(model: Input[Model], registry_uri: str) -> int:
-    from kfx_components.common import registry
+    from kfx_formats import registry
     version = registry.publish({}, {"model.txt": open(model.path, "rb").read()}, registry_uri, "toy-model")
     return version.number
 

@@ -2,7 +2,6 @@
 unused resume dirs, dead runs' staging and unpinned registry versions; never a live run, an
 artifact a kept run's lineage needs, the version an alias points to, one a kept run refers to,
 or the newest version."""
-import argparse
 import fcntl
 import os
 import time
@@ -10,11 +9,11 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from kfx import gc, serving
-from kfx.metadata import MetadataStore
-from kfx.runner import Runner, Workspace, take_lease
-from kfx_components.common import registry
-from tests.test_runner import checked_pipeline, toy
+from kfx.stores.metadata import MetadataStore
+from kfx.runner.orchestrator import Runner, take_lease
+from kfx.runner.run_context import Workspace
+from kfx_formats import registry
+from tests.light_pipelines import checked_pipeline, toy
 
 DAY = 86400
 
@@ -36,14 +35,13 @@ def _age(run, days):
 
 
 def _gc(root, *flags):
-    parser = argparse.ArgumentParser()
-    gc.add_commands(parser.add_subparsers())
-    args = parser.parse_args(["gc", "--root", str(root), *flags])
     import contextlib
     import io
+
+    from kfx.cli import main
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        assert args.func(args) == 0
+        assert main(["gc", "--root", str(root), *flags]) == 0
     return out.getvalue()
 
 
@@ -57,7 +55,7 @@ def test_gc_keeps_what_kept_runs_and_aliases_need_and_removes_the_rest(tmp_path)
     runner = Runner(Workspace(root), echo=lambda _: None)
     reg = str(root / "registry")
     versions = [registry.publish({}, {"model.txt": f"m{i}".encode()}, reg, "m") for i in range(1, 6)]
-    serving.set_alias(reg + "/m", "production", 2)   # as `kfx rollout` promotes a version
+    registry.set_alias(reg + "/m", "production", 2)   # as `kfx rollout` promotes a version
 
     run_a = runner.run(tmp_path / "toy.yaml", {"data_uri": str(a)})                  # oldest
     run_b = runner.run(tmp_path / "toy.yaml", {"data_uri": str(b)})

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from kfp import compiler
 
-from kfx.forkserver import ForkServerLauncher
-from kfx.runner import Runner, Workspace
-from tests.test_runner import toy
+from kfx.runner.forkserver import ForkServerLauncher
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
+from tests.light_pipelines import toy
 
 RUNS, WARM = 20, 5
 

@@ -13,8 +13,9 @@ import signal
 from kfp import compiler, dsl
 from kfp.dsl import Model, Output
 
-from kfx.metadata import MetadataStore, State, prop
-from kfx.runner import Runner, Workspace
+from kfx.stores.metadata import MetadataStore, State, prop
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
 from tests.reliability.common import gone, kfx_run, wait_for
 
 EPOCHS = 6

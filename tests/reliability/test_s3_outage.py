@@ -11,9 +11,10 @@ import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Input, Output
 
-from kfx.metadata import MetadataStore, State, prop
-from kfx.runner import Runner, Workspace
-from kfx.s3 import COMMIT_SUFFIX, S3Store
+from kfx.stores.metadata import MetadataStore, State, prop
+from kfx.runner.orchestrator import Runner
+from kfx.runner.run_context import Workspace
+from kfx.stores.s3 import COMMIT_SUFFIX, S3Store
 from tests.reliability.proxy import CuttableProxy
 
 pytestmark = pytest.mark.s3

@@ -14,7 +14,9 @@ import pytest
 from kfp import compiler, dsl
 from kfp.dsl import Dataset, Output
 
-from kfx.runner import Runner, Workspace
+from kfx.runner.orchestrator import Runner
+
+from kfx.runner.run_context import Workspace
 from tests import docker_engine
 from tests.reliability.common import REPO, kfx_run
 
@@ -41,8 +43,8 @@ def hostile(text: str):
 
 @pytest.mark.parametrize("executor", ["process", "subprocess"])
 def test_a_parameter_full_of_shell_reaches_the_step_as_data(executor, tmp_path):
-    from kfx.cli import make_launcher
-    from kfx import ir
+    from kfx.runner.execute import make_launcher
+    from kfx.runner import ir
     canary = tmp_path / "pwned"
     text = HOSTILE.format(canary=canary)
     ir_path = tmp_path / "hostile.yaml"
@@ -58,7 +60,7 @@ def test_a_parameter_full_of_shell_reaches_the_step_as_data(executor, tmp_path):
 def test_the_launchers_never_start_a_shell_of_their_own():
     """The only shell a step meets is the one its own IR command names (KFP's lightweight
     `sh -ec`, which passes the arguments on as "$@", unexpanded)."""
-    for path in sorted((REPO / "kfx").glob("*.py")):
+    for path in sorted((REPO / "kfx").rglob("*.py")):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.keyword) and node.arg == "shell":
@@ -74,7 +76,7 @@ def test_credentials_appear_in_nothing_a_run_writes(s3_server, tmp_path):
     env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret}
     ir_path = tmp_path / "toy.yaml"
     compile_ = subprocess.run([sys.executable, "-c", "import sys; from kfp import compiler; "
-                               "from tests.test_runner import toy; compiler.Compiler().compile(toy, sys.argv[1])",
+                               "from tests.light_pipelines import toy; compiler.Compiler().compile(toy, sys.argv[1])",
                                str(ir_path)], cwd=REPO, env={**os.environ, **env}, capture_output=True, text=True)
     assert compile_.returncode == 0, compile_.stderr
     data = tmp_path / "data.csv"
@@ -89,7 +91,7 @@ def test_credentials_appear_in_nothing_a_run_writes(s3_server, tmp_path):
         assert proc.returncode == (1 if extra[:1] == ["--param"] else 0), out + err
     written = [p for p in root.rglob("*") if p.is_file()]
     assert {"metadata.sqlite", "report.html", "run.json", "fit.log"} <= {p.name for p in written}
-    from kfx.s3 import S3Store
+    from kfx.stores.s3 import S3Store
     store = S3Store(f"s3://{bucket}/root")      # the fixture's own credentials: moto takes any
     objects = list(store.client.list_objects(bucket, recursive=True))
     assert objects
@@ -142,8 +144,8 @@ for where in ("/", "/opt/venv", os.environ["HOME"], "/tmp", os.environ["OUT"]):
 
 @pytest.mark.docker
 def test_a_step_container_is_non_root_without_capabilities_on_a_read_only_root(tmp_path):
-    from kfx.docker_launcher import DockerLauncher, image_exists
-    from kfx.launchers import Step
+    from kfx.runner.docker_launcher import DockerLauncher, image_exists
+    from kfx.runner.launchers import Step
     from kfx_components.images import stage_image
     client = docker_engine.client()
     image = stage_image("push")
@@ -166,7 +168,7 @@ def test_a_step_container_is_non_root_without_capabilities_on_a_read_only_root(t
 
 @dsl.component(base_image="kfx/kfx-push:0.1.0", install_kfp_package=False)
 def publish_in_push_image(registry_uri: str, note: Output[Dataset]) -> int:
-    from kfx_components.common import registry
+    from kfx_formats import registry
     version = registry.publish({}, {"model.txt": b"weights"}, registry_uri, "ro-model")
     with open(note.path, "w") as f:
         f.write(version.uri)
@@ -182,7 +184,7 @@ def ro_push(registry_uri: str):
 def test_the_push_image_works_on_a_read_only_root_through_the_runner(tmp_path):
     """The push stage's image runs a KFP step (kfp's executor, the registry's atomic publish)
     through the docker launcher's read-only root, non-root, capability-free container."""
-    from kfx.docker_launcher import DockerLauncher
+    from kfx.runner.docker_launcher import DockerLauncher
     from kfx_components.images import stage_image
     client = docker_engine.client()
     assert stage_image("push") == "kfx/kfx-push:0.1.0"

@@ -5,7 +5,7 @@
 v2 = "good": v1's SavedModel with a shifted decision (logit + 0.4): a different, working model.
 v3 = "broken": v1's SavedModel that fails an assertion on every request carrying a fare (all
      real traffic) but loads and warms up: a deliberately broken candidate that passes readiness.
-Both are published through the registry (kfx_components.common.registry) with their own cards.
+Both are published through the registry (kfx_formats.registry) with their own cards.
 """
 import json
 import os
@@ -14,7 +14,7 @@ import tempfile
 
 import tensorflow as tf
 
-from kfx_components.common import registry
+from kfx_formats import registry
 
 
 def wrap(src: str, dst: str, broken: bool) -> None:

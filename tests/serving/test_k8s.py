@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kfx import serving
+from kfx.serving.kubernetes import k8s_blue_green_switch, k8s_canary, k8s_shadow
+from kfx.serving.rollout import RolloutPolicy
 from tests.serving.conftest import REPO, SERVING_PY
 
 TOOLS = Path(os.environ.get("KFX_TOOLS_DIR", REPO / ".tools"))
@@ -184,8 +185,8 @@ def _isvc(rendered):
 def test_k8s_canary_rolls_back_on_errors(rendered):
     api = FakeCustomObjects({("inferenceservices", "m"): _isvc(rendered)})
     answers = iter([0.0, 120.0, 0.35, 150.0])      # step 1 healthy, step 2: 35% errors
-    res = serving.k8s_canary(api, "kfx", "m", CAND, [10, 50, 100], 0, lambda q: next(answers), 0.01, 1000,
-                             sleep=lambda s: None)
+    policy = RolloutPolicy(steps=(10, 50, 100), hold_seconds=0, max_error_rate=0.01, max_p99_ms=1000)
+    res = k8s_canary(api, "kfx", "m", CAND, policy, lambda q: next(answers), sleep=lambda s: None)
     assert res["decision"] == "rolled-back" and res["at_percent"] == 50
     pcts = [p[2]["spec"]["predictor"].get("canaryTrafficPercent") for p in api.patches]
     assert pcts == [10, 50, 0]
@@ -197,8 +198,8 @@ def test_k8s_canary_rolls_back_on_errors(rendered):
 def test_k8s_canary_promotes_when_healthy(rendered):
     api = FakeCustomObjects({("inferenceservices", "m"): _isvc(rendered)})
     queries = []
-    res = serving.k8s_canary(api, "kfx", "m", CAND, [10, 50], 0, lambda q: queries.append(q) or 0.0, 0.01, 1000,
-                             sleep=lambda s: None)
+    policy = RolloutPolicy(steps=(10, 50), hold_seconds=0, max_error_rate=0.01, max_p99_ms=1000)
+    res = k8s_canary(api, "kfx", "m", CAND, policy, lambda q: queries.append(q) or 0.0, sleep=lambda s: None)
     assert res["decision"] == "promoted"
     assert [p[2]["spec"]["predictor"].get("canaryTrafficPercent", "unset") for p in api.patches] == [10, 50, None]
     assert "canaryTrafficPercent" not in api.objects[("inferenceservices", "m")]["spec"]["predictor"]
@@ -209,14 +210,14 @@ def test_k8s_blue_green_and_shadow_patch_the_route(rendered):
     vs = next(d for d in rendered["blue-green"] if d["kind"] == "VirtualService")
     api = FakeCustomObjects({("virtualservices", vs["metadata"]["name"]): vs})
     hosts = {c: f"chicago-taxi-big-tipper-{c}-predictor.kfx.svc.cluster.local" for c in ("blue", "green")}
-    serving.k8s_blue_green_switch(api, "kfx", vs["metadata"]["name"], "green", hosts)
+    k8s_blue_green_switch(api, "kfx", vs["metadata"]["name"], "green", hosts)
     route = api.objects[("virtualservices", vs["metadata"]["name"])]["spec"]["http"][0]["route"]
     assert [r["weight"] for r in route] == [0, 100]
-    serving.k8s_blue_green_switch(api, "kfx", vs["metadata"]["name"], "blue", hosts)   # switch back
+    k8s_blue_green_switch(api, "kfx", vs["metadata"]["name"], "blue", hosts)   # switch back
     assert [r["weight"] for r in api.objects[("virtualservices", vs["metadata"]["name"])]["spec"]["http"][0]["route"]] == [100, 0]
     sh = next(d for d in rendered["shadow"] if d["kind"] == "VirtualService")
     sh["spec"]["http"][0].pop("mirror")
     api = FakeCustomObjects({("virtualservices", sh["metadata"]["name"]): sh})
-    serving.k8s_shadow(api, "kfx", sh["metadata"]["name"], "cand.kfx.svc.cluster.local", 50)
+    k8s_shadow(api, "kfx", sh["metadata"]["name"], "cand.kfx.svc.cluster.local", 50)
     http = api.objects[("virtualservices", sh["metadata"]["name"])]["spec"]["http"][0]
     assert http["mirror"] == {"host": "cand.kfx.svc.cluster.local"} and http["mirrorPercentage"] == {"value": 50.0}

@@ -6,14 +6,15 @@ import sys
 
 import pytest
 
-from kfx import serving
+from kfx.serving.batch import to_example
+from kfx_formats import features
 from kfx_components.deploy import executor as deploy
 from tests.serving.conftest import REPO
 
 
 def test_batch_predict_writes_keys_and_matches_savedmodel(served_registry, taxi_csv, tmp_path):
     out = tmp_path / "pred"
-    p = subprocess.run([sys.executable, "-m", "kfx.serving", "predict", "--model",
+    p = subprocess.run([sys.executable, "-m", "kfx.cli", "predict", "--model",
                         f"{served_registry['model_dir']}/v1", "--data", str(taxi_csv), "--out", str(out),
                         "--key", "trip_start_timestamp"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -24,10 +25,10 @@ def test_batch_predict_writes_keys_and_matches_savedmodel(served_registry, taxi_
     assert sorted(r["key"] for r in recs) == sorted(r["trip_start_timestamp"] for r in rows)
     import tensorflow as tf
     fn = tf.saved_model.load(str(served_registry["v1"] / "saved_model")).signatures["serving_default"]
-    spec = serving._parse_spec(fn)
+    spec = features.spec_from_signature(fn)
     first = {r["key"]: r for r in recs}
     sample = rows[:20]
-    want = fn(examples=tf.constant([serving._to_example(tf, r, spec) for r in sample]))["probabilities"].numpy()[:, 0]
+    want = fn(examples=tf.constant([to_example(tf, r, spec) for r in sample]))["probabilities"].numpy()[:, 0]
     vocab = served_registry["card"]["label_vocabulary"]
     for r, w in zip(sample, want):
         assert abs(first[r["trip_start_timestamp"]]["probabilities"][vocab[1]] - w) < 1e-5

@@ -3,7 +3,6 @@ SavedModel's own probabilities, on both protocols; bad requests are 4xx naming t
 readiness and Prometheus metrics; payload logs land in the documented JSON-lines format."""
 import json
 import re
-import os
 import signal
 import subprocess
 import sys
@@ -13,7 +12,10 @@ import httpx
 import numpy as np
 import pytest
 
-from kfx import serving
+from kfx.serving.batch import to_example
+from kfx.serving.servers import DEFAULT_IMAGE, Server, free_port
+from kfx.serving.traffic import instances_from_csv
+from kfx_formats import features
 from tests.serving.conftest import MODEL, REPO
 
 N = 40
@@ -22,8 +24,8 @@ N = 40
 @pytest.fixture(scope="module")
 def server(served_registry, tmp_path_factory):
     logs = tmp_path_factory.mktemp("payloads")
-    port = serving.free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kfx.serving", "serve", f"{served_registry['model_dir']}/v1",
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "kfx.cli", "serve", f"{served_registry['model_dir']}/v1",
                              "--port", str(port), "--log-dir", str(logs)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -47,7 +49,7 @@ def server(served_registry, tmp_path_factory):
 def instances(server, taxi_csv):
     meta = httpx.get(f"{server['url']}/kfx/metadata").json()
     types = {f["name"]: f["dtype"] for f in meta["features"]}
-    return serving.instances_from_csv(str(taxi_csv), types, N)
+    return instances_from_csv(str(taxi_csv), types, N)
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +59,10 @@ def in_process(served_registry, taxi_csv):
 
     import tensorflow as tf
     fn = tf.saved_model.load(str(served_registry["v1"] / "saved_model")).signatures["serving_default"]
-    spec = serving._parse_spec(fn)
+    spec = features.spec_from_signature(fn)
     with open(taxi_csv) as f:
         rows = [r for _, r in zip(range(N), csv.DictReader(f))]
-    examples = [serving._to_example(tf, r, spec) for r in rows]
+    examples = [to_example(tf, r, spec) for r in rows]
     return fn(examples=tf.constant(examples))["probabilities"].numpy()[:, 0]
 
 
@@ -166,13 +168,13 @@ def test_payload_log_format(server, instances):
 def test_docker_executor_same_answers(served_registry, instances, in_process):
     """The serving image (images/serve, `make serving-image`), model mounted read-only, uid 1000."""
     import shutil
-    if not shutil.which("docker") or subprocess.run(["docker", "image", "inspect", serving.DEFAULT_IMAGE],
+    if not shutil.which("docker") or subprocess.run(["docker", "image", "inspect", DEFAULT_IMAGE],
                                                     capture_output=True).returncode != 0:
-        pytest.skip(f"no Docker engine or no {serving.DEFAULT_IMAGE} (make serving-image)")
-    user = subprocess.run(["docker", "run", "--rm", "--entrypoint", "id", serving.DEFAULT_IMAGE, "-u"],
+        pytest.skip(f"no Docker engine or no {DEFAULT_IMAGE} (make serving-image)")
+    user = subprocess.run(["docker", "run", "--rm", "--entrypoint", "id", DEFAULT_IMAGE, "-u"],
                           capture_output=True, text=True).stdout.strip()
     assert user == "1000"
-    srv = serving.Server(str(served_registry["v1"]), serving.free_port(), executor="docker").start()
+    srv = Server(str(served_registry["v1"]), free_port(), executor="docker").start()
     try:
         srv.wait_ready(180)
         r = httpx.post(f"{srv.url}/v1/models/{MODEL}:predict", json={"instances": instances})

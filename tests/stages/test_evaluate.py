@@ -229,7 +229,7 @@ def _run_component(examples, student, taxi_config, baseline_model_uri, out, expl
 def test_component_first_run_then_same_model_baseline(examples, student, taxi_config, tmp_path):
     """First run: no baseline (resolve found none), no threshold -> blessed. Once v1 is in the
     registry, resolve's URI of it is the baseline, and the same model passes the change threshold."""
-    from kfx_components.common import registry
+    from kfx_formats import registry
     from kfx_components.resolve import executor as resolve
 
     reg = str(tmp_path / "registry")

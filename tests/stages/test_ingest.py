@@ -274,9 +274,9 @@ def test_bad_input_names_culprit_and_writes_nothing(case, kwargs, culprit, sampl
 @pytest.fixture
 def small_ranges(monkeypatch):
     """Byte ranges of 4 KiB, so a small file is read as many ranges (as a large one is)."""
-    from kfx_components.ingest import beam_path
-    monkeypatch.setattr(beam_path, "RANGE_BYTES", 4096)
-    monkeypatch.setattr(beam_path, "BATCH", 97)
+    from kfx_components.ingest import beam_reading
+    monkeypatch.setattr(beam_reading, "RANGE_BYTES", 4096)
+    monkeypatch.setattr(beam_reading, "BATCH", 97)
 
 
 def _taxi_args(taxi_config):
@@ -307,7 +307,6 @@ def test_beam_engine_names_the_absolute_line(sample_csv, taxi_config, tmp_path, 
     lines[2500] += ",extra"          # file line 2501, far past the first range
     bad = tmp_path / "ragged.csv"
     bad.write_text("\n".join(lines) + "\n")
-    from kfx_components.ingest import executor
     with pytest.raises(ValueError) as err:
         _run(tmp_path, bad, engine="beam", **_taxi_args(taxi_config))
     message = str(err.value)
@@ -329,7 +328,7 @@ def test_beam_engine_stray_text_and_auto_threshold(sample_csv, taxi_config, tmp_
 
 
 def test_both_engines_type_columns_by_one_rule(tmp_path):
-    """One typing rule (executor.column_type) for both engines, on the columns where they once
+    """One typing rule (column_types.column_type) for both engines, on the columns where they once
     differed: a Parquet string column of digits stays text (its zeros kept), a boolean column with
     missing cells is int64 (0/1, missing cells absent), an integer column with missing cells is int64."""
     n = 240

@@ -6,8 +6,9 @@ import pandas as pd
 import pytest
 
 from kfx import report
-from kfx.metadata import StoredArtifact
-from kfx.run_context import RunResult, StepRecord
+from kfx.runner import outcome
+from kfx.stores.metadata import StoredArtifact
+from kfx.runner.run_context import RunResult, StepRecord
 from kfx_components.push import card_html
 from kfx_components.push import executor as push
 
@@ -62,9 +63,9 @@ def test_the_run_ends_with_it_and_the_report_shows_it(facts, tmp_path):
     result = RunResult(run_id="r1", pipeline="lifecycle", root=tmp_path, parameters={}, seconds=1.0, steps={
         "ingest": StepRecord("ingest", "COMPLETE", 0.5, outputs={"examples": examples}),
         "push": StepRecord("push", "COMPLETE", 0.5, outputs={"pushed_model": pushed})})
-    assert report.outcome_lines(result)[:2] == [f"data: {EXPECTED}", "pushed wages v1 (student)"]
+    assert outcome.outcome_lines(result)[:2] == [f"data: {EXPECTED}", "pushed wages v1 (student)"]
     page = report.write(result, tmp_path / "report.html").read_text()
-    outcome = page[page.index("<h2>Outcome</h2>"):page.index("</ul>", page.index("<h2>Outcome</h2>"))]
-    assert "90 rows in the file; 30 dropped (label missing); 60 used" in outcome
+    shown = page[page.index("<h2>Outcome</h2>"):page.index("</ul>", page.index("<h2>Outcome</h2>"))]
+    assert "90 rows in the file; 30 dropped (label missing); 60 used" in shown
     warnings = page[page.index("<h2>Warnings</h2>"):]
     assert "ingest: label &#x27;paid&#x27; is missing in 30 row(s)" in warnings

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from kfx_components.common import registry
+from kfx_formats import registry
 from kfx_components.notify import executor
 from tests.webhook import Webhook
 

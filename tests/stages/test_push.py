@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kfx_components.common import registry
+from kfx_formats import registry
 from kfx_components.push import executor
 
 BLESSED = {"blessed": True, "reasons": [], "baseline_used": False}

@@ -5,8 +5,7 @@ import os
 
 import pytest
 
-from kfx import serving
-from kfx_components.common import registry
+from kfx_formats import registry
 from kfx_components.resolve import executor
 
 
@@ -37,7 +36,7 @@ def test_newest_version_unless_production_points_elsewhere(tmp_path):
     facts = executor.run(reg, "m")
     assert facts["version"] == 2 and facts["model_uri"] == f"{v2.uri}/saved_model"
     assert facts["statistics_uri"] == ""   # v2 was published without statistics
-    serving.set_alias(f"{reg}/m", "production", 1)   # as `kfx rollout` promotes a version
+    registry.set_alias(f"{reg}/m", "production", 1)   # as `kfx rollout` promotes a version
     facts = executor.run(reg, "m")
     assert facts["version"] == 1 and facts["source"] == "the 'production' alias"
     assert facts["statistics_uri"] == f"{v1.uri}/statistics"

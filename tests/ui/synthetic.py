@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from kfx.runner import run_listing
+from kfx.runner.orchestrator import run_listing
 
 PIPELINE = "kfx-tabular"
 

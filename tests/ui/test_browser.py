@@ -110,10 +110,10 @@ def test_traversal_attempts_are_refused(server, light_root):
 
 
 def test_the_runner_writes_the_listing_the_runs_page_reads(light_root):
-    from kfx.runner import run_listing
-    from kfx.ui import data
+    from kfx.runner.orchestrator import run_listing
+    from kfx.views import run_records
     for run in (light_root / "runs").glob("ui-demo-*"):
-        record, listing = data.read_record(run), data.read_record(run, "summary.json")
+        record, listing = run_records.read_record(run), run_records.read_record(run, "summary.json")
         assert listing == json.loads(json.dumps(run_listing(record)))
         assert (run / "summary.json").stat().st_size < (run / "run.json").stat().st_size / 3
         assert listing["steps"].keys() == record["steps"].keys() and listing["state"] == record["state"]

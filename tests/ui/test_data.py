@@ -1,11 +1,12 @@
-"""kfx.ui.data on a tiny synthetic root: the Runs page's rows, sorting, filtering and pages, a live
+"""kfx.views.run_records on a tiny synthetic root: the Runs page's rows, sorting, filtering and pages, a live
 run, the registry, compare and monitoring."""
 import os
 
 import pytest
 
-from kfx.runner import take_lease
-from kfx.ui import data, monitoring, registry
+from kfx.runner.orchestrator import take_lease
+from kfx.ui import monitoring, registry
+from kfx.views import run_records
 from tests.ui import synthetic
 
 
@@ -15,11 +16,11 @@ def root(tmp_path):
     synthetic.write_registry(tmp_path)
     synthetic.write_monitor_run(tmp_path, 1, retrain=False, online=0.89)
     synthetic.write_monitor_run(tmp_path, 2, retrain=True, online=0.80)
-    return data.Root(tmp_path)
+    return run_records.Root(tmp_path)
 
 
 def test_runs_page_rows_carry_the_record_summary(root):
-    page = data.runs_page(root, text="kfx-tabular", per_page=50)
+    page = run_records.runs_page(root, text="kfx-tabular", per_page=50)
     assert page["total"] == 12
     newest = page["rows"][0]
     assert newest["run"] == synthetic.run_id(11)     # newest first by default
@@ -32,17 +33,17 @@ def test_runs_page_rows_carry_the_record_summary(root):
 
 
 def test_runs_sort_filter_and_paginate_server_side(root):
-    by_metric = data.runs_page(root, text="kfx-tabular", sort="metric", desc=True)["rows"]
+    by_metric = run_records.runs_page(root, text="kfx-tabular", sort="metric", desc=True)["rows"]
     values = [r["metric"]["value"] for r in by_metric]
     assert values == sorted(values, reverse=True)
-    ascending = [r["seconds"] for r in data.runs_page(root, sort="seconds", desc=False)["rows"]]
+    ascending = [r["seconds"] for r in run_records.runs_page(root, sort="seconds", desc=False)["rows"]]
     assert ascending == sorted(ascending)
-    failed = data.runs_page(root, state="FAILED")
+    failed = run_records.runs_page(root, state="FAILED")
     assert failed["total"] == 2 and {r["state"] for r in failed["rows"]} == {"FAILED"}
-    first, second = (data.runs_page(root, text="tabular", per_page=5, page=p) for p in (1, 3))
+    first, second = (run_records.runs_page(root, text="tabular", per_page=5, page=p) for p in (1, 3))
     assert first["pages"] == 3 and len(first["rows"]) == 5 and len(second["rows"]) == 2
     assert not {r["run"] for r in first["rows"]} & {r["run"] for r in second["rows"]}
-    assert data.runs_page(root, sort="no such column")["sort"] == "started"
+    assert run_records.runs_page(root, sort="no such column")["sort"] == "started"
 
 
 def test_a_run_without_a_record_is_running_while_its_runner_holds_the_lease(root):
@@ -50,12 +51,12 @@ def test_a_run_without_a_record_is_running_while_its_runner_holds_the_lease(root
     (run_dir / "logs").mkdir(parents=True)
     lease = take_lease(run_dir)
     try:
-        assert data.run_state(root, run_dir.name) == "RUNNING"
-        row = next(r for r in data.runs_page(root, state="RUNNING")["rows"])
+        assert run_records.run_state(root, run_dir.name) == "RUNNING"
+        row = next(r for r in run_records.runs_page(root, state="RUNNING")["rows"])
         assert row["run"] == run_dir.name and row["pipeline"] == "kfx-tabular"
     finally:
         os.close(lease)
-    assert data.run_state(root, run_dir.name) == "UNFINISHED"   # its runner died without a record
+    assert run_records.run_state(root, run_dir.name) == "UNFINISHED"   # its runner died without a record
 
 
 def test_models_read_versions_aliases_rollouts_and_cards(root):
@@ -70,7 +71,7 @@ def test_models_read_versions_aliases_rollouts_and_cards(root):
 
 
 def test_compare_flags_differing_parameters_and_collects_curves(root):
-    found = data.compare(root, [synthetic.run_id(0), synthetic.run_id(1), "no-such-run"])
+    found = run_records.compare(root, [synthetic.run_id(0), synthetic.run_id(1), "no-such-run"])
     assert found["missing"] == ["no-such-run"]
     rows = {p["name"]: p for p in found["parameters"]}
     assert rows["train_epochs"]["differs"] and rows["train_epochs"]["values"] == [4, 5]
@@ -92,13 +93,13 @@ def test_monitoring_reads_span_drift_and_monitor_windows(root):
 
 def test_memory_stays_bounded_the_default_view_reads_one_page_and_the_cache_is_capped(root, monkeypatch):
     reads = []
-    real = data.read_record
-    monkeypatch.setattr(data, "read_record", lambda run_dir, name="run.json": reads.append(run_dir.name) or real(run_dir, name))
-    page = data.runs_page(root, per_page=4, page=2)
+    real = run_records.read_record
+    monkeypatch.setattr(run_records, "read_record", lambda run_dir, name="run.json": reads.append(run_dir.name) or real(run_dir, name))
+    page = run_records.runs_page(root, per_page=4, page=2)
     assert [r["run"] for r in page["rows"]] == sorted(reads, reverse=True) and len(reads) == 4
     assert page["total"] == 14 and page["pages"] == 4
-    monkeypatch.setattr(data, "SUMMARY_CACHE", 3)
-    data.runs_page(root, sort="metric", per_page=2)   # every record read once, three rows kept
+    monkeypatch.setattr(run_records, "SUMMARY_CACHE", 3)
+    run_records.runs_page(root, sort="metric", per_page=2)   # every record read once, three rows kept
     assert len(root._summaries) == 3
 
 
@@ -108,12 +109,12 @@ def test_the_runs_page_reads_the_runners_listing_and_old_roots_alike(tmp_path):
     new, old = tmp_path / "new", tmp_path / "old"
     synthetic.write_runs(new, 6, failed_every=4)
     synthetic.write_runs(old, 6, failed_every=4, listing=False)
-    expected = data.runs_page(data.Root(old), sort="metric")["rows"]
+    expected = run_records.runs_page(run_records.Root(old), sort="metric")["rows"]
     for run in (new / "runs").iterdir():
         stamp = (run / "run.json").stat()
         (run / "run.json").write_text("not json")
         os.utime(run / "run.json", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-    rows = data.runs_page(data.Root(new), sort="metric")["rows"]
+    rows = run_records.runs_page(run_records.Root(new), sort="metric")["rows"]
     assert [{k: v for k, v in r.items() if k != "started"} for r in rows] == \
         [{k: v for k, v in r.items() if k != "started"} for r in expected]
     assert len(rows) == 6 and all(r["metric"] for r in rows) and any(r["state"] == "FAILED" for r in rows)

@@ -1,12 +1,13 @@
-"""kfx.ui.graph on the demo pipeline's compiled IR: sub-DAGs as nodes, the layered layout, states
+"""kfx.views.graph on the demo pipeline's compiled IR: sub-DAGs as nodes, the layered layout, states
 from executions (a loop's iterations, a skipped branch, a sub-DAG not finished), and the charts'
 readers of KFP's ClassificationMetrics."""
 import re
 
 import pytest
 
-from kfx import ir
-from kfx.ui import charts, graph
+from kfx.runner import ir
+from kfx.views import graph
+from kfx.views import charts
 from tests.ui.pipelines import compile_ui_demo
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kfx import report
-from kfx.metadata import StoredArtifact
-from kfx.run_context import RunResult, StepRecord
+from kfx.stores.metadata import StoredArtifact
+from kfx.runner.run_context import RunResult, StepRecord
 from tests.ui import synthetic
 from tests.ui.browser import VIEWPORT, chromium, need_browser
 

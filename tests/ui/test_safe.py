@@ -4,6 +4,7 @@ import os
 import pytest
 
 from kfx.ui import safe
+from kfx.views import run_records
 
 
 @pytest.fixture
@@ -35,8 +36,8 @@ def test_traversal_absolute_symlinks_and_encodings_are_refused(root, relative):
 
 
 def test_relative_to_root_links_only_what_it_can_serve(root, tmp_path):
-    assert safe.relative_to_root(root, str(root / "runs/r1/run.json")) == "runs/r1/run.json"
-    assert safe.relative_to_root(root, f"file://{root}/runs/r1/run.json") == "runs/r1/run.json"
-    assert safe.relative_to_root(root, str(tmp_path / "secret.txt")) is None
-    assert safe.relative_to_root(root, str(root / "runs/r1/link-out")) is None
-    assert safe.relative_to_root(root, "s3://bucket/key") is None
+    assert run_records.relative_to_root(root, str(root / "runs/r1/run.json")) == "runs/r1/run.json"
+    assert run_records.relative_to_root(root, f"file://{root}/runs/r1/run.json") == "runs/r1/run.json"
+    assert run_records.relative_to_root(root, str(tmp_path / "secret.txt")) is None
+    assert run_records.relative_to_root(root, str(root / "runs/r1/link-out")) is None
+    assert run_records.relative_to_root(root, "s3://bucket/key") is None

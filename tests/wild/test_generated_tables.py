@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import test_bad_input as bad_input
-from tests.test_bad_input import ir_file  # noqa: F401  (the pipeline compiled once, a module fixture)
+from tests import cli_runs
 from tests.wild import contract, tables
 from tests.wild.contract import check_ingested, ingest
 
@@ -126,7 +125,7 @@ def assert_contract(proc: subprocess.CompletedProcess, table: tables.WildTable) 
 
 
 @pytest.mark.parametrize("spoil", ["stray text in 'lambda'", "three classes in a binary label"])
-def test_cli_refusal_of_a_nasty_table_is_one_ingest_line(spoil, ir_file, tmp_path):
+def test_cli_refusal_of_a_nasty_table_is_one_ingest_line(spoil, lifecycle_ir, tmp_path):
     """Tables ingest must refuse, with the names of the issue around: the one line names the culprit,
     nothing is left written (tests/test_bad_input.py's contract)."""
     table = tables.nastiest(rows=120)
@@ -138,7 +137,7 @@ def test_cli_refusal_of_a_nasty_table_is_one_ingest_line(spoil, ir_file, tmp_pat
         table.frame.loc[3, "x y"] = "maybe"
         must = ["ingest", "'x y'", "3 classes"]
     root = tmp_path / "root"
-    done = bad_input.kfx_run(ir_file, root, table.write(tmp_path / "in"), table.label, table.task, [])
+    done = cli_runs.kfx_run(lifecycle_ir, root, table.write(tmp_path / "in"), table.label, table.task, [])
     assert contract.classify(done.returncode, done.stdout, done.stderr, table)[0] == contract.REFUSED_IN_INGEST
-    bad_input.assert_one_clear_error(done, root, must)
+    cli_runs.assert_one_clear_error(done, root, must)
 
