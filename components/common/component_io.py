@@ -12,9 +12,7 @@ import os
 from typing import Any, Iterable, Mapping, Optional
 
 from kfx_components.common import facts as travelling
-
-# kfx.runner.dispatch.INPUT_FINGERPRINT's value: a stage may not import the platform
-FINGERPRINT = "kfx_fingerprint"
+from kfx_formats import artifact_metadata as keys
 
 
 def problem(source) -> dict:
@@ -39,11 +37,18 @@ def carry(output, source, facts: Mapping[str, Any] = ()) -> None:
     output.metadata.update({**dict(facts), **travelling.carried(source.metadata)})
 
 
-def result(output, summary: str, published: Optional[bool] = None, **facts: Any) -> None:
-    """A stage's result, by kfx's stage-neutral convention (kfx/report.py outcome_lines): `facts`,
-    then `summary`, the one line the run ends with, and `published` when given (true: the
-    artifact's URI is outside the run's store, e.g. a registry version, and the run shows it)."""
-    stage_neutral = {"summary": summary, **({} if published is None else {"published": published})}
+def result(output, summary: str, published: Optional[bool] = None, alert: Optional[bool] = None,
+           details: Optional[Iterable[str]] = None, **facts: Any) -> None:
+    """A stage's result, by kfx's stage-neutral convention (kfx_formats.artifact_metadata): `facts`,
+    then `summary`, the one line the run ends with; `published` when given (true: the artifact's
+    URI is outside the run's store, e.g. a registry version, and the run shows it); `alert` and
+    its `details` when given (true: something a person must act on, and the lines saying why)."""
+    stage_neutral = {keys.SUMMARY: summary}
+    for key, value in ((keys.PUBLISHED, published), (keys.ALERT, alert)):
+        if value is not None:
+            stage_neutral[key] = value
+    if details is not None:
+        stage_neutral[keys.DETAILS] = list(details)
     output.metadata.update({**facts, **stage_neutral})
 
 
@@ -71,5 +76,5 @@ def source_fingerprint(*inputs) -> str:
     """The inputs' lineage fingerprints joined with "+"; "" when one has none. kfx's runner puts
     each input's fingerprint in its metadata (`kfx_fingerprint`); KFP does not, and then a
     consumer compares bytes instead."""
-    prints = [artifact.metadata.get(FINGERPRINT, "") for artifact in inputs]
+    prints = [artifact.metadata.get(keys.FINGERPRINT, "") for artifact in inputs]
     return "+".join(prints) if all(prints) else ""

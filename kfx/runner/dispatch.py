@@ -25,9 +25,9 @@ from kfx.runner.launchers import PER_STEP_ENV, Step
 from kfx.stores.metadata import CONTAINER_EXECUTION, IMPORTER_EXECUTION, State
 from kfx.runner.run_context import RunContext, StepFailed, StepRecord, TaskCall
 from kfx.stores.local import remove_tree
+from kfx_formats import artifact_metadata
 
 LOG_TAIL_LINES = 40
-INPUT_FINGERPRINT = "kfx_fingerprint"   # added to every input artifact's metadata in the executor input
 # A step's resume directory (<root>/.resume/<cache key>): what it saves to resume after being killed
 # (training checkpoints). Same inputs, same directory; it outlives a failed or killed attempt and is
 # removed when the step commits. Absent on KFP, where a step behaves as it always did.
@@ -309,7 +309,7 @@ def _executor_input(run: RunContext, call: TaskCall, staging: Path, scratch: Pat
                 "uri": run.store.local_path(art.uri, local) if art.has_content else str(local),
                 # What made it (data, parameters, code), stable with or without the cache: a step
                 # may use it to recognise the same artifact (a publishing step: "already vN").
-                "metadata": {**art.metadata, INPUT_FINGERPRINT: art.fingerprint}}
+                "metadata": {**art.metadata, artifact_metadata.FINGERPRINT: art.fingerprint}}
 
     return {
         "inputs": {

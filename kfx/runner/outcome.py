@@ -1,5 +1,6 @@
 """What a run says about itself, by a convention any component may follow on its output
-artifacts' metadata, so the platform never reads one stage's own structure:
+artifacts' metadata (the keys: kfx_formats.artifact_metadata), so the platform never reads one
+stage's own structure:
 
 - `summary`: the one line the run ends with (ingest's says what it left out of the file,
   push's what it published, monitor's whether retraining is due);
@@ -13,6 +14,7 @@ from __future__ import annotations
 from typing import Iterator, Tuple
 
 from kfx.runner.run_context import RunResult
+from kfx_formats.artifact_metadata import ALERT, DETAILS, PUBLISHED, SUMMARY, WARNINGS
 
 
 def outputs(result: RunResult) -> Iterator[Tuple[str, str, object]]:
@@ -30,9 +32,9 @@ def outcome_lines(result: RunResult) -> list[str]:
     """Every `summary`, and the URI of every `published` artifact, in step order."""
     lines = []
     for _, _, artifact in outputs(result):
-        if artifact.metadata.get("summary"):
-            lines.append(_one_line(artifact.metadata["summary"]))
-        if artifact.metadata.get("published"):
+        if artifact.metadata.get(SUMMARY):
+            lines.append(_one_line(artifact.metadata[SUMMARY]))
+        if artifact.metadata.get(PUBLISHED):
             lines.append(f"published: {artifact.uri}")
     return lines
 
@@ -41,7 +43,7 @@ def warning_lines(result: RunResult) -> list[str]:
     """Every output's `warnings`, each prefixed by its step."""
     lines = []
     for name, _, artifact in outputs(result):
-        warnings = artifact.metadata.get("warnings")
+        warnings = artifact.metadata.get(WARNINGS)
         if isinstance(warnings, list):
             lines += [f"{name}: {_one_line(w)}" for w in warnings]
     return lines
@@ -51,8 +53,8 @@ def alerts(result: RunResult) -> list[dict]:
     """The outputs that raise an alert: each as {"step", "summary", "details"}."""
     found = []
     for name, _, artifact in outputs(result):
-        if artifact.metadata.get("alert"):
-            details = artifact.metadata.get("details")
-            found.append({"step": name, "summary": _one_line(artifact.metadata.get("summary") or ""),
+        if artifact.metadata.get(ALERT):
+            details = artifact.metadata.get(DETAILS)
+            found.append({"step": name, "summary": _one_line(artifact.metadata.get(SUMMARY) or ""),
                           "details": [_one_line(d) for d in details] if isinstance(details, list) else []})
     return found
