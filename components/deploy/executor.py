@@ -13,11 +13,9 @@ No TensorFlow: runs on the push runtime (kfp + minio).
 from __future__ import annotations
 
 import datetime
-import json
-import os
 from typing import Any, Dict, Mapping
 
-from kfx_formats import s3
+from kfx_formats import registry
 
 ROLLOUTS = ("none", "canary", "blue-green", "shadow")
 
@@ -46,15 +44,5 @@ def run(pushed: Mapping[str, Any], registry_uri: str, model_name: str, rollout: 
               "rollout": rollout, "status": "pending", "requested_at": now.isoformat().replace("+00:00", "Z"),
               "run": dict(run_info or {}), "commands": commands}
     uri = record_uri(registry_uri, model_name, version, stamp)
-    data = json.dumps(record, indent=2, sort_keys=True).encode()
-    if s3.is_s3(uri):
-        bucket, key = s3.split_uri(uri)
-        s3.put(s3.client(), bucket, key, data, "application/json")
-    else:
-        path = uri[len("file://"):] if uri.startswith("file://") else uri
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+    registry.write_json(uri, record)   # atomic locally, one object on S3
     return {"deployed": True, "record": uri, **record}
