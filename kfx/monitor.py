@@ -27,14 +27,14 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from kfx import bundled
 from kfx.errors import UsageError
-from kfx.runner import outcome
-from kfx.runner.execute import run_pipeline
-from kfx.runner.run_context import RunResult
 from kfx_formats import registry
+
+if TYPE_CHECKING:   # the runner (MLMD, gRPC) is imported when a window runs, not when the CLI starts
+    from kfx.runner.run_context import RunResult
 
 TASK = "monitor"   # the monitor pipeline's step (pipelines/monitor.py) whose page and statistics are shown
 # What a registry version must hold for the monitor (push publishes them with the model).
@@ -107,6 +107,8 @@ def watch(model: str, serving_data: str, root: Optional[str] = None, previous: O
           labels: Optional[str] = None, metric_tolerance: float = 0.05, artifact_store: Optional[str] = None,
           executor: str = "process", preload: Optional[str] = PRELOAD, verbose: bool = False) -> Window:
     """Runs the monitor pipeline on one window of logged serving data against a registry version."""
+    from kfx.runner import outcome
+    from kfx.runner.execute import run_pipeline
     if not 0 <= metric_tolerance < 1:
         raise UsageError(f"--metric-tolerance {metric_tolerance}: expected a fraction in [0, 1)")
     model = check_model(model)
@@ -142,10 +144,11 @@ def _html_copy(uri: str, dest: Path) -> str:
 def retrain_parameters(model: str, config: Optional[str], data: str, pairs: Sequence[str] = ()) -> dict:
     """The lifecycle run's parameters: the config, the data pattern and --param pairs; the retrained
     model goes where the monitored one came from (its registry and name) unless a pair says otherwise."""
+    from kfx.runner import ir
     from kfx.runner.params import run_parameters
     registry_uri, model_name = registry.split_model_uri(model)[0].rsplit("/", 1)
     params = run_parameters(config=config, data=data, pairs=pairs,
-                            strings={n for n, s in bundled.lifecycle_inputs("local").items() if s.type == "String"})
+                            strings=ir.string_parameters(bundled.lifecycle_parameters("local")))
     params.setdefault("model_name", model_name)
     params.setdefault("registry_uri", registry_uri)
     return params
@@ -155,6 +158,7 @@ def retrain(model: str, data: str, root: str, config: Optional[str] = None, pair
             host: Optional[str] = None, artifact_store: Optional[str] = None, verbose: bool = False):
     """Retrains on `data`: the lifecycle run in this process (returns its RunResult) or, with `host`,
     submitted to KFP (returns the submission's ids)."""
+    from kfx.runner.execute import run_pipeline
     with tempfile.TemporaryDirectory() as tmp:
         profile = "gpu" if host else "local"
         ir_path = bundled.compile_lifecycle(str(Path(tmp) / "pipeline.yaml"), profile)

@@ -35,10 +35,10 @@ def _ir_and_parameters(args, tmp: str):
 
 
 def cmd_compile(args) -> int:
+    from kfx.runner import ir
     from kfx.runner.params import run_parameters
-    inputs = bundled.lifecycle_inputs(args.profile)
     params = run_parameters(args.config, args.data, args.label, args.task, args.param,
-                            {name for name, spec in inputs.items() if spec.type == "String"})
+                            ir.string_parameters(bundled.lifecycle_parameters(args.profile)))
     bundled.compile_lifecycle(args.output, args.profile, params)
     print(args.output)
     return 0
