@@ -18,8 +18,8 @@ include deploy/k8s.mk
 include serving/serving.mk
 include bench/bench.mk
 
-# The image build is driven by the venv's Python.
-images: venv
+# The image build is driven by the venv's Python; kfx-infra-validate copies the serve image's venv.
+images: venv serving-image
 
 # The venv from the pinned lock; rebuilt when the lock or the package metadata changes.
 $(VENV)/.installed: requirements/stack.lock pyproject.toml
@@ -32,7 +32,8 @@ $(VENV)/.installed: requirements/stack.lock pyproject.toml
 
 venv: $(VENV)/.installed
 
-run: venv
+# The serving venv: infra validation loads the candidate in the serving runtime before push.
+run: venv serving-venv
 	$(KFX) run --config $(CONFIG) --root $(ROOT)
 
 compile: venv

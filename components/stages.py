@@ -49,6 +49,9 @@ STAGES: Dict[str, Stage] = _stages(
     Stage("quantize", TF_RUNTIME, Resources("1", "2", "2Gi", "6Gi"), 3600),
     # evaluate is a pure function of its inputs (the baseline arrives from resolve as a URI).
     Stage("evaluate", TF_RUNTIME, Resources("1", "2", "2Gi", "8Gi"), 3600),
+    # infra_validate serves the candidate with kfx_serving on 127.0.0.1 in its own pod (its image carries
+    # the serving venv, components/infra_validate/component.py); a pure function of its inputs.
+    Stage("infra_validate", TF_RUNTIME, Resources("1", "2", "2Gi", "6Gi"), 1200),
     # push writes a registry version (idempotently): it always runs.
     Stage("push", PUSH_RUNTIME, Resources("250m", "1", "512Mi", "2Gi"), 900, cached=False, retries=1),
     # deploy records the rollout a pushed model asks for (kfx serve / kfx rollout act on it).

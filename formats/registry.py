@@ -62,6 +62,7 @@ TRAIN_STATISTICS = "statistics/train/FeatureStats.pb"        # ...of its train s
 SCHEMA_DIR = "schema"
 SCHEMA = "schema/schema.pbtxt"                               # the schema the model was validated with
 CARD_MD, CARD_JSON, CARD_HTML = "model_card.md", "model_card.json", "model_card.html"
+CONTRACT = "contract.json"                                   # the request contract (kfx_formats.contract)
 
 
 class RegistryError(RuntimeError):

@@ -73,6 +73,9 @@ COMPILE_BYTECODE = {"tf-runtime": "1", "tf-runtime-gpu": "1", "push-runtime": "0
 CLI = "cli"
 CLI_RUNTIME = "push-runtime"
 CLI_MODULES = ["kfx.submit"]
+# Stages whose image adds more than their code to the runtime: infra_validate carries the serving
+# venv of the kfx-serve image (make serving-image), whose name is passed as SERVE_IMAGE.
+STAGE_DOCKERFILES = {"infra_validate": "Dockerfile.infra-validate"}
 DEFAULT_BASE = "kfx/python-base:3.11-bookworm"
 HOST_CA = Path(os.environ.get("KFX_BUILD_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
 PYVER = "3.11"
@@ -116,6 +119,20 @@ def cli_repo() -> str:
 def cli_image() -> str:
     """The image helm/kfx's registration Job runs (values pipeline.register.imageName)."""
     return f"{cli_repo()}:{image_tag()}"
+
+
+def serve_image() -> str:
+    """The serving runtime image (images/serve/build.sh) the infra_validate image copies its venv from."""
+    return f"{registry()}/kfx-serve:{image_tag()}"
+
+
+def serve_image_id() -> str:
+    """Its image id (part of infra_validate's content hash); one line naming the make target when absent."""
+    res = docker("image", "inspect", "--format", "{{.Id}}", serve_image())
+    if res.returncode != 0:
+        raise SystemExit(f"images: {serve_image()} missing; run `make serving-image` first (infra_validate copies "
+                         "its serving venv)")
+    return res.stdout.strip()
 
 
 def runtime_of(stage: str, gpu: bool = False) -> str:
@@ -278,7 +295,8 @@ def stage_context(stage: str, runtime_hash: str) -> tuple[Path, str, list[str]]:
         code[f"kfx_components/{rel.as_posix()}"] = path.read_bytes()
     if not any(n.startswith(f"kfx_components/{stage}/") and n.endswith("executor.py") for n in code):
         log(f"warning: components/{stage}/executor.py does not exist yet")
-    return _context(stage, code, "kfx_components", "Dockerfile.stage", runtime_hash)
+    return _context(stage, code, "kfx_components", STAGE_DOCKERFILES.get(stage, "Dockerfile.stage"),
+                    runtime_hash + (serve_image_id() if stage in STAGE_DOCKERFILES else ""))
 
 
 def cli_context(runtime_hash: str) -> tuple[Path, str, list[str]]:
@@ -379,7 +397,7 @@ def build(stages: list[str], jobs: int, cli: bool = True, gpu: bool = False) -> 
         tags = [f"{stage_repo(stage)}:{image_tag()}", f"{stage_repo(stage)}:{ver}-{h}"]
         timings[stage] = docker_build(stage, ctx, tags, {
             "RUNTIME_IMAGE": rt_ref, "STAGE": stage, "VERSION": ver, "REVISION": rev,
-            "SOURCE": src, "CONTENT_HASH": h})
+            "SOURCE": src, "CONTENT_HASH": h, **({"SERVE_IMAGE": serve_image()} if stage in STAGE_DOCKERFILES else {})})
         built[stage] = {"image": tags[0], "content_tag": tags[1], "runtime": rt_ref, "files": code}
 
     platform = {}

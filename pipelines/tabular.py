@@ -1,7 +1,7 @@
 """The kfx lifecycle for any tabular data set with a label, as a KFP pipeline.
 
 resolve (the baseline) -> ingest -> validate -> transform -> tune ->
-distributed-train -> distill -> quantize -> evaluate -> push. What the data set is (file, label, problem
+distributed-train -> distill -> quantize -> evaluate -> infra-validate -> push. What the data set is (file, label, problem
 type, slicing feature, column roles) arrives as pipeline parameters; where
 each step runs (CPU/GPU/TPU pools, resources) comes from a compile profile.
 """
@@ -14,6 +14,7 @@ from kfx_components.deploy.component import deploy
 from kfx_components.distill.component import distill
 from kfx_components.distributed_train.component import distributed_train
 from kfx_components.evaluate.component import evaluate
+from kfx_components.infra_validate.component import infra_validate
 from kfx_components.ingest.component import ingest
 from kfx_components.notify.component import notify
 from kfx_components.push.component import push
@@ -36,6 +37,17 @@ def build_pipeline(profile: str = "cpu"):
         data_uri: str,
         label: str,
         span: int = 0,                 # the data version (kfx run --data PATTERN-WITH-{SPAN}): kept with the run
+        # A window of spans (kfx run --train-spans K; docs/monitoring.md): kfx run resolves the pattern
+        # into the spans trained on (oldest first) and their files, the newer span held out as the split
+        # "backtest" (0 and "": none; temporal_backtest false) and a hash of their contents (a file
+        # changed in place is a new input). The imported data_uri stays the newest span's file.
+        train_spans: int = 0,
+        temporal_backtest: bool = True,
+        spans: List[int] = [],
+        span_uris: List[str] = [],
+        backtest_span: int = 0,
+        backtest_uri: str = "",
+        span_fingerprint: str = "",
         problem_type: str = "binary",
         model_name: str = "model",
         registry_uri: str = "",
@@ -73,6 +85,7 @@ def build_pipeline(profile: str = "cpu"):
         metric_threshold: float = 0.0,
         baseline_tolerance: float = 0.01,
         min_vs_reference: float = 0.85,
+        bless_on: str = "random",      # "temporal": the backtest on the newest span must pass too
         rollout: str = "none",
         notify_url: str = "",          # a webhook (Slack-compatible) for the run's outcome; on a cluster a Secret's
     ):
@@ -89,7 +102,9 @@ def build_pipeline(profile: str = "cpu"):
             examples = place(ingest(
                 data=data.output, label=label, problem_type=problem_type, eval_ratio=eval_ratio,
                 test_ratio=test_ratio, drop_columns=drop_columns, split_key=split_key,
-                beam_pipeline_args=beam_pipeline_args), "ingest", profile)
+                beam_pipeline_args=beam_pipeline_args, span_uris=span_uris, spans=spans,
+                backtest_uri=backtest_uri, backtest_span=backtest_span, span_fingerprint=span_fingerprint),
+                "ingest", profile)
 
             validated = place(validate(
                 examples=examples.outputs["examples"], curated_schema_uri=schema_uri,
@@ -134,12 +149,19 @@ def build_pipeline(profile: str = "cpu"):
                 slice_features=slice_features, crossed_slices=crossed_slices, max_fairness_gap=max_fairness_gap,
                 explain_rows=explain_rows, metric_threshold=metric_threshold,
                 baseline_tolerance=baseline_tolerance, min_vs_reference=min_vs_reference,
-                baseline_model_uri=baseline.outputs["model_uri"], beam_pipeline_args=beam_pipeline_args),
+                baseline_model_uri=baseline.outputs["model_uri"], beam_pipeline_args=beam_pipeline_args,
+                bless_on=bless_on),
                 "evaluate", profile)
+
+            # The blessed candidate loaded and queried in the serving runtime (skipped when not blessed).
+            served = place(infra_validate(
+                model=model, examples=examples.outputs["examples"], blessing=evaluated.outputs["blessing"]),
+                "infra_validate", profile)
 
             pushed = place(push(
                 model=model, quantized=quantized.outputs["quantized"],
-                blessing=evaluated.outputs["blessing"], eval_metrics=evaluated.outputs["metrics"],
+                blessing=evaluated.outputs["blessing"], infra_blessing=served.outputs["infra_blessing"],
+                eval_metrics=evaluated.outputs["metrics"],
                 examples=examples.outputs["examples"], hyperparameters=tuned.outputs["hyperparameters"],
                 statistics=validated.outputs["statistics"], schema=validated.outputs["schema"],
                 registry_uri=registry_uri, model_name=model_name), "push", profile)

@@ -1,6 +1,7 @@
 """`kfx run` as a person runs it, in a subprocess, and the contract of a run that refuses its
 input: one `error:` line naming what to change, no traceback, nothing half-written. Shared by
-tests/test_bad_input.py and tests/wild/ (the compiled IR: the `lifecycle_ir` fixture, conftest.py)."""
+tests/test_bad_input.py and tests/wild/ (the compiled IR: the `lifecycle_ir` fixture, conftest.py);
+and the shared taxi lifecycle run's budget and helpers (the `taxi_run` fixture, conftest.py)."""
 import pathlib
 import re
 import subprocess
@@ -36,3 +37,35 @@ def assert_one_clear_error(done, root, must_name):
     registry = root / "registry"
     assert not registry.exists() or not any(registry.iterdir()), "a model was pushed"
     return line
+
+
+# The shared taxi lifecycle run's budget (tests/conftest.py `taxi_run`, tests/test_e2e.py): a smaller
+# search and fewer epochs than the defaults, to keep CI short; every stage still runs.
+FAST = ["--param", "max_trials=2", "--param", "tune_epochs=2", "--param", "train_epochs=4",
+        "--param", "distill_epochs=4", "--param", "explain_rows=60", "--param", "finetune_epochs=1"]
+
+
+def kfx(*args, check=True):
+    """`kfx ARGS` in a subprocess; with check, a non-zero exit fails with the end of its output."""
+    proc = subprocess.run([sys.executable, "-m", "kfx.cli", *args], capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kfx {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def land_span(incoming: pathlib.Path, number: int, source: pathlib.Path, shift=None) -> None:
+    """Land a span where the pattern looks: incoming/span-N/data.csv (optionally with a column changed)."""
+    import pandas as pd
+    frame = pd.read_csv(source)
+    if shift:
+        column, change = shift
+        frame[column] = change(frame[column])
+    (incoming / f"span-{number}").mkdir(parents=True)
+    frame.to_csv(incoming / f"span-{number}" / "data.csv", index=False)
+
+
+def pushed_uri(proc) -> str:
+    """The version a run published (its `published: URI` line)."""
+    match = re.search(r"^published: (\S+)$", proc.stdout, re.M)
+    assert match, proc.stdout
+    return match.group(1)

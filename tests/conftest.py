@@ -1,4 +1,5 @@
-"""Shared fixtures: the repo root, the bundled data set's configuration, the S3 server, the compiled lifecycle."""
+"""Shared fixtures: the repo root, the bundled data set's configuration, the S3 server, the compiled lifecycle,
+the one full taxi lifecycle run (tests/test_e2e.py and tests/serving use it)."""
 import os
 import pathlib
 import subprocess
@@ -91,3 +92,26 @@ def lifecycle_ir(tmp_path_factory, repo) -> pathlib.Path:
                           cwd=repo, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return out
+
+
+@pytest.fixture(scope="session")
+def webhook():
+    """Where the shared taxi run (and test_e2e's shifted span) post their outcome (notify_url)."""
+    from tests.webhook import Webhook
+    with Webhook() as hook:
+        yield hook
+
+
+@pytest.fixture(scope="session")
+def taxi_run(repo, tmp_path_factory, webhook):
+    """The ONE full lifecycle run of the session: the bundled taxi data as span 1, through `kfx run`,
+    pushing v1. tests/test_e2e.py reruns on its root; tests/serving serves a copy of its pushed
+    version (instead of training a model of its own). Returns (root, incoming, the run's process)."""
+    from tests.cli_runs import FAST, kfx, land_span
+    root = tmp_path_factory.mktemp("e2e")
+    incoming = tmp_path_factory.mktemp("incoming")
+    land_span(incoming, 1, repo / "data/chicago_taxi/data.csv")
+    first = kfx("run", "--config", str(repo / "pipelines/configs/chicago_taxi.yaml"),
+                "--data", str(incoming / "span-{SPAN}" / "data.csv"), "--root", str(root), *FAST,
+                "--param", f"notify_url={webhook.url}")
+    return root, incoming, first

@@ -1,6 +1,6 @@
 """The whole lifecycle, from the compiled IR, on the bundled data, through the CLI.
 
-One run (module fixture) then two identical runs; assertions on what a user
+One run (the session's shared `taxi_run`, tests/conftest.py) then two identical runs; assertions on what a user
 gets: a pushed, blessed model that serves raw examples and beats the trivial
 predictor on the test split, full MLMD lineage, a report, and reruns that push
 nothing new and re-run only what the new baseline changed (then nothing but
@@ -8,56 +8,22 @@ resolve and push).
 """
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.webhook import Webhook
+from tests.cli_runs import FAST, kfx as _kfx, land_span as _span, pushed_uri as _pushed_uri
 
 pytestmark = pytest.mark.e2e
 
-# Smaller search and fewer epochs than the defaults, to keep CI short; every stage still runs.
-FAST = ["--param", "max_trials=2", "--param", "tune_epochs=2", "--param", "train_epochs=4",
-        "--param", "distill_epochs=4", "--param", "explain_rows=60", "--param", "finetune_epochs=1"]
-KFX = [sys.executable, "-m", "kfx.cli"]
-
-
-def _kfx(*args, check=True):
-    proc = subprocess.run([*KFX, *args], capture_output=True, text=True, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kfx {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def _span(incoming: Path, number: int, source: Path, shift=None) -> None:
-    """Land a span where the pattern looks: incoming/span-N/data.csv (optionally with a column changed)."""
-    import pandas as pd
-    frame = pd.read_csv(source)
-    if shift:
-        column, change = shift
-        frame[column] = change(frame[column])
-    (incoming / f"span-{number}").mkdir(parents=True)
-    frame.to_csv(incoming / f"span-{number}" / "data.csv", index=False)
-
 
 @pytest.fixture(scope="module")
-def webhook():
-    """Where the first run and the shifted span's run post their outcome (notify_url)."""
-    with Webhook() as hook:
-        yield hook
-
-
-@pytest.fixture(scope="module")
-def runs(repo, tmp_path_factory, webhook):
-    """Three runs over span 1 (the bundled data): the first pushes v1, the others change nothing."""
-    root = tmp_path_factory.mktemp("e2e")
-    incoming = tmp_path_factory.mktemp("incoming")
-    _span(incoming, 1, repo / "data/chicago_taxi/data.csv")
+def runs(repo, taxi_run):
+    """Three runs over span 1 (the bundled data): the first (the session's shared `taxi_run`,
+    conftest.py; its outcome posted to the session's `webhook`) pushes v1, the others change nothing."""
+    root, incoming, first = taxi_run
     config = str(repo / "pipelines/configs/chicago_taxi.yaml")
     data = ["--data", str(incoming / "span-{SPAN}" / "data.csv")]
-    first = _kfx("run", "--config", config, *data, "--root", str(root), *FAST, "--param", f"notify_url={webhook.url}")
     second = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     third = _kfx("run", "--config", config, *data, "--root", str(root), *FAST)
     # Everything recomputed: the model is made from the same data, parameters and code as v1.
@@ -86,12 +52,6 @@ def _examples(root: Path, proc) -> Path:
     return root / "artifacts" / "kfx-tabular" / run_id / "ingest" / "examples"
 
 
-def _pushed_uri(proc) -> str:
-    match = re.search(r"^published: (\S+)$", proc.stdout, re.M)
-    assert match, proc.stdout
-    return match.group(1)
-
-
 def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
@@ -103,11 +63,21 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     card = json.loads((uri / "model_card.json").read_text())
     assert card["training"]["temperature"] == 4.0 and card["training"]["compression_ratio"] > 1
     assert card["blessing"]["blessed"] is True and card["metrics"]["overall"]
+    # Infra validation: the candidate was loaded and queried in the serving runtime before push.
+    infra = card["infra_validation"]
+    assert infra["runtime"].split()[0] in ("docker", "process", "step") and infra["load_seconds"] > 0
+    assert infra["latency_ms"]["p99"] >= infra["latency_ms"]["p50"] > 0 and infra["requests"] == 100
+    assert infra["max_difference"] <= infra["tolerance"] and "## Infra validation" in (uri / "model_card.md").read_text()
+    assert re.search(r"^infra-blessed: loaded in [\d.]+s by \w+; 100 requests", first.stdout, re.M), first.stdout
     # What ingest left out of the file is counted beside its rows, in the run's outcome lines and the card.
     left_out = "columns left out: 'tips', 'trip_start_timestamp' (drop_columns)"
     assert re.search(rf"^data: [\d,]+ rows in the file, all used; {re.escape(left_out)}$", first.stdout, re.M)
     assert any(left_out in w for w in card["warnings"]), card["warnings"]
     assert card["metrics"]["split"] == "test" and card["trust"]["vs_trivial_ci"][0] > 0
+    # The request contract clients must keep: the taxi's raw fields with their types, the label not among them.
+    fields = {f["name"]: f["type"] for f in json.loads((uri / "contract.json").read_text())["fields"] if f["used"]}
+    assert fields["fare"] == "float" and fields["trip_start_hour"] == "int" and fields["company"] == "string"
+    assert "label" not in fields and "tips" not in fields
     # The run's one-line outcome names the model, its test metric with its interval and the comparisons.
     assert re.search(r"^pushed chicago-taxi-big-tipper v1 \((student|teacher)\): auc 0\.\d{4} on \d+ test rows "
                      r"\(95% CI 0\.\d{4}-[01]\.\d{4}\), trivial 0\.5000, LogisticRegression 0\.\d{4}$",
@@ -172,13 +142,16 @@ def _states(root, proc) -> dict:
 
 def test_reruns_push_nothing_new_and_re_run_only_what_the_baseline_changed(runs):
     """KFP's caching semantics: resolve, push and deploy always run; check-drift and evaluate re-run in the
-    second run because their baseline went from none to v1; the third run re-runs nothing else."""
+    second run because their baseline went from none to v1 (and infra-validate, after evaluate); the third
+    run re-runs nothing else."""
     root, first, second, third, _, uncached = runs
     assert _pushed_uri(second) == _pushed_uri(first) == _pushed_uri(third)
     assert re.search(r"^already v1: ", second.stdout, re.M) and re.search(r"^already v1: ", third.stdout, re.M)
     assert [p.name for p in (root / "registry" / "chicago-taxi-big-tipper").glob("v*")] == ["v1"]
     ran = {t for t, s in _states(root, second).items() if s == "COMPLETE"}
-    assert ran == {"resolve", "check-drift", "evaluate", "push", "deploy", "notify"}, _states(root, second)
+    # infra-validate reads evaluate's blessing: it re-runs with it.
+    assert ran == {"resolve", "check-drift", "evaluate", "infra-validate", "push", "deploy", "notify"}, \
+        _states(root, second)
     ran = {t for t, s in _states(root, third).items() if s == "COMPLETE"}
     assert ran == {"resolve", "push", "deploy", "notify"}, _states(root, third)
     # --no-cache retrains everything; push knows the model by what made it, not by its bytes.

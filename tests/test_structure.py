@@ -38,7 +38,7 @@ PLATFORM = {
     "kfx.views": {"kfx.gc", "kfx.runner", "kfx.stores"},
     "kfx.gc": {"kfx.errors", "kfx.runner", "kfx.stores"},
     "kfx.submit": {"kfx.errors", "kfx.runner"},
-    "kfx.bundled": {"kfx.errors"},
+    "kfx.bundled": {"kfx.errors", "kfx.runner"},
     "kfx.serving": {"kfx.errors"},
     "kfx.runner": {"kfx.errors", "kfx.stores"},
     "kfx.stores": {"kfx.errors"},

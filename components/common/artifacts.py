@@ -27,4 +27,6 @@ HyperParameters = _kfx_type("HyperParameters", "The tuned width, depth and learn
 Checkpoints = _kfx_type("Checkpoints", "Training checkpoints (distributed_train).")
 ModelEvaluation = _kfx_type("ModelEvaluation", "TFMA's output directory (evaluate).")
 ModelBlessing = _kfx_type("ModelBlessing", "evaluate's verdict: a BLESSED or NOT_BLESSED file, reasons in metadata.")
+InfraBlessing = _kfx_type("InfraBlessing", "infra_validate's verdict: an INFRA_BLESSED or NOT_BLESSED file "
+                         "(the reason, one line) and result.json.")
 Deployment = _kfx_type("Deployment", "A rollout record for kfx serve / kfx rollout (deploy).")

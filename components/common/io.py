@@ -14,6 +14,10 @@ from typing import Dict, Iterable, Iterator, List
 # test, which nothing trains or tunes on, judges it (blessing, card, report).
 TRAIN, EVAL, TEST = "train", "eval", "test"
 SPLITS = (TRAIN, EVAL, TEST)
+# With a window of spans (train_spans), ingest also writes the newest span, which nothing trains
+# on, as this split: the temporal backtest. Not one of SPLITS, which every stage iterates: only
+# evaluate reads it (split_file(root, BACKTEST)), and only when it exists.
+BACKTEST = "backtest"
 DATA_FILE = "data.tfrecord.gz"
 # Beside the splits, ingest lists every source column and its type: a column
 # with no value in any row (all cells missing) appears in no record, yet is a

@@ -1,9 +1,10 @@
 """The blessing gates. TFMA's thresholds, on the overall slice: the primary metric's value bound, its
 change against the baseline, and a non-empty test split. Why a candidate is not blessed: the
-thresholds TFMA found failed, then trust's and fairness's gates; no reason, blessed."""
+thresholds TFMA found failed, then trust's and fairness's gates, then (bless_on=temporal) the
+backtest's; no reason, blessed."""
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 from kfx_components.common import problem
 from kfx_components.evaluate import results
@@ -50,11 +51,13 @@ def add_thresholds(metrics: list, problem_type: str, has_baseline: bool, metric_
                     lower_bound={"value": 1.0}))))
 
 
-def reasons(validation, trusted: dict, fair: dict) -> List[str]:
+def reasons(validation, trusted: dict, fair: dict, temporal: Optional[dict] = None) -> List[str]:
     """Why the candidate is not blessed, [] when it is: TFMA's failed thresholds (``validation``), then
-    the reasons of ``trust.assess`` and ``fairness.summarize``."""
+    the reasons of ``trust.assess``, ``fairness.summarize`` and, when it decides (bless_on=temporal),
+    ``backtest.judge`` (``temporal``)."""
+    decisive = temporal["reasons"] if temporal and temporal["decides"] else []
     return ((_tfma_reasons(validation) if not validation.validation_ok else []) + trusted["reasons"]
-            + fair.get("reasons", []))
+            + fair.get("reasons", []) + decisive)
 
 
 def _tfma_reasons(validation) -> List[str]:

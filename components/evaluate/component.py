@@ -16,13 +16,15 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List
              evaluation: Output[ModelEvaluation], blessing: Output[ModelBlessing], metrics: Output[Metrics],
              classification_metrics: Output[ClassificationMetrics], report: Output[HTML],
              explanation: Output[HTML], max_fairness_gap: float = 0.0, explain_rows: int = 200,
-             beam_pipeline_args: List[str] = []):
+             beam_pipeline_args: List[str] = [], bless_on: str = "random"):
     """Evaluate the candidate on the test split with TFMA (overall, per slice feature and crossed pair
     "a,b", Fairness Indicators), against the trivial predictor and a classical reference (bootstrap
     CIs) and the baseline resolve found (`baseline_model_uri`: the model in production, "" on a first
     run); explain it (SHAP and partial dependence
     on `explain_rows` test rows, 0: off); bless it or not (`max_fairness_gap` > 0 gates on the
-    largest FPR/FNR gap). TFMA runs on the Beam runner `beam_pipeline_args` names."""
+    largest FPR/FNR gap). TFMA runs on the Beam runner `beam_pipeline_args` names. When the examples
+    hold a backtest split (the newest span), the candidate and the baseline are judged on it too;
+    `bless_on="temporal"` makes its gates decide the blessing as well."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     import shutil
     import tempfile
@@ -43,7 +45,7 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List
                              min_vs_reference=min_vs_reference, max_fairness_gap=max_fairness_gap,
                              explain_rows=explain_rows, explanation_path=explanation.path,
                              training_history=outputs.training_histories(model.metadata),
-                             beam_pipeline_args=list(beam_pipeline_args or ()))
+                             beam_pipeline_args=list(beam_pipeline_args or ()), bless_on=bless_on)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -9,14 +9,16 @@ and, when a baseline model is given, a change threshold against it. Then
 `trust.assess` compares it with the trivial predictor and a classical
 reference on the same rows (bootstrap confidence intervals). The model is
 blessed when TFMA's validation result is ok and it passes those gates (and,
-with ``max_fairness_gap`` > 0, the fairness gate of ``fairness``). ``explain``
+with ``max_fairness_gap`` > 0, the fairness gate of ``fairness``). When ingest wrote a
+**backtest** split (the newest span of a window), ``backtest`` judges the candidate and the
+baseline on it too; with ``bless_on="temporal"`` its gates must pass as well. ``explain``
 gives a SHAP / partial-dependence explanation of the served model on a bounded
 sample of test rows. It writes TFMA's output directory, one self-contained HTML
 report (inline SVG charts: per-slice bars, fairness gaps, the explanation,
 training curves) and the explanation page, and returns JSON-serialisable facts.
 
 Modules: ``analysis`` (slicing, the eval config, the TFMA run), ``results`` (TFMA's output read
-as facts), ``blessing`` (the thresholds and the reasons behind a verdict), ``trust``, ``fairness``,
+as facts), ``blessing`` (the thresholds and the reasons behind a verdict), ``trust``, ``backtest``, ``fairness``,
 ``explain``, ``report`` (the pages) and ``outputs`` (the component's outputs derived from the
 facts: ``write_blessing``, ``verdict_metadata``, ``evaluation_metadata``, ``logged_metrics``, ...,
 which the component body calls through this module).
@@ -28,7 +30,7 @@ import time
 from typing import Any, Dict, Optional, Sequence
 
 from kfx_components.common import io, problem
-from kfx_components.evaluate import analysis, blessing, explain, fairness, report, results, trust
+from kfx_components.evaluate import analysis, backtest, blessing, explain, fairness, report, results, trust
 
 
 def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str,
@@ -36,7 +38,8 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         crossed_slices: Sequence[str] = (), baseline_model_dir: str = "", metric_threshold: float = 0.0,
         baseline_tolerance: float = 0.01, min_vs_reference: float = 0.85, max_fairness_gap: float = 0.0,
         explain_rows: int = 200, explanation_path: str = "",
-        training_history: Optional[Dict[str, dict]] = None, beam_pipeline_args: Sequence[str] = ()) -> dict:
+        training_history: Optional[Dict[str, dict]] = None, beam_pipeline_args: Sequence[str] = (),
+        bless_on: str = "random") -> dict:
     """Evaluate `model_dir` on `examples_dir/test`; bless it or not; explain it; write the report.
 
     slice_features / crossed_slices: TFMA slices (and Fairness Indicators for binary problems).
@@ -45,6 +48,8 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
     explanation_path: where to write the explanation page (HTML), "" for none.
     training_history: ``{fit name: model.history_summary(...)}`` drawn as training curves.
     beam_pipeline_args: the Beam runner TFMA runs on (DirectRunner by default; Flink on that profile).
+    bless_on: "random" (the test split's gates bless; a backtest split is reported) or "temporal" (the
+    backtest split's gates must pass too; see ``backtest``).
     """
     start = time.time()
     if isinstance(slice_features, str) or isinstance(crossed_slices, str):
@@ -53,6 +58,7 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         raise ValueError(f"max_fairness_gap must be in [0, 1] (0: no gate), got {max_fairness_gap!r}")
     if int(explain_rows) < 0:
         raise ValueError(f"explain_rows must be >= 0 (0: no explanation), got {explain_rows!r}")
+    backtest.check_bless_on(bless_on, examples_dir)   # before minutes of TFMA
     slice_specs = analysis.parse_slices(slice_features, crossed_slices)
     test_path = _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
                               slice_specs, baseline_model_dir)
@@ -69,7 +75,11 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
     if int(explain_rows):
         explanation = explain.explain(model_dir, examples_dir, label_key, problem_type, int(num_classes),
                                       rows=int(explain_rows))
-    reasons = blessing.reasons(validation, trusted, fair)
+    temporal = (backtest.judge(model_dir, baseline_model_dir, examples_dir, label_key, problem_type,
+                               int(num_classes), float(metric_threshold), float(baseline_tolerance),
+                               decides=bless_on == "temporal")
+                if backtest.has_split(examples_dir) else None)
+    reasons = blessing.reasons(validation, trusted, fair, temporal)
 
     facts: Dict[str, Any] = {
         "blessed": not reasons,
@@ -78,6 +88,8 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         "problem_type": problem_type,
         "primary_metric": problem.primary_metric(problem_type),
         "split": io.TEST,
+        "bless_on": bless_on,
+        "backtest": temporal,
         "slice_features": [k[0] for k in slice_specs if len(k) == 1],
         "crossed_slices": [",".join(k) for k in slice_specs if len(k) > 1],
         "baseline_used": bool(baseline_model_dir),

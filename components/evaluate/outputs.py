@@ -38,15 +38,19 @@ def verdict_metadata(facts: Dict[str, Any], baseline_uri: str) -> Dict[str, Any]
         "warnings": facts["warnings"],
         "trust": facts["trust"],
         "split": facts["split"],
+        "bless_on": facts["bless_on"],
         "baseline_used": facts["baseline_used"],
         "baseline_uri": baseline_uri,   # lineage: which model judged this one
         "primary_metric": facts["primary_metric"],
         "slice_features": facts["slice_features"],
         "crossed_slices": facts["crossed_slices"],
         "overall": facts["overall"],
+        "baseline_overall": facts.get("baseline_overall", {}),   # TFMA's, on the test split
         "per_slice": facts["per_slice"],
         "fairness": fairness.compact(facts["fairness"]),
         "explanation": facts["explanation"],
+        # the temporal backtest (``backtest.judge``), only when the examples hold a backtest split
+        **({"backtest": facts["backtest"]} if facts["backtest"] else {}),
     }
 
 
@@ -62,7 +66,8 @@ def explanation_metadata(facts: Dict[str, Any]) -> Dict[str, Any]:
 
 def logged_metrics(facts: Dict[str, Any]) -> Dict[str, float]:
     """The Metrics artifact's scalars: the overall metrics, then the primary metric's confidence
-    interval, the trivial predictor's and the references'. Undefined values (None) stay out."""
+    interval, the trivial predictor's and the references', then the backtest's (``backtest_auc``,
+    ``_ci_low``, ``_ci_high``, ``_baseline``, ``_change``). Undefined values (None) stay out."""
     trusted, primary = facts["trust"], facts["primary_metric"]
     out = {name: float(value) for name, value in facts["overall"].items() if value is not None}
     for key, value in (("ci_low", trusted["model"]["ci"][0]), ("ci_high", trusted["model"]["ci"][1]),
@@ -71,6 +76,14 @@ def logged_metrics(facts: Dict[str, Any]) -> Dict[str, float]:
                        ("reference_boosting", trusted["references"]["boosting"]["metric"])):
         if value is not None:
             out[f"{primary}_{key}"] = float(value)
+    temporal = facts["backtest"]
+    if temporal:
+        base, diff = temporal["baseline"] or {}, temporal["difference"] or {}
+        for key, value in (("", temporal["value"]), ("_ci_low", temporal["interval"][0]),
+                           ("_ci_high", temporal["interval"][1]), ("_baseline", base.get("value")),
+                           ("_change", diff.get("value"))):
+            if value is not None:
+                out[f"backtest_{primary}{key}"] = float(value)
     return out
 
 

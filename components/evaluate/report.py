@@ -1,5 +1,5 @@
 """The pages evaluate writes: one self-contained HTML report (inline CSS and SVG charts: the verdict,
-the comparison with simple models, overall metrics, ROC and confusion matrix, per-slice bars,
+the comparison with simple models, the temporal backtest, overall metrics, ROC and confusion matrix, per-slice bars,
 fairness gaps, the explanation, training curves) and the explanation page."""
 from __future__ import annotations
 
@@ -88,6 +88,26 @@ def _trust_section(t: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _backtest_section(b: Dict[str, Any], bless_on: str) -> str:
+    """The candidate (and the baseline) on the newest span, which it never trained on."""
+    if not b:
+        return ("<p class='muted'>No temporal backtest: the run trained on one span "
+                "(train_spans with a backtest judges the model on the newest span too).</p>")
+    rows = [["candidate", b["value"], _ci_text(b["interval"])]]
+    if b["baseline"]:
+        rows += [["baseline (production)", b["baseline"]["value"], _ci_text(b["baseline"]["interval"])],
+                 ["change (candidate - baseline)", b["difference"]["value"], _ci_text(b["difference"]["interval"])]]
+    verdict = "passes" if b["verdict"] == "pass" else "fails"
+    role = ("decides the blessing too (bless_on=temporal)" if b["decides"]
+            else "is reported, not gated (bless_on=random)")
+    return "\n".join([
+        f"<h2>Temporal backtest ({b['rows']} rows of the newest span, never trained on)</h2>",
+        _table(["model", b["metric"], f"{b['confidence']:.0%} CI (bootstrap, {b['resamples']} resamples)"], rows),
+        f"<p>The backtest <b>{verdict}</b> and {html.escape(role)}.</p>",
+        ("<ul>" + "".join(f"<li>{html.escape(r)}</li>" for r in b["reasons"]) + "</ul>") if b["reasons"] else "",
+        f"<p class='muted'>Blessed on: {html.escape(bless_on)}.</p>"])
+
+
 def slice_sections(facts: Dict[str, Any]) -> str:
     """Per slicing spec: the primary metric per slice as bars (overall as a dashed line) and a table."""
     per_slice = facts.get("per_slice") or {}
@@ -142,11 +162,14 @@ def render_report(facts: Dict[str, Any]) -> str:
     if facts["baseline_used"]:
         thresholds.append(f"{facts['primary_metric']} may degrade by at most "
                           f"{facts['baseline_tolerance']:g} vs the baseline")
+    if facts["bless_on"] == "temporal":
+        thresholds.append("the same on the temporal backtest (bless_on=temporal)")
     if facts.get("max_fairness_gap"):
         thresholds.append(f"largest FPR/FNR gap to overall <= {facts['max_fairness_gap']:g}")
     parts.append("<p class='muted'>Thresholds: " + html.escape("; ".join(thresholds))
                  + f". Problem type: {html.escape(facts['problem_type'])}.</p></section>")
     parts.append("<section id='trust'>" + _trust_section(facts["trust"]) + "</section>")
+    parts.append("<section id='backtest'>" + _backtest_section(facts["backtest"], facts["bless_on"]) + "</section>")
 
     parts.append("<section id='overall'><h2>Overall metrics</h2>")
     names = sorted(facts["overall"])

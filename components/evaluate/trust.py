@@ -113,7 +113,7 @@ def metric(problem_type: str, labels: np.ndarray, predictions: np.ndarray) -> fl
     return float(metric_rows(problem_type, labels[None], predictions[None])[0])
 
 
-def _as_outputs(problem_type: str, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+def served_outputs(problem_type: str, predictions: np.ndarray, num_classes: int) -> np.ndarray:
     """[n, k] in the served model's layout: P(class 1) for binary, class probabilities, or the value."""
     p = np.asarray(predictions, dtype=np.float64)
     if p.ndim == 1:
@@ -239,7 +239,7 @@ def assess(model_dir: str, examples_dir: str, label_key: str, problem_type: str,
     test_records, labels, test_table = read_split(examples_dir, io.TEST, label_key, columns)
     n = len(labels)
     name = problem.primary_metric(problem_type)
-    outputs = {"model": _as_outputs(problem_type, predict(model_dir, test_records), num_classes)}
+    outputs = {"model": served_outputs(problem_type, predict(model_dir, test_records), num_classes)}
     outputs["trivial"], trivial_desc = trivial_outputs(problem_type, train_labels, n, num_classes)
     references: Dict[str, Any] = {}
     for kind in ("linear", "boosting"):
@@ -260,7 +260,7 @@ def assess(model_dir: str, examples_dir: str, label_key: str, problem_type: str,
 
     reasons = []
     if vs_trivial[0] is None or not vs_trivial[0] > 0:
-        reasons.append(f"{name} {point['model']:.4f} (95% CI {_span(ci['model'])}) on {n} test rows does not "
+        reasons.append(f"{name} {point['model']:.4f} (95% CI {ci_text(ci['model'])}) on {n} test rows does not "
                        f"beat the trivial predictor, {trivial_desc}: {name} {point['trivial']:.4f}")
     ratio = _ratio(problem_type, point["model"], point["linear"])
     if min_vs_reference and (ratio is None or ratio < min_vs_reference):
@@ -295,8 +295,11 @@ def _fmt_ratio(ratio: Optional[float]) -> str:
     return "n/a" if ratio is None else f"{ratio:.3f}x"
 
 
-def _span(ci: List[Optional[float]]) -> str:
-    return "n/a" if ci[0] is None else f"{ci[0]:.4f}-{ci[1]:.4f}"
+def ci_text(ci: List[Optional[float]], signed: bool = False) -> str:
+    """"0.8123-0.8710"; signed (a difference): "-0.0310 to +0.0120"."""
+    if ci[0] is None:
+        return "n/a"
+    return f"{ci[0]:+.4f} to {ci[1]:+.4f}" if signed else f"{ci[0]:.4f}-{ci[1]:.4f}"
 
 
 def _small_test_warnings(problem_type: str, labels: np.ndarray, model_ci) -> List[str]:

@@ -16,6 +16,7 @@ from typing import Sequence
 from kfx_components.ingest import pandas_path
 from kfx_components.ingest.checks import IngestError, check_parameters
 from kfx_components.ingest.reading import resolve_data_path
+from kfx_components.ingest.window import Span
 
 # engine="auto": tables from this size up stream through Beam (beam_path.py); smaller ones are
 # read whole by pandas (faster to start, and the reference the Beam path is tested against).
@@ -24,8 +25,14 @@ BEAM_MIN_BYTES = 64 * 2 ** 20   # KFX_INGEST_BEAM_MIN_BYTES overrides it
 
 def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_ratio: float = 0.15,
         test_ratio: float = 0.2, drop_columns: Sequence[str] = (), split_key: str = "",
-        engine: str = "auto", beam_pipeline_args: Sequence[str] = ()) -> dict:
+        engine: str = "auto", beam_pipeline_args: Sequence[str] = (), span_paths: Sequence[str] = (),
+        spans: Sequence[int] = (), backtest_path: str = "", backtest_span: int = 0) -> dict:
     """Read the table, encode the label, split train/eval/test, write GZIP TFRecords.
+
+    A window of spans (kfx run --train-spans K): span_paths, the files of the spans numbered
+    `spans` (oldest first), are read instead of data_path, as one table, and split as one; the
+    file of the newer span backtest_span, when backtest_path names it, is written whole as the
+    split io.BACKTEST. The facts then say the spans, rows_per_span and rows_backtest.
 
     engine: "pandas" reads the table whole; "beam" streams it through two Beam pipelines
     (run with beam_pipeline_args, as validate/transform/evaluate are); "auto" (the default)
@@ -34,6 +41,9 @@ def run(data_path: str, examples_dir: str, label: str, problem_type: str, eval_r
     nothing is written then.
     """
     try:
+        if span_paths or backtest_path:
+            return _run_window(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns,
+                               split_key, engine, span_paths, spans, backtest_path, backtest_span)
         return _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
                     drop_columns, split_key, engine, beam_pipeline_args)
     except IngestError:
@@ -55,6 +65,22 @@ def _run(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, d
                              drop_columns, beam_pipeline_args)
     return pandas_path.run(path, data_path, examples_dir, label, problem_type, eval_ratio, test_ratio,
                            drop_columns, split_key)
+
+
+def _run_window(data_path, examples_dir, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key,
+                engine, span_paths, spans, backtest_path, backtest_span) -> dict:
+    eval_ratio, test_ratio, drop_columns, split_key = check_parameters(
+        data_path, label, problem_type, eval_ratio, test_ratio, drop_columns, split_key, engine)
+    if len(span_paths) != len(spans) or not spans:
+        raise IngestError(f"spans {list(spans)} and span files {list(span_paths)}: a window needs one span "
+                          f"number per file, and at least one span")
+    if engine == "beam":
+        raise IngestError("engine 'beam' reads one file; a window of spans is read by the pandas engine: "
+                          "use engine 'pandas' or 'auto'")
+    window = [Span(int(n), resolve_data_path(p)) for n, p in zip(spans, span_paths)]
+    backtest = Span(int(backtest_span), resolve_data_path(backtest_path)) if backtest_path else None
+    return pandas_path.run_window(window, backtest, examples_dir, label, problem_type, eval_ratio, test_ratio,
+                                  drop_columns, split_key)
 
 
 def _use_beam(path: str, engine: str, split_key: str) -> bool:

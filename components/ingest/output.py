@@ -16,7 +16,8 @@ def ingest_facts(*, label_key: str, problem_type: str, vocabulary: List[str], ro
                  warnings: List[str], class_counts: Optional[dict], classes_only_in_train: List[str],
                  engine: Optional[str] = None, dropped_columns: Sequence[str] = (),
                  empty_columns: Sequence[str] = ()) -> dict:
-    """What the step reports (the examples artifact's metadata); rows: the row count per split.
+    """What the step reports (the examples artifact's metadata); rows: the row count per split (and
+    io.BACKTEST's, when a window of spans has one).
     The pandas path, the reference, names no engine. What was left out of the file (rows and
     columns, beside its row count) is counted by facts.left_out, and its summary ends the run."""
     from kfx_components.common.facts import left_out
@@ -37,7 +38,10 @@ def ingest_facts(*, label_key: str, problem_type: str, vocabulary: List[str], ro
         "split_method": split_method,
         "warnings": warnings,
     }
-    facts.update(left_out(facts["rows"], dropped_rows, dropped_columns, empty_columns))
+    if rows.get(io.BACKTEST):   # a window of spans: the newest span's rows, written beside the splits
+        facts["rows_backtest"] = rows[io.BACKTEST]
+    facts.update(left_out(facts["rows"] + facts.get("rows_backtest", 0), dropped_rows, dropped_columns,
+                          empty_columns))
     if engine:
         facts["engine"] = engine
     if problem_type != "regression":

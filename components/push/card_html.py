@@ -71,6 +71,10 @@ def _evaluation(card: Mapping[str, Any]) -> str:
             table.append([label, r.get("metric"), "n/a" if ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"])
         parts.append(f"<h3>Against simple models ({_e(trust.get('test_rows'))} test rows)</h3>"
                      + _table(["predictor", str(trust.get("metric", "")), "95% CI"], table))
+    header, rows = split_table(card)
+    if rows:
+        parts.append(f"<h3>Random test split and temporal backtest (blessed on: {_e(card.get('bless_on'))})</h3>"
+                     + _table(header, rows))
     overall = (card.get("metrics") or {}).get("overall") or {}
     parts.append("<h3>Overall</h3>" + _kv(overall, ("metric", "value")))
     return "".join(parts)
@@ -204,6 +208,59 @@ def _quantized(card: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+INFRA_FACTS = ("runtime", "load_seconds", "latency_ms", "requests", "max_difference", "tolerance", "reason")
+
+
+def infra_rows(infra: Mapping[str, Any]) -> Dict[str, Any]:
+    """What the card shows of infra_validate's facts (the Markdown card too)."""
+    if not infra:
+        return {}
+    latency = infra.get("latency_ms") or {}
+    return {"runtime": infra.get("runtime"), "load time (s)": infra.get("load_seconds"),
+            "p50 latency (ms)": latency.get("p50"), "p99 latency (ms)": latency.get("p99"),
+            "requests": infra.get("requests"), "max |served - in-process|": infra.get("max_difference"),
+            "tolerance": infra.get("tolerance")}
+
+
+CONTRACT_HEADER = ["field", "type", "required", "categories"]
+
+
+def contract_rows(contract: Mapping[str, Any]) -> List[List[Any]]:
+    """The card's request-contract table (the Markdown card too) of a contract.json document: per field
+    its type, whether clients must send a value (else the model has a default; a field the model does
+    not read is refused) and how many categories its schema knows."""
+    return [[f["name"], f["type"] + (f"[{','.join(map(str, f['shape']))}]" if f.get("shape") else ""),
+             ("yes" if f["required"] else "no (has a default)") if f.get("used", True) else "not read (refused)",
+             (f"{len(f['categories'])}+ (capped)" if f.get("categories_capped") else len(f["categories"]))
+             if f.get("categories") else ""]
+            for f in contract.get("fields", [])]
+
+
+def _ci_text(ci) -> str:
+    return "n/a" if not ci or ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"
+
+
+def split_table(card: Mapping[str, Any]) -> tuple:
+    """(header, rows): the random test split beside the temporal backtest (the newest span, never trained
+    on), each with rows, the primary metric and its 95% CI, the baseline's and whether it decided the
+    blessing (the Markdown card too); ([], []) without a backtest."""
+    back = card.get("backtest")
+    if not back:
+        return [], []
+    trust, ci = card.get("trust") or {}, _ci_text   # ci: short for the rows below
+    reasons = (card.get("blessing") or {}).get("reasons") or []
+    model, diff = trust.get("model") or {}, back.get("difference")
+    rows = [["random test split", trust.get("test_rows"), model.get("metric"), ci(model.get("ci")),
+             ((card.get("metrics") or {}).get("baseline_overall") or {}).get(back["metric"]), "n/a",
+             "fail" if [r for r in reasons if r not in back["reasons"]] else "pass", "yes"],
+            ["temporal backtest (newest span)", back["rows"], back["value"], ci(back["interval"]),
+             (back.get("baseline") or {}).get("value"),
+             "n/a" if not diff else f"{diff['value']:+.4f} ({ci(diff['interval'])})", back["verdict"],
+             "yes" if back["decides"] else "no (reported)"]]
+    return ["split", "rows", back["metric"], "95% CI", "baseline", "change vs baseline (95% CI)", "verdict",
+            "decides the blessing"], rows
+
+
 def render(card: Mapping[str, Any]) -> str:
     """The whole card as HTML; sections with nothing to show are left out."""
     name, version = card.get("model_name", "?"), card.get("version", "?")
@@ -223,6 +280,10 @@ def render(card: Mapping[str, Any]) -> str:
         _section("hyperparameters", "Hyperparameters", _kv(card.get("hyperparameters") or {})),
         _section("training", "Which model, and how it was trained", _training(card)),
         _section("quantized", "Quantized variants (TFLite)", _quantized(card)),
+        _section("infra", "Infra validation (served by the serving runtime)",
+                 _kv(infra_rows(card.get("infra_validation") or {})) if card.get("infra_validation") else ""),
+        _section("contract", "Request contract (what clients send; contract.json)",
+                 _table(CONTRACT_HEADER, card["contract"]) if card.get("contract") else ""),
         _section("lineage", "Lineage (ml-metadata input artifact ids)",
                  _kv(card.get("lineage") or {}, ("input", "artifact id"))),
     ]

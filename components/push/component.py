@@ -4,7 +4,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import HTML, Dataset, Input, Markdown, Metrics, Model, Output
 
-from kfx_components.common.artifacts import ExampleStatistics, HyperParameters, ModelBlessing, Schema
+from kfx_components.common.artifacts import ExampleStatistics, HyperParameters, InfraBlessing, ModelBlessing, Schema
 
 from kfx_components.images import stage_image
 
@@ -14,7 +14,8 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
          eval_metrics: Input[Metrics], examples: Input[Dataset], hyperparameters: Input[HyperParameters],
          statistics: Input[ExampleStatistics], schema: Input[Schema],
          registry_uri: str, model_name: str, pushed_model: Output[Model], model_card: Output[Markdown],
-         model_card_html: Output[HTML]) -> NamedTuple("PushOutputs", pushed=bool):
+         model_card_html: Output[HTML], infra_blessing: Input[InfraBlessing] = None
+         ) -> NamedTuple("PushOutputs", pushed=bool):
     """Publish `<registry_uri>/<model_name>/v<N>` when the model is blessed (with the training
     statistics and schema the next run's drift check and the monitor compare with); nothing otherwise.
     The card is written as Markdown and rendered as HTML (charts inline) for the KFP UI.
@@ -33,10 +34,16 @@ def push(model: Input[Model], quantized: Input[Model], blessing: Input[ModelBles
                                  examples=examples, hyperparameters=hyperparameters)
     card = executor.make_card(model_name, dict(model.metadata), dict(quantized.metadata), bless,
                               dict(examples.metadata), dict(hyperparameters.metadata), lineage)
+    # infra_validate's verdict, when the pipeline has that stage (its metadata; else its marker file).
+    infra = None if infra_blessing is None else dict(
+        infra_blessing.metadata, infra_blessed=infra_blessing.metadata.get(
+            "infra_blessed", os.path.exists(os.path.join(infra_blessing.path, "INFRA_BLESSED"))))
+    if infra and not infra.get("skipped"):
+        card["infra_validation"] = {k: infra[k] for k in card_html.INFRA_FACTS if k in infra}
     facts = executor.run(model_dir=model.path, quantized_dir=quantized.path, blessing=bless,
                          registry_uri=registry_uri, model_name=model_name, card=card,
                          statistics_dir=statistics.path, schema_dir=schema.path,
-                         source_fingerprint=component_io.source_fingerprint(model, quantized))
+                         source_fingerprint=component_io.source_fingerprint(model, quantized), infra_blessing=infra)
     markdown = facts.pop("model_card", "")
     page = facts.pop("model_card_html", "")
     if facts["pushed"]:

@@ -1,7 +1,8 @@
 """push: publish a blessed model to the versioned registry with its model card.
 
 A blessed model becomes `<registry_uri>/<model_name>/v<N>/` holding
-`saved_model/` (the SavedModel), `tflite/` (the quantized files),
+`saved_model/` (the SavedModel), `tflite/` (the quantized files), `contract.json` (the request
+contract clients must keep: kfx_formats.contract, read from the SavedModel and the schema),
 `model_card.md`, `model_card.json` and `model_card.html` (the card rendered, with
 inline SVG charts); the version is created by an atomic
 rename (see `kfx_formats.registry`) and never overwritten. A model
@@ -18,7 +19,7 @@ import os
 from typing import Any, Dict, Mapping
 
 from kfx_components.common import problem
-from kfx_formats import registry
+from kfx_formats import contract, registry
 from kfx_components.common.facts import left_out_line
 from kfx_components.push import card_html
 
@@ -88,6 +89,11 @@ def render_card(card: Mapping[str, Any]) -> str:
             span = "n/a" if ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"
             out.append(f"| {_md_escape(label)} | {_md_escape(r.get('metric'))} | {span} |")
         out.append("")
+    header, rows = card_html.split_table(card)
+    if rows:
+        out += [f"### Random test split and temporal backtest (blessed on: {card.get('bless_on')})", "",
+                "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        out += ["| " + " | ".join(_md_escape(v) for v in row) + " |" for row in rows] + [""]
     metrics = card.get("metrics") or {}
     overall = metrics.get("overall") or {}
     out += ["### Overall", "", _kv_table(overall, ("metric", "value"))]
@@ -168,6 +174,13 @@ def render_card(card: Mapping[str, Any]) -> str:
     for variant, reason in (card.get("quantized_rejected") or {}).items():
         out += [f"- not published: {variant}: {reason}"]
 
+    if card.get("contract"):
+        out += ["## Request contract", "", "What clients send (`contract.json`; `kfx rollout start` refuses a "
+                "candidate that breaks it).", "", "| " + " | ".join(card_html.CONTRACT_HEADER) + " |",
+                "|" + " --- |" * len(card_html.CONTRACT_HEADER)]
+        out += ["| " + " | ".join(_md_escape(v) for v in row) + " |" for row in card["contract"]] + [""]
+    if card.get("infra_validation"):
+        out += ["## Infra validation", "", _kv_table(card_html.infra_rows(card["infra_validation"]))]
     out += ["", "## Lineage", "", "Input artifact ids (ml-metadata):", "",
             _kv_table(card.get("lineage") or {}, ("input", "artifact id"))]
     return "\n".join(out)
@@ -226,7 +239,7 @@ def _explanation_md(e: Mapping[str, Any]) -> list:
 
 # What the card's Data section shows of ingest's facts: the file's own row count beside the rows used.
 DATA_FACTS = ("source", "rows_in_file", "dropped_rows", "dropped_columns", "empty_columns", "rows", "rows_train",
-              "rows_eval", "rows_test", "class_counts")
+              "rows_eval", "rows_test", "class_counts", "spans", "rows_per_span", "backtest_span", "rows_backtest")
 
 
 def _data_warnings(examples: Mapping[str, Any]) -> list:
@@ -247,6 +260,7 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
         "label_vocabulary": examples.get("label_vocabulary", []),
         "metrics": {"split": blessing.get("split", ""),
                     "overall": blessing.get("overall", {}),
+                    "baseline_overall": blessing.get("baseline_overall", {}),
                     "per_slice": blessing.get("per_slice", {}),
                     "slice_features": blessing.get("slice_features", []),
                     "crossed_slices": blessing.get("crossed_slices", [])},
@@ -254,6 +268,8 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
         "explanation": blessing.get("explanation", {}),
         "blessing": {k: blessing.get(k) for k in ("blessed", "reasons", "baseline_used", "baseline_uri")},
         "trust": blessing.get("trust", {}),
+        "bless_on": blessing.get("bless_on", "random"),
+        "backtest": blessing.get("backtest"),   # the temporal backtest (evaluate's backtest.judge), or None
         "warnings": _data_warnings(examples) + list(blessing.get("warnings", [])),
         "data": {k: examples[k] for k in DATA_FACTS if examples.get(k) not in (None, [])},
         "hyperparameters": {k: hyperparameters[k] for k in ("width", "depth", "learning_rate")
@@ -326,7 +342,7 @@ def _already_published(registry_uri: str, model_name: str, model_fingerprint: st
 
 def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_uri: str,
         model_name: str, card: Dict[str, Any], statistics_dir: str = "", schema_dir: str = "",
-        source_fingerprint: str = "") -> dict:
+        source_fingerprint: str = "", infra_blessing: Mapping[str, Any] | None = None) -> dict:
     """Publish the blessed model as the next registry version, or nothing when not blessed.
 
     The version holds the model, its TFLite variants, its card and, when given, the statistics
@@ -346,6 +362,10 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         reasons = blessing.get("reasons") or []
         reason = "not blessed" + (": " + "; ".join(map(str, reasons)) if reasons else "")
         return {"pushed": False, "reason": reason, "model_name": model_name}
+    # infra_validate's verdict (None: a pipeline without that stage): the serving runtime must load it.
+    if infra_blessing is not None and not infra_blessing.get("infra_blessed"):
+        return {"pushed": False, "reason": f"not infra-blessed: {infra_blessing.get('reason', '')}",
+                "model_name": model_name}
 
     problem.require_saved_model(model_dir, "model_dir")
     sources = {registry.SAVED_MODEL: model_dir}
@@ -367,6 +387,10 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
                 "model_name": model_name, "model_card": markdown.decode("utf-8"),
                 "model_card_html": page.decode("utf-8")}
     base_card = dict(card or {})
+    schema = os.path.join(schema_dir, os.path.basename(registry.SCHEMA)) if schema_dir else ""
+    request = contract.from_saved_model(model_dir, schema if os.path.isfile(schema) else "",
+                                        str(base_card.get("label_key") or ""))
+    base_card["contract"] = card_html.contract_rows(request.to_json())
     base_card["model_fingerprint"] = model_fingerprint
     base_card.setdefault("model_name", model_name)
     base_card.setdefault("blessing", {k: v for k, v in blessing.items()
@@ -387,7 +411,8 @@ def run(model_dir: str, quantized_dir: str, blessing: Dict[str, Any], registry_u
         published.update(card_files(number))
         return published
 
-    version = registry.publish(sources, {}, registry_uri, model_name, versioned_files=remember)
+    version = registry.publish(sources, {registry.CONTRACT: contract.dumps(request)}, registry_uri, model_name,
+                               versioned_files=remember)
     # `model_card` (the Markdown) and `model_card_html` are for the component's outputs, not for metadata.
     return {"pushed": True, "already": False, "version": version.number, "uri": version.uri,
             "model_name": model_name, "model_card": published[registry.CARD_MD].decode("utf-8"),

@@ -18,6 +18,12 @@ def _pipeline_arguments(p, profile_default: str) -> None:
     p.add_argument("--label", help="label column, or a pandas expression such as 'amount > 100'")
     p.add_argument("--task", choices=["binary", "multiclass", "regression"], help="problem type")
     p.add_argument("--param", action="append", metavar="NAME=VALUE", help="any pipeline parameter")
+    p.add_argument("--train-spans", type=int, metavar="K",
+                   help="with --data PATTERN-WITH-{SPAN}: train on a window of the K spans before the newest, "
+                        "which is held out as the temporal backtest (config key train_spans)")
+    p.add_argument("--no-backtest", action="store_true",
+                   help="with --train-spans: train on the newest K spans, holding none out "
+                        "(config key temporal_backtest: false)")
     p.add_argument("--profile", default=profile_default,
                    help=f"placement profile: local, cpu, gpu, tpu (default {profile_default})")
 
@@ -26,19 +32,21 @@ def _ir_and_parameters(args, tmp: str):
     """(IR path, loaded pipeline, parameters from the command line): --ir, or the bundled
     lifecycle compiled into `tmp`."""
     from kfx.runner import ir
-    from kfx.runner.params import run_parameters
     ir_path = args.ir or bundled.compile_lifecycle(str(Path(tmp) / "pipeline.yaml"), args.profile)
     pipeline = ir.load(ir_path)
-    params = run_parameters(args.config, args.data, args.label, args.task, args.param,
-                            ir.string_parameters(pipeline.parameters))
-    return ir_path, pipeline, params
+    return ir_path, pipeline, _parameters(args, ir.string_parameters(pipeline.parameters))
+
+
+def _parameters(args, strings) -> dict:
+    """The run's parameters from the command line; `strings`: the pipeline's STRING parameters."""
+    from kfx.runner.params import run_parameters
+    return run_parameters(args.config, args.data, args.label, args.task, args.param, strings,
+                          train_spans=args.train_spans, backtest=False if args.no_backtest else None)
 
 
 def cmd_compile(args) -> int:
     from kfx.runner import ir
-    from kfx.runner.params import run_parameters
-    params = run_parameters(args.config, args.data, args.label, args.task, args.param,
-                            ir.string_parameters(bundled.lifecycle_parameters(args.profile)))
+    params = _parameters(args, ir.string_parameters(bundled.lifecycle_parameters(args.profile)))
     bundled.compile_lifecycle(args.output, args.profile, params)
     print(args.output)
     return 0

@@ -55,6 +55,14 @@ def _percentages(text: str) -> tuple:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def _names(text: str) -> tuple:
+    """--replay-slices a,b: feature names."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected feature names, e.g. payment_type,trip_start_hour")
+    return names
+
+
 def _version(option: str, text: str) -> int:
     """--candidate / --current / --set: 'vN' or 'N'."""
     number = text.strip().lstrip("v")
@@ -103,7 +111,9 @@ def policy_from_args(args) -> RolloutPolicy:
                          max_error_rate=args.max_error_rate, max_p99_ms=args.max_p99_ms,
                          min_requests=args.min_requests, max_online_drop=args.max_online_drop,
                          min_labels=args.min_labels,
-                         approve=args.approve, approve_timeout=args.approve_timeout)
+                         approve=args.approve, approve_timeout=args.approve_timeout,
+                         replay=not args.skip_replay, replay_requests=args.replay_requests,
+                         replay_tolerance=args.replay_tolerance, replay_slices=args.replay_slices)
 
 
 def cmd_rollout(args) -> int:
@@ -118,22 +128,31 @@ def cmd_rollout(args) -> int:
             if not args.isvc or (args.strategy != "canary" and not args.virtual_service):
                 raise UsageError("--target kubernetes needs --isvc (and --virtual-service for blue-green, shadow)")
             from kfx.serving.kubernetes import run_kubernetes_rollout
+            from kfx.serving.contract_check import gate
+            checked = gate(rollout.rollout_versions(args.model_dir, candidate), args.payload_log,
+                           args.allow_contract_change)   # before the cluster is touched
             res = run_kubernetes_rollout(args.model_dir, candidate, policy, args.namespace, args.isvc,
-                                         args.virtual_service, args.to, args.storage_uri, args.prometheus)
-            print(json.dumps(res, indent=2))
-            return 0 if res["decision"] != "rolled-back" else 1
+                                         args.virtual_service, args.to, args.storage_uri, args.prometheus,
+                                         labels=rollout.read_late_labels(args.labels) if args.labels else {},
+                                         payload_log=args.payload_log)
+            print(json.dumps({**res, "contract": checked}, indent=2))
+            return 0 if res["decision"] not in ("rolled-back", "rejected-by-replay") else 1
         setup = LocalSetup(executor=args.executor, image=args.image, attach=_role_urls(args.attach),
                            log_url=args.log_url, port=args.port, ready_timeout=args.ready_timeout,
                            state_dir=args.state_dir, traffic_csv=args.traffic, rps=args.rps, batch=args.batch,
-                           labels=args.labels, keep_running=args.keep_running)
+                           labels=args.labels, keep_running=args.keep_running, payload_log=args.payload_log,
+                           allow_contract_change=args.allow_contract_change)
         current = _version("--current", args.current) if args.current else None
         state = rollout.run_local_rollout(args.model_dir, candidate, policy, current, setup)
         print(json.dumps({k: state.get(k) for k in ("id", "strategy", "current", "candidate", "status", "result",
                                                     "dir")}, indent=2, default=str))
         return 0 if rollout.succeeded(state) else 1
     if args.action == "status":
+        latest = rollout_state.read_latest(args.model_dir) or {}
         print(json.dumps({"aliases": registry.aliases(args.model_dir),
-                          "active": rollout_state.read_active(args.model_dir)}, indent=2))
+                          "active": rollout_state.read_active(args.model_dir),
+                          "latest": {k: latest[k] for k in ("id", "status", "result", "replay", "contract")
+                                     if k in latest}}, indent=2))
         return 0
     if args.action == "alias":
         name, _, version = args.set.partition("=")
@@ -187,6 +206,21 @@ def register(subparsers) -> None:
                    help="how much worse (relative) the candidate's online metric may be than the current's")
     p.add_argument("--min-labels", type=_above_zero(int), default=d.min_labels,
                    help="labelled answers the online metric needs before it can fail a step")
+    p.add_argument("--skip-replay", action="store_true",
+                   help="do not replay logged requests through the candidate before the canary")
+    p.add_argument("--replay-requests", type=_above_zero(int), default=d.replay_requests,
+                   help="the newest logged requests replayed through the candidate offline")
+    p.add_argument("--replay-tolerance", type=float, default=d.replay_tolerance,
+                   help="how much worse (relative) the candidate may replay, overall or on a slice "
+                        "(default: --max-online-drop)")
+    p.add_argument("--replay-slices", type=_names, default=d.replay_slices, metavar="A,B",
+                   help="features whose values are the replay's slices (default: the model card's)")
+    p.add_argument("--payload-log", default="", metavar="PATH",
+                   help="payload log (JSON lines, e.g. `kfx serve --log-dir`'s) of production's requests, "
+                        "replayed and read for the fields clients send "
+                        "(default: the payloads of earlier rollouts under MODEL_DIR/rollouts)")
+    p.add_argument("--allow-contract-change", action="store_true",
+                   help="roll out a candidate whose request contract breaks production's clients")
     p.add_argument("--approve", action="store_true", help="wait for `kfx rollout approve` before production")
     p.add_argument("--approve-timeout", type=_above_zero(float), default=d.approve_timeout)
     p.add_argument("--port", type=_port, default=0, help="nginx front port (default: a free one)")

@@ -54,10 +54,12 @@ def load_config(path: Optional[str]) -> dict:
 
 
 def run_parameters(config: Optional[str] = None, data: Optional[str] = None, label: Optional[str] = None,
-                   task: Optional[str] = None, pairs: Iterable[str] = (), strings: Collection[str] = ()) -> dict:
+                   task: Optional[str] = None, pairs: Iterable[str] = (), strings: Collection[str] = (),
+                   train_spans: Optional[int] = None, backtest: Optional[bool] = None) -> dict:
     """A run's parameters from a config file, --data/--label/--task and NAME=VALUE pairs (later
     ones win); `strings`: the pipeline's STRING parameters, whose pair text is taken verbatim.
-    A data pattern with {SPAN} is resolved here to one file (and `span`), before anything runs."""
+    A data pattern with {SPAN} is resolved here to one file (and `span`), or with `train_spans`
+    (--train-spans; --no-backtest: `backtest` False) to a window of spans, before anything runs."""
     params = load_config(config)
     if data is not None:
         params["data_uri"] = str(Path(data).resolve()) if "://" not in data else data
@@ -68,13 +70,23 @@ def run_parameters(config: Optional[str] = None, data: Optional[str] = None, lab
         params.update(parse_params(pairs, strings))
     except ValueError as err:
         raise UsageError(str(err)) from err
+    if train_spans is not None:
+        params["train_spans"] = train_spans
+    if backtest is not None:
+        params["temporal_backtest"] = backtest
     data_uri = params.get("data_uri", "")
     if spans.is_pattern(str(data_uri)):   # a new span is a new input: resolve it before anything is imported
         try:
-            found = spans.resolve(str(data_uri), params.get("span"))
+            params.update(spans.parameters(str(data_uri), params))
         except spans.SpanError as err:
             raise UsageError(str(err)) from err
-        params.update(data_uri=found.path, span=found.span)
+    elif params.get("train_spans"):
+        raise UsageError(f"train_spans={params['train_spans']}: a window of spans needs --data with {spans.SPAN} "
+                         f"(e.g. incoming/span-{spans.SPAN}/data.csv); {data_uri or 'no data'} names one file")
     elif data and "://" not in data and not Path(data).exists():
         raise UsageError(f"--data {data}: no such file")
+    # evaluate would refuse it too, but only after training: say so before anything runs.
+    if params.get("bless_on") == "temporal" and not params.get("backtest_span"):
+        raise UsageError("bless_on=temporal needs train_spans with a backtest (--train-spans K and a "
+                         f"{spans.SPAN} --data pattern, not --no-backtest): the newest span is what it judges on")
     return params

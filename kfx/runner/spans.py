@@ -8,6 +8,10 @@ it, the newest version. A new span is therefore a new input, never a cache hit
 on the old one. The run records the span as the pipeline parameter ``span``
 (the run's MLMD context keeps every parameter), and ``kfx history`` lists the
 runs of a root in order: span, rows, drift, metric, what was pushed.
+
+``window`` (kfx run --train-spans K) resolves a pattern to the K spans a run
+trains on and, for the temporal backtest, the newest span, held out; the run
+records them as the parameters ``spans`` and ``backtest_span`` (Window.parameters).
 """
 from __future__ import annotations
 
@@ -38,6 +42,15 @@ def is_pattern(data: str) -> bool:
 
 def resolve(pattern: str, span: Optional[int] = None) -> Resolved:
     """The file of the newest span of ``pattern`` (or of ``span``), newest version first."""
+    found = _found(pattern)
+    chosen = max(found) if span is None else int(span)
+    if chosen not in found:
+        raise SpanError(f"--data {pattern}: no span {chosen} (spans found: {_listed(found)})")
+    return _newest_version(pattern, chosen, found[chosen])
+
+
+def _found(pattern: str) -> dict[int, list[tuple[int, str]]]:
+    """{span: [(version, path)]} of the files ``pattern`` matches (version -1 without {VERSION})."""
     if SPAN not in pattern:
         raise SpanError(f"--data {pattern}: a span pattern needs {SPAN} (e.g. incoming/span-{SPAN}/data.csv)")
     regex = re.escape(pattern).replace(re.escape(SPAN), r"(?P<span>\d+)")
@@ -51,16 +64,91 @@ def resolve(pattern: str, span: Optional[int] = None) -> Resolved:
             found.setdefault(int(match.group("span")), []).append((version, path))
     if not found:
         raise SpanError(f"--data {pattern}: no file matches (looked for {wildcard})")
-    chosen = max(found) if span is None else int(span)
-    if chosen not in found:
-        raise SpanError(f"--data {pattern}: no span {chosen} (spans found: {', '.join(map(str, sorted(found)))})")
-    candidates = sorted(found[chosen])
+    return found
+
+
+def _listed(found) -> str:
+    return ", ".join(map(str, sorted(found)))
+
+
+def _newest_version(pattern: str, span: int, files: list[tuple[int, str]]) -> Resolved:
+    candidates = sorted(files)
     newest = [p for v, p in candidates if v == candidates[-1][0]]
     if len(newest) > 1:
-        raise SpanError(f"--data {pattern}: span {chosen} has {len(newest)} files ({', '.join(newest[:3])}); "
+        raise SpanError(f"--data {pattern}: span {span} has {len(newest)} files ({', '.join(newest[:3])}); "
                         "one file per span (and version) is expected")
     version = candidates[-1][0]
-    return Resolved(str(Path(newest[0]).resolve()), chosen, None if version < 0 else version)
+    return Resolved(str(Path(newest[0]).resolve()), span, None if version < 0 else version)
+
+
+# ---------------------------------------------------------------- windows of spans
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+    """The spans a run trains on (oldest first) and the newer one it is backtested on (or None)."""
+    spans: tuple[Resolved, ...]
+    backtest: Optional[Resolved]
+
+    @property
+    def newest(self) -> Resolved:
+        """The newest span of the window and backtest: the file the pipeline imports."""
+        return self.backtest or self.spans[-1]
+
+    def parameters(self) -> dict:
+        """The pipeline parameters that carry the window to ingest and record it with the run."""
+        files = [s.path for s in self.spans] + ([self.backtest.path] if self.backtest else [])
+        return {"data_uri": self.newest.path, "span": self.newest.span,
+                "spans": [s.span for s in self.spans], "span_uris": [s.path for s in self.spans],
+                "backtest_span": self.backtest.span if self.backtest else 0,
+                "backtest_uri": self.backtest.path if self.backtest else "",
+                "span_fingerprint": _fingerprint(files)}
+
+
+def parameters(pattern: str, params: dict) -> dict:
+    """The parameters a data pattern resolves to, given the run's: one span (data_uri, span) or,
+    with ``train_spans``, a window (Window.parameters; ``temporal_backtest``, default true)."""
+    if not params.get("train_spans"):
+        found = resolve(pattern, params.get("span"))
+        return {"data_uri": found.path, "span": found.span}
+    return window(pattern, params["train_spans"], bool(params.get("temporal_backtest", True)),
+                  params.get("span")).parameters()
+
+
+def window(pattern: str, train_spans: int, backtest: bool = True, span: Optional[int] = None) -> Window:
+    """The newest ``train_spans`` spans of ``pattern`` up to ``span`` (default: the newest); with
+    ``backtest`` the newest of them is held out and the window is the ``train_spans`` before it."""
+    if not isinstance(train_spans, int) or isinstance(train_spans, bool) or train_spans < 1:
+        raise SpanError(f"train_spans={train_spans!r}: the number of spans to train on, at least 1")
+    found = _found(pattern)
+    newest = max(found) if span is None else int(span)
+    if newest not in found:
+        raise SpanError(f"--data {pattern}: no span {newest} (spans found: {_listed(found)})")
+    usable = sorted(n for n in found if n <= newest)
+    needed = train_spans + (1 if backtest else 0)
+    if len(usable) < needed:
+        how = f"{train_spans} to train on and a newer one for the temporal backtest" if backtest else \
+            f"{train_spans} to train on"
+        hint = "; fewer train_spans, or --no-backtest to train on the newest without one" if backtest else \
+            "; fewer train_spans"
+        upto = f" up to span {newest}" if span is not None else ""
+        raise SpanError(f"--data {pattern}: train_spans={train_spans} needs {needed} spans ({how}); "
+                        f"found {len(usable)}{upto}: {_listed(usable)}{hint}")
+    chosen = [_newest_version(pattern, n, found[n]) for n in usable[-needed:]]
+    if backtest:
+        return Window(tuple(chosen[:-1]), chosen[-1])
+    return Window(tuple(chosen), None)
+
+
+def _fingerprint(paths: list[str]) -> str:
+    """One hash of the files' contents: a span file changed in place is a new input, so the run's
+    cache (keyed by the parameters ingest takes) misses, as it does for the imported file."""
+    import hashlib
+
+    from kfx.stores.local import fingerprint_path
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(f"{path}\0{fingerprint_path(Path(path))}\0".encode())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- history
@@ -75,6 +163,7 @@ def history(root: str) -> list[dict]:
         params = json.loads(ctx.custom_properties["parameters"].string_value or "{}") \
             if "parameters" in ctx.custom_properties else {}
         row = {"run": ctx.name, "span": params.get("span", 0), "data": params.get("data_uri", ""),
+               "spans": params.get("spans") or [], "backtest_span": params.get("backtest_span") or 0,
                "rows": None, "drift": "", "metric": None, "outcome": "", "state": "COMPLETE"}
         data_line = ""
         for execution in md.store.get_executions_by_context(ctx.id):
@@ -120,9 +209,17 @@ def render(rows: list[dict]) -> str:
     for r in rows:
         metric = r["metric"] or {}
         value = metric.get("value")
-        lines.append([r["run"], str(r["span"]), "" if r["rows"] is None else str(r["rows"]), r["drift"],
+        lines.append([r["run"], _span_cell(r), "" if r["rows"] is None else str(r["rows"]), r["drift"],
                       "" if value is None else f"{metric.get('name')} {value:.4f}",
                       r["outcome"] if r["state"] == "COMPLETE" else r["state"]])
     widths = [max(len(h), *(len(l[i]) for l in lines)) if lines else len(h) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths[:-1]) + "  {}"
     return "\n".join([fmt.format(*header)] + [fmt.format(*l) for l in lines])
+
+
+def _span_cell(row: dict) -> str:
+    """'3', or a window's spans and its backtest span: '1,2 bt 3'."""
+    if not row.get("spans"):
+        return str(row["span"])
+    backtest = f" bt {row['backtest_span']}" if row.get("backtest_span") else ""
+    return ",".join(map(str, row["spans"])) + backtest

@@ -6,9 +6,11 @@ and `kfx predict`. The commands themselves are kfx/commands/serving.py.
     front.py       the real nginx in front of two servers and its per-request access log
     rollout.py     a local canary / blue-green / shadow rollout, driven by a RolloutPolicy
     rollout_state.py  a local rollout's record on disk (state.json, events) and commands sent to it
+    contract_check.py the request-contract check before a rollout (candidate vs production's clients)
+    replay.py      replay before canary: logged requests scored offline by the candidate, judged vs the champion
     traffic.py     synthetic client traffic replayed through the front
     kubernetes.py  the same strategies on KServe / Istio, watched through Prometheus
-    batch.py       batch scoring with Beam
+    batch.py       batch scoring with Beam (and the in-process Scorer replay uses)
 
 Platform code: imports no kfx_components (stage) module and no TensorFlow at import time.
 """

@@ -6,10 +6,10 @@ import csv
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from kfx.serving import ServingError
-from kfx.serving.registry import local_version
+from kfx.serving.registry import LocalVersion, local_version
 from kfx_formats import features, registry
 
 
@@ -24,7 +24,6 @@ def batch_predict(model_uri: str, data: str, out: str, key: Optional[str] = None
     from apache_beam.options.pipeline_options import PipelineOptions
 
     version = local_version(model_uri)
-    vdir, card = version.path, version.model_card()
     os.makedirs(out, exist_ok=True)
     with open(data, newline="") as f:
         header = next(csv.reader(f))
@@ -33,28 +32,12 @@ def batch_predict(model_uri: str, data: str, out: str, key: Optional[str] = None
 
     class Score(beam.DoFn):
         def setup(self):
-            import tensorflow as tf
-            self.tf = tf
-            self.fn = tf.saved_model.load(os.path.join(vdir, registry.SAVED_MODEL)).signatures["serving_default"]
-            self.out_key = "probabilities" if "probabilities" in self.fn.structured_outputs else "predictions"
-            self.spec = features.spec_from_signature(self.fn)
+            self.scorer = Scorer(version)
 
         def process(self, batch):
-            examples = [to_example(self.tf, row, self.spec) for _, row in batch]
-            values = self.fn(examples=self.tf.constant(examples, dtype=self.tf.string))[self.out_key].numpy()
-            problem = card.get("problem_type") or ("regression" if self.out_key == "predictions" else
-                                                    ("binary" if values.shape[-1] == 1 else "multiclass"))
-            vocab = [str(v) for v in card.get("label_vocabulary") or []]
-            for (k, _), v in zip(batch, values.tolist()):
-                rec = {"key": k, "model_version": f"v{version.number}"}
-                if problem == "regression":
-                    rec["prediction"] = float(v[0])
-                else:
-                    probs = [1 - v[0], v[0]] if problem == "binary" else v
-                    names = vocab if len(vocab) == len(probs) else [str(i) for i in range(len(probs))]
-                    rec["probabilities"] = dict(zip(names, map(float, probs)))
-                    rec["label"] = names[max(range(len(probs)), key=probs.__getitem__)]
-                yield json.dumps(rec)
+            for (k, _), out in zip(batch, self.scorer.outputs([row for _, row in batch])):
+                yield json.dumps({"key": k, "model_version": f"v{version.number}",
+                                  **(out if isinstance(out, dict) else {"prediction": out})})
 
     def parse(line_and_no):
         no, line = line_and_no
@@ -76,6 +59,40 @@ def batch_predict(model_uri: str, data: str, out: str, key: Optional[str] = None
                "seconds": round(time.monotonic() - t0, 2), "key": key or "row number"}
     registry.write_json(os.path.join(out, "summary.json"), summary)
     return summary
+
+
+class Scorer:
+    """A version's SavedModel loaded in this process, answering rows as the server does: classification
+    {"label", "probabilities": {class: p}}, regression a number in the label's units (`kfx predict` scores
+    with it in Beam workers, `kfx rollout`'s replay in the kfx process)."""
+
+    def __init__(self, version: LocalVersion):
+        import tensorflow as tf
+        self.tf = tf
+        card = version.model_card()
+        self.model = tf.saved_model.load(os.path.join(version.path, registry.SAVED_MODEL))
+        self.fn = self.model.signatures["serving_default"]
+        self.out_key = "probabilities" if "probabilities" in self.fn.structured_outputs else "predictions"
+        self.spec = features.spec_from_signature(self.fn)
+        self.problem = card.get("problem_type") or ("regression" if self.out_key == "predictions" else "")
+        self.vocab = [str(v) for v in card.get("label_vocabulary") or []]
+        # what a request the model cannot answer raises (a missing required feature, a failing op)
+        self.errors = (ServingError, ValueError, tf.errors.OpError)
+
+    def outputs(self, rows: Sequence[Dict[str, str]]) -> List[Any]:
+        examples = [to_example(self.tf, row, self.spec) for row in rows]
+        values = self.fn(examples=self.tf.constant(examples, dtype=self.tf.string))[self.out_key].numpy()
+        problem = self.problem or ("binary" if values.shape[-1] == 1 else "multiclass")
+        out: List[Any] = []
+        for v in values.tolist():
+            if problem == "regression":
+                out.append(float(v[0]))
+                continue
+            probs = [1 - v[0], v[0]] if problem == "binary" else v
+            names = self.vocab if len(self.vocab) == len(probs) else [str(i) for i in range(len(probs))]
+            out.append({"label": names[max(range(len(probs)), key=probs.__getitem__)],
+                        "probabilities": dict(zip(names, map(float, probs)))})
+        return out
 
 
 def to_example(tf, row: Dict[str, str], spec: Dict[str, "features.Feature"]) -> bytes:

@@ -11,7 +11,8 @@ import urllib.request
 from typing import Callable, Dict, Optional
 
 from kfx.serving import ServingError, log
-from kfx.serving.rollout import RolloutPolicy
+from kfx.serving.replay import REJECTED, replay_gate
+from kfx.serving.rollout import RolloutPolicy, rollout_versions
 
 ISVC = dict(group="serving.kserve.io", version="v1beta1", plural="inferenceservices")
 VS = dict(group="networking.istio.io", version="v1beta1", plural="virtualservices")
@@ -119,14 +120,22 @@ def predictor_host(isvc: str, role: str, namespace: str) -> str:
 
 def run_kubernetes_rollout(model_dir: str, candidate: int, policy: RolloutPolicy, namespace: str, isvc: str,
                            virtual_service: str = "", to: str = "", storage_uri: str = "",
-                           prometheus: str = "http://prometheus.istio-system:9090", api=None) -> dict:
-    """`kfx rollout start --target kubernetes`: one strategy against the cluster; its decision."""
+                           prometheus: str = "http://prometheus.istio-system:9090", api=None,
+                           labels: Optional[dict] = None, payload_log: str = "") -> dict:
+    """`kfx rollout start --target kubernetes`: one strategy against the cluster; its decision. The logged
+    requests are replayed through the candidate first (replay.py): rejected, the cluster is not touched."""
+    replayed = replay_gate(rollout_versions(model_dir, candidate) if policy.replay else (None, None), policy,
+                           labels or {}, payload_log, lambda kind, **data: log(f"{kind} {data.get('decision')}"))
+    if replayed["decision"] == REJECTED:
+        return {"decision": REJECTED, "reasons": replayed["reasons"], "replay": replayed}
     api = api or _custom_objects_api()
     if policy.strategy == "canary":
         storage = storage_uri or f"{model_dir.rstrip('/')}/v{candidate}/saved_model"
-        return k8s_canary(api, namespace, isvc, storage, policy, prometheus_query(prometheus),
-                          on_event=lambda k, **d: log(f"{k} {d}"))
-    if policy.strategy == "blue-green":
-        return k8s_blue_green_switch(api, namespace, virtual_service, to or "green",
-                                     {c: predictor_host(isvc, c, namespace) for c in ("blue", "green")})
-    return k8s_shadow(api, namespace, virtual_service, predictor_host(isvc, "candidate", namespace))
+        res = k8s_canary(api, namespace, isvc, storage, policy, prometheus_query(prometheus),
+                         on_event=lambda k, **d: log(f"{k} {d}"))
+    elif policy.strategy == "blue-green":
+        res = k8s_blue_green_switch(api, namespace, virtual_service, to or "green",
+                                    {c: predictor_host(isvc, c, namespace) for c in ("blue", "green")})
+    else:
+        res = k8s_shadow(api, namespace, virtual_service, predictor_host(isvc, "candidate", namespace))
+    return {**res, "replay": replayed}

@@ -13,8 +13,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kfx.errors import UsageError
 from kfx.serving import ServingError, log
+from kfx.serving import contract_check
 from kfx.serving.front import AccessLog, Front, window_stats
 from kfx.serving.registry import LocalVersion, local_version
+from kfx.serving.replay import REJECTED, replay_gate
 from kfx.serving.rollout_state import Rollout, now
 from kfx.serving.servers import DEFAULT_IMAGE, Server, Sink, free_port, http_json
 from kfx.serving.traffic import Traffic, instances_from_csv
@@ -49,6 +51,11 @@ class RolloutPolicy:
     min_labels: int = payload_log.MIN_LABELS
     approve: bool = False                    # wait for `kfx rollout approve` before production
     approve_timeout: float = 3600.0
+    # Replay before canary (replay.py): the newest logged requests scored offline by the candidate first.
+    replay: bool = True
+    replay_requests: int = 1000
+    replay_tolerance: Optional[float] = None   # relative, like max_online_drop (the default)
+    replay_slices: Tuple[str, ...] = ()        # slice features; default: the model card's
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -121,6 +128,8 @@ class LocalSetup:
     rps: float = 20.0
     batch: int = 1
     labels: str = ""             # late labels for the online metric (payload_log.LABELS_FORMAT)
+    payload_log: str = ""        # production's requests (contract check, replay); default: earlier rollouts' payloads/
+    allow_contract_change: bool = False   # roll out a candidate that breaks production's request contract
     keep_running: bool = False   # keep the front and servers up after the decision
 
 
@@ -184,6 +193,16 @@ def choose_current(model_dir: str, candidate: int, current: Optional[int] = None
     return current
 
 
+def rollout_versions(model_dir: str, candidate: int) -> Tuple[Optional[LocalVersion], LocalVersion]:
+    """(current, candidate) as local directories; current is None when there is no version to start from."""
+    model_dir = model_dir.rstrip("/")
+    try:
+        current: Optional[LocalVersion] = local_version(f"{model_dir}/v{choose_current(model_dir, candidate)}")
+    except ServingError:
+        current = None
+    return current, local_version(f"{model_dir}/v{candidate}")
+
+
 def run_local_rollout(model_dir: str, candidate: int, policy: RolloutPolicy, current: Optional[int] = None,
                       setup: LocalSetup = LocalSetup()) -> dict:
     """The whole local rollout; returns its final state (`succeeded(state)`: promoted or a healthy shadow)."""
@@ -193,6 +212,13 @@ def run_local_rollout(model_dir: str, candidate: int, policy: RolloutPolicy, cur
     versions = (local_version(f"{model_dir}/v{current}"), local_version(f"{model_dir}/v{candidate}"))
     run = _LocalRollout(model_dir, versions, policy, setup, labels)
     try:
+        run.ro.state["contract"] = contract_check.gate(versions, setup.payload_log, setup.allow_contract_change,
+                                                       run.ro.event)   # refused: ContractRefused, no server started
+        run.ro.state["replay"] = replay_gate(versions, policy, labels, setup.payload_log, run.ro.event)
+        if run.ro.state["replay"]["decision"] == REJECTED:   # no server started, aliases unchanged
+            run.ro.save(status=REJECTED, result={"decision": REJECTED, "reasons": run.ro.state["replay"]["reasons"]},
+                        finished=now())
+            return run.ro.state
         run.start()
         result = {"canary": run.canary, "blue-green": run.blue_green, "shadow": run.shadow}[policy.strategy]()
         run.finish(result)

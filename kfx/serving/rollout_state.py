@@ -41,6 +41,24 @@ def read_active(model_dir: str) -> Optional[dict]:
     return registry.read_json(os.path.join(_rollouts_dir(model_dir), "active.json"))
 
 
+def _rollout_dirs(model_dir: str) -> list:
+    """rollouts/<id>/ of a model, oldest first (ids start with their UTC start time)."""
+    root = _rollouts_dir(model_dir)
+    return [os.path.join(root, rid) for rid in sorted(os.listdir(root))] if os.path.isdir(root) else []
+
+
+def payload_dirs(model_dir: str) -> list:
+    """The payload logs earlier local rollouts' sinks wrote (rollouts/<id>/payloads/), oldest first."""
+    found = (os.path.join(d, "payloads") for d in _rollout_dirs(model_dir))
+    return [d for d in found if any(Path(d).rglob("*.jsonl"))]
+
+
+def read_latest(model_dir: str) -> Optional[dict]:
+    """The newest rollout's state.json (its status, result, replay and contract check), or None."""
+    states = [p for p in (os.path.join(d, "state.json") for d in _rollout_dirs(model_dir)) if os.path.isfile(p)]
+    return registry.read_json(states[-1]) if states else None
+
+
 def send_command(model_dir: str, command: str) -> dict:
     """Leave `command` (approve, reject, rollback, switch-back) for the rollout in progress."""
     if command not in COMMANDS:

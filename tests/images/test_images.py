@@ -29,7 +29,8 @@ def _load_build():
 
 images = _load_build()
 
-TF_STAGES = [s for s in images.STAGES if images.RUNTIME_OF[s] == "tf-runtime"]
+# infra_validate adds the serving venv to the TF runtime (images/Dockerfile.infra-validate): not one code layer.
+TF_STAGES = [s for s in images.STAGES if images.RUNTIME_OF[s] == "tf-runtime" and s not in images.STAGE_DOCKERFILES]
 # What each stage's code needs at run time, beyond its own executor module.
 HEAVY_IMPORTS = {
     "ingest": ["tensorflow", "pandas"],
@@ -45,6 +46,7 @@ HEAVY_IMPORTS = {
     "resolve": ["minio"],
     "deploy": ["minio"],
     "notify": ["minio"],
+    "infra_validate": ["tensorflow", "numpy"],
     "monitor": ["tensorflow_data_validation", "tensorflow_metadata.proto.v0.statistics_pb2", "pyarrow",
                 "sklearn.metrics"],
 }
@@ -329,6 +331,21 @@ def test_the_nine_stage_images_fit_the_budget(inspected):
     bound = shared + code + inspected["push"]["Size"]
     assert 0 < code < 10_000_000, f"the TF stages' code layers add up to {code} bytes"
     assert bound <= STAGE_SET_BUDGET, f"stage images: up to {bound / 1e9:.2f} GB of distinct layers > 4.1 GB"
+
+
+@needs_engine
+def test_the_infra_validate_image_is_the_tf_runtime_plus_the_serving_runtime(inspected):
+    """kfx-infra-validate carries two runtimes, so it is left out of the nine-stage budget above and held
+    to its own: the TF runtime's layers shared with the other stages, then only the serve image's venv
+    (the runtime it validates against) and its code. A cheaper image needs a lock of kserve + kfp."""
+    tf_layers = inspected[TF_STAGES[0]]["RootFS"]["Layers"][:-1]
+    layers = inspected["infra_validate"]["RootFS"]["Layers"]
+    assert layers[:len(tf_layers)] == tf_layers, "infra_validate does not share the TF runtime layers"
+    assert len(layers) == len(tf_layers) + 2, f"{len(layers) - len(tf_layers)} own layers, expected 2 (venv, code)"
+    serve = json.loads(_docker("image", "inspect", images.serve_image()).stdout)[0]
+    extra = inspected["infra_validate"]["Size"] - (inspected[TF_STAGES[0]]["Size"]
+                                                   - _own_layer_bytes(images.stage_image(TF_STAGES[0])))
+    assert extra <= serve["Size"], f"infra_validate adds {extra / 1e9:.2f} GB, more than the whole serve image"
 
 
 # ---- kfx-cli: the platform image the chart's registration Job runs ----------------------------

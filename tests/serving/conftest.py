@@ -1,9 +1,12 @@
-"""Serving test fixtures: one small pushed taxi model per session, made by the real pipeline.
+"""Serving test fixtures: one pushed taxi model per session, made by the real pipeline.
 
-`kfx run` on 1,500 taxi rows with one tuning trial and two epochs (~90 s), then two candidate
-versions derived from it (tests/serving/make_versions.py): v2 works (shifted decision), v3 is
-deliberately broken (fails every real request, but loads). Servers are real KServe ModelServers
-in `.venv-serving`, the front is a real nginx; `make serving-test-deps` installs both.
+v1 is a copy of the version the session's one full lifecycle run pushed (`taxi_run`,
+tests/conftest.py, shared with tests/test_e2e.py: no training of its own here), copied into
+this directory's own registry so that the aliases the rollouts move stay out of the e2e root;
+then two candidate versions derived from it (tests/serving/make_versions.py): v2 works (shifted
+decision), v3 is deliberately broken (fails every real request, but loads). Servers are real
+KServe ModelServers in `.venv-serving`, the front is a real nginx; `make serving-test-deps`
+installs both.
 """
 import json
 import os
@@ -13,6 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.cli_runs import pushed_uri
 
 REPO = Path(__file__).resolve().parents[2]
 TAXI = REPO.parent / "shared" / "data" / "chicago_taxi" / "data.csv"
@@ -28,6 +33,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/serving" in str(item.fspath):
             item.add_marker(pytest.mark.serving)
+            if "served_registry" in getattr(item, "fixturenames", ()):   # it waits for the whole lifecycle run
+                item.add_marker(pytest.mark.e2e)
 
 
 def need_serving_env():
@@ -50,17 +57,15 @@ def taxi_csv(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def served_registry(tmp_path_factory, taxi_csv) -> dict:
+def served_registry(request, tmp_path_factory) -> dict:
     """{registry, model_dir, v1, v2 (good), v3 (broken)} under a temp root."""
     need_serving_env()
     root = tmp_path_factory.mktemp("serving-root")
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", TF_CPP_MIN_LOG_LEVEL="2")
     registry = root / "registry"
-    reuse = os.environ.get("KFX_SERVING_TEST_MODEL")   # a pushed vN dir: skips the ~90 s pipeline run
-    if reuse:
-        shutil.copytree(reuse, registry / MODEL / "v1")
-    else:
-        _run_pipeline(root, taxi_csv, env)
+    # A pushed vN dir named in the environment skips the shared lifecycle run (iterating on serving alone).
+    pushed = os.environ.get("KFX_SERVING_TEST_MODEL") or pushed_uri(request.getfixturevalue("taxi_run")[2])
+    shutil.copytree(pushed, registry / MODEL / "v1")
     made = subprocess.run([sys.executable, str(Path(__file__).with_name("make_versions.py")), str(registry), MODEL],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert made.returncode == 0, made.stderr[-3000:]
@@ -69,11 +74,3 @@ def served_registry(tmp_path_factory, taxi_csv) -> dict:
     return {"registry": registry, "model_dir": model_dir, "v1": model_dir / "v1", "v2": model_dir / "v2",
             "v3": model_dir / "v3", "card": json.loads((model_dir / "v1" / "model_card.json").read_text())}
 
-
-def _run_pipeline(root, taxi_csv, env):
-    run = subprocess.run(
-        [sys.executable, "-m", "kfx.cli", "run", "--config", str(REPO / "pipelines/configs/chicago_taxi.yaml"),
-         "--data", str(taxi_csv), "--root", str(root), "--param", "max_trials=1", "--param", "tune_epochs=1",
-         "--param", "train_epochs=2", "--param", "distill_epochs=2", "--param", "metric_threshold=0.0"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 from kfx_formats import registry
 from tests.serving.conftest import REPO
 
-COMMON = ["--hold", "5", "--min-requests", "5", "--rps", "12", "--max-p99-ms", "5000"]
+COMMON = ["--hold", "5", "--min-requests", "5", "--rps", "12", "--max-p99-ms", "5000", "--skip-replay"]
 
 
 def rollout(served_registry, taxi_csv, *args, expect_rc):
@@ -58,7 +58,7 @@ def test_shadow_reports_prediction_difference(reg, taxi_csv):
     assert res["decision"] == "shadowed" and res["healthy"] is True
     diff = res["difference"]
     assert diff["requests_compared"] >= 5
-    # v2 shifts the decision (logit + 0.4): a real, bounded difference the report must see
+    # v2 shifts the decision (logit + make_versions.SHIFT): a real, bounded difference the report must see
     assert 0.01 < diff["mean_abs_diff"] < 0.2 and diff["max_abs_diff"] < 0.2
     assert res["shadow"]["server_errors"] == 0
     # the shadow did not answer: production alias unchanged, staging moved

@@ -27,6 +27,6 @@ def test_the_lifecycle_ir_names_each_type(tmp_path):
     text = open(ir).read()
     for kind in (artifacts.ExampleStatistics, artifacts.Schema, artifacts.ExampleAnomalies,
                  artifacts.TransformGraph, artifacts.HyperParameters, artifacts.Checkpoints,
-                 artifacts.ModelEvaluation, artifacts.ModelBlessing, artifacts.Deployment):
+                 artifacts.ModelEvaluation, artifacts.ModelBlessing, artifacts.InfraBlessing, artifacts.Deployment):
         assert f"schemaTitle: {kind.schema_title}" in text, kind.__name__
     assert "schemaTitle: system.Artifact" not in text  # nothing left untyped

@@ -53,7 +53,8 @@ def test_push_publishes_a_version_that_serves(student, examples, quantized, tmp_
     assert facts["pushed"] is True and facts["version"] == 1
     assert facts["uri"] == f"{reg}/{name}/v1" and registry.latest(reg, name).number == 1
     v1 = facts["uri"]
-    assert sorted(os.listdir(v1)) == ["model_card.html", "model_card.json", "model_card.md", "saved_model", "tflite"]
+    assert sorted(os.listdir(v1)) == ["contract.json", "model_card.html", "model_card.json", "model_card.md",
+                                      "saved_model", "tflite"]
     page = open(os.path.join(v1, "model_card.html")).read()
     assert facts["model_card_html"] == page and "trip_start_hour=1" in page and "<svg" in page
     assert sorted(os.listdir(os.path.join(v1, "tflite"))) == ["dynamic_range.tflite", "float16.tflite",
@@ -65,6 +66,7 @@ def test_push_publishes_a_version_that_serves(student, examples, quantized, tmp_
         assert text in card_md, text
     card = json.load(open(os.path.join(v1, "model_card.json")))
     assert card["version"] == 1 and card["uri"] == v1 and card["lineage"]["model"] == "7"
+    assert "## Request contract" in card_md and "id='contract'" in page and card["contract"]   # contract.json's table
 
     # The published SavedModel loads and serves raw tf.Examples from the eval split.
     records = [r.numpy() for r in tf.data.TFRecordDataset(
