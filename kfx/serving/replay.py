@@ -87,7 +87,12 @@ def replay(champion: Optional[LocalVersion], candidate: LocalVersion, records: S
                        f"requests{stopped}, more than --max-error-rate {max_error_rate} allows, e.g. "
                        f"{result['error_examples'][0]}")
     if champion is not None and scored == len(chosen):   # (stopped early, the decision is made)
-        reference, logged = champion_answers(champion, chosen)
+        try:
+            reference, logged = champion_answers(champion, chosen)
+        except Exception as err:  # noqa: BLE001 - as for the candidate: it cannot be scored offline
+            result["note"] = (f"champion v{champion.number} could not be loaded to score the requests it did not "
+                              f"answer in the log ({' '.join(str(err).split())[:200]}): judged on errors only")
+            reference, logged = {}, 0
         result["champion_answers"] = {"logged": logged, "scored": len(reference) - logged}
         result["shift"] = shift(reference, answers)
         card = candidate.model_card() or champion.model_card()

@@ -197,6 +197,10 @@ def test_without_labels_errors_stop_and_shift_is_reported(tiny):
     assert replay(_v(tiny, 1), _v(tiny, 2), [], {})["decision"] == NOTHING
     [reason] = replay(_v(tiny, 1), _v(tiny, 6), records, {})["reasons"]
     assert reason.startswith("candidate v6 could not be loaded to replay: ")
+    # an unloadable champion whose answers were not logged: the candidate is still judged on its errors
+    orphan = replay(_v(tiny, 6), _v(tiny, 2), unlogged, dict.fromkeys([("r0", 0)], "1"), requests=50)
+    assert orphan["decision"] == PASSED and orphan["errors"] == 0 and "overall" not in orphan
+    assert orphan["note"].startswith("champion v6 could not be loaded") and orphan["champion_answers"]["scored"] == 0
 
 
 def test_skip_replay_goes_straight_to_the_canary(tiny, capsys):
