@@ -213,7 +213,10 @@ def test_containers_and_s3_give_the_same_outcome_as_local_processes(runs, docker
 
     md = MetadataStore(str(root / "metadata.sqlite"))
     executions = [e for e in md.store.get_executions() if prop(e, "image")]
-    assert len(executions) == 13 and {prop(e, "launcher") for e in executions} == {"docker"}
+    from kfx.runner import ir
+    [run_dir] = (root / "runs").iterdir()
+    steps = [t for t in ir.load(run_dir / "pipeline.yaml").tasks.values() if not t.is_importer]
+    assert len(executions) == len(steps) == 14 and {prop(e, "launcher") for e in executions} == {"docker"}
     uris = [a.uri for a in md.store.get_artifacts()]
     assert all(u.startswith("s3://") for u in uris), uris
     tree = lineage.trace(md, pushed)

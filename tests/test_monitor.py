@@ -306,7 +306,8 @@ def test_retraining_runs_the_lifecycle_into_the_monitored_registry(tmp_path, mon
     assert params["registry_uri"] == "s3://kfx/registry" and params["model_name"] == "other"
 
     calls = []
-    monkeypatch.setattr(monitor, "run_pipeline", lambda ir_path, params, root, **kw: calls.append(
+    import kfx.runner.execute     # monitor imports it when it retrains, so the CLI starts without it
+    monkeypatch.setattr(kfx.runner.execute, "run_pipeline", lambda ir_path, params, root, **kw: calls.append(
         (next(yaml.safe_load_all(Path(ir_path).read_text()))["pipelineInfo"]["name"], params, root)) or "result")
     assert monitor.retrain(f"{tmp_path}/registry/{MODEL}/v3", str(TAXI), str(tmp_path)) == "result"
     (name, given, root), = calls

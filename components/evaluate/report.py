@@ -91,7 +91,7 @@ def _trust_section(t: Dict[str, Any]) -> str:
 def _backtest_section(b: Dict[str, Any], bless_on: str) -> str:
     """The candidate (and the baseline) on the newest span, which it never trained on."""
     if not b:
-        return ("<p class='muted'>No temporal backtest: the run trained on one span "
+        return ("<h2>Temporal backtest</h2><p class='muted'>None: the run trained on one span "
                 "(train_spans with a backtest judges the model on the newest span too).</p>")
     rows = [["candidate", b["value"], _ci_text(b["interval"])]]
     if b["baseline"]:

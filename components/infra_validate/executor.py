@@ -4,8 +4,8 @@ LOAD_AND_QUERY) before push may publish it.
 The candidate SavedModel is served by kfx_serving (KServe's ModelServer; launcher.py says where the
 runtime comes from) on 127.0.0.1; one V1 request per raw test row (as clients send them: the
 model's raw features as JSON) must be answered, and each answer must equal what the same SavedModel
-returns in this process for the same row within `tolerance` (absolute, on probabilities or
-predictions). The verdict is a marker file push reads, INFRA_BLESSED or NOT_BLESSED, holding the
+returns in this process for the same row within `tolerance` (absolute up to magnitude 1, so on
+probabilities; relative above it, since a float32 prediction of 1e6 is only exact to 0.06). The verdict is a marker file push reads, INFRA_BLESSED or NOT_BLESSED, holding the
 reason in one line, and result.json beside it (runtime, load time, latency, requests, difference).
 
 A candidate evaluate did not bless is not served: "skipped: not blessed", in well under a second.
@@ -73,15 +73,16 @@ def _as_vector(answer: Any) -> List[float]:
 
 
 def difference(served: Any, local: Sequence[float]) -> float:
-    """Largest absolute difference between a served answer and the in-process output row
-    (a binary model's one probability is the served pair's second)."""
+    """Largest difference between a served answer and the in-process output row, absolute where
+    the in-process value is at most 1 in magnitude and relative above (float32 carries ~7 digits);
+    a binary model's one probability is the served pair's second."""
     vector = _as_vector(served)
     local = [float(x) for x in local]
     if len(local) == 1 and len(vector) == 2:
         vector = vector[1:]
     if len(vector) != len(local):
         return float("inf")
-    return max(abs(a - b) for a, b in zip(vector, local))
+    return max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(vector, local))
 
 
 def in_process(model_dir: str, records: List[bytes]):

@@ -59,7 +59,7 @@ def _names(text: str) -> tuple:
     """--replay-slices a,b: feature names."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
     if not names:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected feature names, e.g. payment_type,trip_start_hour")
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated feature names, e.g. region,device")
     return names
 
 

@@ -166,7 +166,8 @@ def history(root: str) -> list[dict]:
                "spans": params.get("spans") or [], "backtest_span": params.get("backtest_span") or 0,
                "rows": None, "drift": "", "metric": None, "outcome": "", "state": "COMPLETE"}
         data_line = ""
-        for execution in md.store.get_executions_by_context(ctx.id):
+        # In the order they ran (MLMD lists the newest first): the last step's summary is the outcome.
+        for execution in sorted(md.store.get_executions_by_context(ctx.id), key=lambda e: e.id):
             task = prop(execution, "task_name") or ""
             if execution.last_known_state == 4 and row["state"] == "COMPLETE":   # FAILED
                 row["state"] = f"FAILED at {task}"

@@ -108,6 +108,10 @@ def test_served_answers_are_compared_not_assumed(good_model, examples_dir):
     p = float(local[0][0])
     assert executor.difference({"label": "1", "probabilities": {"0": 1 - p, "1": p}}, local[0]) < 1e-7
     assert executor.difference({"label": "1", "probabilities": {"0": 1 - p, "1": p + 1e-3}}, local[0]) > 1e-4
+    # a regression's float32 answer of 2,000,000 is exact to 0.125: relative above 1, not absolute
+    assert executor.difference(2_000_000.125, [2_000_000.0]) < 1e-7
+    assert executor.difference(2_000_500.0, [2_000_000.0]) > 1e-4
+    assert abs(executor.difference(0.5, [0.2]) - 0.3) < 1e-12       # absolute at or below 1
     ex = tf.train.Example.FromString(records[3])
     features = [{"name": "company", "shape": []}, {"name": "fare", "shape": []}]
     assert executor.instance(ex, features) == {"company": "Flash Cab", "fare": None}
