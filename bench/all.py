@@ -1,24 +1,28 @@
 """Every benchmark, one after another, each rewriting its own block of docs/benchmarks.md,
-then the summary plots (`make bench`).
+then the summary plots (`make bench`); with --smoke, every method of every benchmark on tiny
+inputs, writing nothing (`make bench-smoke`, tests/test_bench_smoke.py).
 
 The scripts run as separate processes, in this order (a failing one is reported and the
 rest still run; the exit code says whether all passed):
 
-    runner_overhead.py   per-step overhead: kfx / kfx-subprocess / kfp.local / in-process
-    lifecycle.py         the nine-stage lifecycle: kfx vs in-process
+    runner_overhead.py   per-step overhead: in-process / kfx / kfx-subprocess / kfx-cached / kfp.local
+    lifecycle.py         the whole lifecycle: kfx vs in-process
     data_scale.py        ingest/validate/transform/evaluate cost and memory against rows
+    columns.py           each stage's cost against the number of columns
     input_pipeline.py    training input: make_dataset vs tensors in memory
     containers.py        --executor docker vs process/subprocess on the same IR (needs Docker and images)
-    quantize.py          (when present)
-    serving.py           (when present and --serving-model REGISTRY/MODEL/vN is given)
+    quantize.py          the quantized variants: size, latency, AUC
+    serving.py           (with --serving-model REGISTRY/MODEL/vN; in --smoke the smoke lifecycle's model)
     gates.py             the statistical gates' false-alarm and detection rates (docs/reliability.md)
+    tfx_compare.py       kfx against TFX 1.16 on the taxi data (TFX in its own venv: make bench-tfx-venv)
+    trust_tables.py, wild.py, ui.py   --smoke only here (`make bench-wild`, `make bench-ui`; trust_tables alone)
 
 Then the per-step time plot for kfx / kfp.local / in-process is drawn from the tables the
 first two wrote (docs/img/steps_*.png) into the `<!-- plots:begin -->` block.
 
     .venv/bin/python bench/all.py            # about 45-60 minutes on 2 cores
-    .venv/bin/python bench/all.py --smoke    # tiny inputs, writes nothing: checks every bench runs
-                                             # (the lifecycle's both methods on 1,200 rows, one epoch)
+    .venv/bin/python bench/all.py --smoke    # every method on tiny inputs, writes nothing; a method that
+                                             # needs what is absent here is skipped with one line saying so
     .venv/bin/python bench/all.py --only data_scale,input_pipeline
 """
 import argparse
@@ -34,45 +38,94 @@ import harness  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 BEGIN, END = "<!-- plots:begin -->", "<!-- plots:end -->"
+# Scripts in bench/ that are no benchmark (helpers, this file).
+NOT_BENCHES = {"all", "harness", "plots", "generate"}
 
 
-def plan(smoke: bool, serving_model: str, scratch: str) -> list:
-    """[(name, argv)] in run order."""
-    full = [
-        ("runner_overhead", []),
-        ("lifecycle", []),
-        ("data_scale", ["--multi-max", "100000"]),
-        ("input_pipeline", []),
-        ("containers", ["--lifecycle", "--lifecycle-reps", "2"]),
-        ("quantize", []),
-        ("serving", ["--model", serving_model] if serving_model else None),
-        ("gates", []),
-    ]
+def plan(smoke: bool, serving_model: str, scratch: str, only: frozenset = frozenset()) -> list:
+    """[(name, argv or a function giving it just before the bench runs; None: nothing to run)] in run order."""
+    lifecycle_root = f"{scratch}/lifecycle-root"
+    full = {
+        "runner_overhead": [],
+        "lifecycle": [],
+        "data_scale": ["--multi-max", "100000", "--scratch", f"{scratch}/data_scale"],
+        "columns": ["--columns", "10,50,200", "--scratch", f"{scratch}/columns"],
+        "input_pipeline": ["--scratch", f"{scratch}/input_pipeline"],
+        "containers": ["--lifecycle", "--lifecycle-reps", "2"],
+        "quantize": [],
+        "serving": ["--model", serving_model] if serving_model else None,
+        "gates": [],
+        "tfx_compare": [],
+        "trust_tables": None,
+        "wild": None,
+        "ui": None,
+    }
     tiny = {
-        "runner_overhead": ["--no-tf", "--no-doc", "--reps", "1", "--n", "2"],
-        "lifecycle": ["--smoke"],
+        "runner_overhead": ["--n", "2", "--reps", "1", "--tf-n", "1", "--tf-reps", "1", "--probe-reps", "1",
+                            "--no-doc"],
+        # its kfx workspace is kept: the smoke quantizes its models and serves the one it pushed
+        "lifecycle": ["--smoke", "--keep-root", lifecycle_root],
         "data_scale": ["--sizes", "300,600", "--modes", "single", "--stages", "ingest,validate", "--no-doc",
                        "--scratch", f"{scratch}/scale"],
+        "columns": ["--smoke", "--no-doc", "--scratch", f"{scratch}/columns"],
         "input_pipeline": ["--rows", "1500", "--reps", "1", "--no-doc", "--scratch", f"{scratch}/input"],
-        "containers": ["--n", "2", "--reps", "1", "--methods", "subprocess,process,docker", "--no-doc",
-                       "--scratch", f"{scratch}/containers"],
-        "quantize": None,
-        "serving": None,
+        "containers": ["--smoke", "--scratch", f"{scratch}/containers"],
+        "quantize": lambda: _smoke_quantize(lifecycle_root),
+        "serving": lambda: _smoke_serving(serving_model, lifecycle_root),
         "gates": ["--smoke"],
+        # TFX's own pipeline in its own venv is minutes, not a smoke; its parsing and rendering are
+        # tested in tests/test_bench_tfx_smoke.py
+        "tfx_compare": lambda: _skip("tfx_compare", "runs TFX's pipeline: make bench-tfx-venv bench-tfx"),
+        "trust_tables": ["--smoke"],
+        "wild": ["--smoke"],
+        "ui": ["--sizes", "20,20:5:old", "--no-doc"],
     }
     out = []
-    for name, argv in full:
-        if smoke:
-            argv = tiny[name]
-        if argv is None or not (BENCH / f"{name}.py").exists():
+    for name, argv in (tiny if smoke else full).items():
+        if argv is None or (only and name not in only) or not (BENCH / f"{name}.py").exists():
             continue
         if name == "containers" and not docker_ready():
-            print("containers: skipped (no Docker engine or no kfx images)", flush=True)
-            continue
-        if not smoke and name in ("data_scale", "input_pipeline"):
-            argv = argv + ["--scratch", f"{scratch}/{name}"]
+            if not smoke:
+                print("containers: skipped (no Docker engine or no kfx images)", flush=True)
+                continue
+            print("containers: docker skipped (no Docker engine or no kfx images); subprocess and process run",
+                  flush=True)
+            argv = argv + ["--methods", "subprocess,process"]
         out.append((name, argv))
     return out
+
+
+def _smoke_serving(serving_model: str, lifecycle_root: str):
+    """serving.py's tiny argv on the given model, else on the one the smoke lifecycle pushed; None (said
+    why) when it cannot run."""
+    if not (harness.REPO / ".venv-serving" / "bin" / "python").exists():
+        return _skip("serving", "no .venv-serving (make serving-venv)")
+    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()):
+        return _skip("serving", "no nginx (make serving-nginx)")
+    models = [serving_model] if serving_model else _pushed(lifecycle_root)
+    if not models:
+        return _skip("serving", f"no model pushed in {lifecycle_root} (run the lifecycle smoke first)")
+    return ["--model", models[0], "--seconds", "0.5", "--concurrency", "1"]
+
+
+def _smoke_quantize(lifecycle_root: str) -> list:
+    """quantize.py on the smoke lifecycle's run when it finished (its examples and models), else on
+    stages of its own."""
+    if _pushed(lifecycle_root):
+        return ["--smoke", "--from-run", lifecycle_root]
+    print(f"quantize: no finished lifecycle smoke in {lifecycle_root} to share: it runs the stages itself",
+          flush=True)
+    return ["--smoke"]
+
+
+def _pushed(lifecycle_root: str) -> list:
+    """The model directories of the registry of the kept lifecycle workspace that hold a version."""
+    return sorted(str(p) for p in Path(lifecycle_root, "registry").glob("*") if any(p.glob("v*")))
+
+
+def _skip(name: str, why: str) -> None:
+    print(f"{name}: skipped ({why})", flush=True)
+    return None
 
 
 def docker_ready() -> bool:
@@ -164,9 +217,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     only = set(filter(None, args.only.split(",")))
     failed = []
-    for name, bench_args in plan(args.smoke, args.serving_model, args.scratch):
-        if only and name not in only:
-            continue
+    for name, bench_args in plan(args.smoke, args.serving_model, args.scratch, frozenset(only)):
+        if callable(bench_args):
+            bench_args = bench_args()
+            if bench_args is None:
+                continue
         cmd = [sys.executable, str(BENCH / f"{name}.py"), *bench_args]
         print(f"== {name}: {' '.join(cmd[1:])}", flush=True)
         t = time.time()

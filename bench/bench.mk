@@ -1,7 +1,8 @@
 # Benchmarks (issue 14, target 7). Included from the Makefile: `include bench/bench.mk`.
 #   make bench        every benchmark; rewrites the generated blocks and plots of docs/benchmarks.md
 #                     (and, bench/gates.py, the statistical gates' block of docs/reliability.md)
-#   make bench-smoke  tiny inputs, writes nothing: checks every benchmark runs (also in tests/)
+#   make bench-smoke  every method of every benchmark on tiny inputs, writes nothing, each checked
+#                     by its test (tests/test_bench_*smoke.py, the bench-marked ones included; ~45 min)
 BENCH_PYTHON ?= .venv/bin/python
 BENCH_ARGS ?=
 
@@ -10,7 +11,8 @@ bench:
 	$(BENCH_PYTHON) bench/all.py $(BENCH_ARGS)
 
 bench-smoke:
-	$(BENCH_PYTHON) bench/all.py --smoke $(BENCH_ARGS)
+	$(BENCH_PYTHON) -m pytest -q -rfEs tests/test_bench_smoke.py tests/test_bench_scale_smoke.py \
+	  $(wildcard tests/test_bench_columns_smoke.py tests/test_bench_tfx_smoke.py) $(PYTEST_ARGS)
 
 # Tables in the wild (issue 20): generated and real public tables through the whole `kfx run`;
 # rewrites its block of docs/reliability.md. WILD_ARGS e.g. --generated 40 --real ''.

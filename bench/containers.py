@@ -18,6 +18,7 @@ lifecycle of bench/lifecycle.py (its fast parameters), per stage.
 
     .venv/bin/python bench/containers.py                      # trivial, R=3; rewrites its docs block
     .venv/bin/python bench/containers.py --lifecycle --lifecycle-reps 2   # plus the full lifecycle (~10 min a rep)
+    .venv/bin/python bench/containers.py --smoke   # 2 trivial steps once per executor, the smoke lifecycle in docker
 """
 import argparse
 import json
@@ -83,32 +84,37 @@ def render(results: dict, facts: dict, wall: float, png: str) -> str:
                       f"with the bench/lifecycle.py budget, `schema_uri=''` and `stop_on_anomalies=False` for every "
                       f"executor (the docker launcher does not mount a curated schema named by a parameter).", ""]
     for name, runs in results.items():
-        n = len(next(iter(runs.values()))[0]["steps"])
-        reps = len(runs["subprocess"])
+        first = next(iter(runs.values()))
+        n = len(first[0]["steps"])
+        reps = len(first)
         med = {m: statistics.median(r["seconds"] for r in runs[m]) for m in runs}
-        ratio = {m: statistics.median(a["seconds"] / b["seconds"] for a, b in zip(runs[m], runs["subprocess"]))
-                 for m in runs}
+        # Against subprocess, the reference; a smoke run may leave it out (then no ratios, "-").
+        ref = runs.get("subprocess")
+        ratio = {m: f"**{statistics.median(a['seconds'] / b['seconds'] for a, b in zip(runs[m], ref)):.2f}x**"
+                 if ref else "-" for m in runs}
         out += [f"### {name}: {n} steps, {reps} interleaved repetition(s)", "",
                 "| executor | median s | x subprocess (paired median; docker target <= 1.3) | per-step overhead "
                 "vs subprocess s |", "| --- | ---: | ---: | ---: |"]
         for m in runs:
-            over = (med[m] - med["subprocess"]) / n
-            out.append(f"| {m} | {med[m]:.1f} | **{ratio[m]:.2f}x** | {over:+.2f} |")
+            over = f"{(med[m] - med['subprocess']) / n:+.2f}" if ref else "-"
+            out.append(f"| {m} | {med[m]:.1f} | {ratio[m]} | {over} |")
         if name == "lifecycle":
+            both = ref and "docker" in runs
             out += ["", "| step | " + " | ".join(f"{m} s" for m in runs) + " | docker - subprocess s |",
                     "| --- | " + " | ".join("---:" for _ in runs) + " | ---: |"]
-            for step in runs["subprocess"][0]["steps"]:
+            for step in first[0]["steps"]:
                 cells = [statistics.median(r["steps"][step] for r in runs[m]) for m in runs]
-                d = statistics.median(r["steps"][step] for r in runs["docker"]) - \
-                    statistics.median(r["steps"][step] for r in runs["subprocess"])
-                out.append(f"| {step} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {d:+.1f} |")
+                d = "-"
+                if both:
+                    d = f"{cells[list(runs).index('docker')] - statistics.median(r['steps'][step] for r in ref):+.1f}"
+                out.append(f"| {step} | " + " | ".join(f"{c:.1f}" for c in cells) + f" | {d} |")
         out.append("")
-    if "lifecycle" in results and "docker" in results["lifecycle"]:
+    if "lifecycle" in results and {"docker", "subprocess"} <= set(results["lifecycle"]):
         runs = results["lifecycle"]
         ratio = statistics.median(a["seconds"] / b["seconds"] for a, b in zip(runs["docker"], runs["subprocess"]))
         trivial = results.get("trivial", {})
         per_step = ""
-        if "docker" in trivial:
+        if {"docker", "subprocess"} <= set(trivial):
             n = len(trivial["docker"][0]["steps"])
             over = (statistics.median(r["seconds"] for r in trivial["docker"]) -
                     statistics.median(r["seconds"] for r in trivial["subprocess"])) / n
@@ -127,6 +133,10 @@ def main(argv=None) -> int:
     ap.add_argument("--lifecycle", action="store_true", help="also run the full taxi lifecycle per executor")
     ap.add_argument("--lifecycle-reps", type=int, default=1, help="interleaved repetitions of the lifecycle")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--lifecycle-methods", default="", help="executors for the lifecycle (default: --methods)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="--n 2 --reps 1 --no-doc, and the lifecycle at bench/lifecycle.py's smoke budget in "
+                         "docker only (its process executor is lifecycle.py's kfx method; subprocess runs above)")
     ap.add_argument("--scratch", default="/tmp/kfx-bench-containers")
     ap.add_argument("--no-doc", action="store_true")
     ap.add_argument("--from-json", default="", help="render (and write) the block of a saved results.json; "
@@ -136,6 +146,13 @@ def main(argv=None) -> int:
         saved = json.loads(Path(args.from_json).read_text())
         return _publish(saved["results"], saved["facts"], saved["wall"], args)
     methods = args.methods.split(",")
+    if args.smoke:
+        args.n, args.reps, args.no_doc = 2, 1, True
+        args.lifecycle_methods = args.lifecycle_methods or "docker"
+        args.lifecycle = args.lifecycle_methods != "docker" or "docker" in methods
+        if not args.lifecycle:
+            print("containers: the lifecycle in docker skipped (docker is not among --methods)", flush=True)
+    lifecycle_methods = args.lifecycle_methods.split(",") if args.lifecycle_methods else methods
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
     facts = harness.machine_facts(("docker",))
@@ -149,7 +166,8 @@ def main(argv=None) -> int:
     pipelines = {"trivial": (trivial_ir, {"data_uri": str(csv)})}
     if args.lifecycle:
         import lifecycle
-        setup = lifecycle.Setup(scratch)
+        (scratch / "lifecycle").mkdir(exist_ok=True)     # its IR and (smoke) data apart from the trivial ones
+        setup = lifecycle.Setup(scratch / "lifecycle", smoke=args.smoke)
         # schema_uri "" (schema inferred): the docker launcher mounts artifacts, not files named by
         # parameters, so the curated schema (a host path) is not visible in its containers; the same
         # parameters for every executor keep the comparison fair.
@@ -157,9 +175,9 @@ def main(argv=None) -> int:
                                                   "stop_on_anomalies": False})
     results = {}
     for name, (ir_path, params) in pipelines.items():
-        runs = {m: [] for m in methods}
+        runs = {m: [] for m in (methods if name == "trivial" else lifecycle_methods)}
         for rep in range(args.reps if name == "trivial" else args.lifecycle_reps):
-            for m in methods:
+            for m in runs:
                 r = harness.in_worker(run_ir, (m, str(ir_path), params, name == "lifecycle"), scratch)
                 runs[m].append(r)
                 print(f"{name:9} {m:10} rep {rep}: {r['seconds']:.1f} s", flush=True)

@@ -133,10 +133,10 @@ def main(argv=None) -> int:
               f"{statistics.median(r['scan'].get(k, [0])):10,.0f} ex/s")
     if not args.no_doc:
         import plots
-        png = plots.bars({"fit": {k: statistics.median(v) for k, v in r["fit"].items()},
-                          "pipeline alone": {k: statistics.median(v) for k, v in r["scan"].items()}},
-                         harness.DOC.parent / "img" / "input_pipeline.png", "Training input: examples per second",
-                         "examples/s")
+        plots.bars({"fit": {k: statistics.median(v) for k, v in r["fit"].items()},
+                    "pipeline alone": {k: statistics.median(v) for k, v in r["scan"].items()}},
+                   harness.DOC.parent / "img" / "input_pipeline.png", "Training input: examples per second",
+                   "examples/s")
         block = render(r, facts, wall, "img/input_pipeline.png")
         harness.write_block(BEGIN, END, block,
                             lambda text: text.rstrip("\n") + "\n\n" + block)

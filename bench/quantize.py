@@ -13,6 +13,8 @@ Writes the section between `<!-- quantize:begin -->` and `<!-- quantize:end -->`
 at the end of docs/benchmarks.md (appended when absent; nothing else is touched).
 
     .venv/bin/python bench/quantize.py [--rows N] [--keep DIR] [--no-doc]
+    .venv/bin/python bench/quantize.py --smoke    # 400 rows, 2 epochs, few timed calls: checks it runs
+    .venv/bin/python bench/quantize.py --smoke --from-run ROOT   # the models of a finished `kfx run`
 """
 from __future__ import annotations
 
@@ -39,6 +41,10 @@ BEGIN, END = "<!-- quantize:begin -->", "<!-- quantize:end -->"
 ROUNDS = 3            # latency: the best of ROUNDS medians (other load on the machine only adds time)
 SINGLE_CALLS = 2000
 BATCH_CALLS = 100
+EPOCHS = 40           # teacher and student
+FINETUNE_EPOCHS = 2   # quantize's own default (pruning and QAT fine-tuning)
+# --smoke (`make bench-smoke`, tests/test_bench_smoke.py): every stage and variant, briefly; nothing written.
+SMOKE = {"ROWS": 400, "ROUNDS": 1, "SINGLE_CALLS": 20, "BATCH_CALLS": 2, "EPOCHS": 2, "FINETUNE_EPOCHS": 1}
 
 
 def build(work: Path, rows: int) -> dict:
@@ -74,20 +80,49 @@ def build(work: Path, rows: int) -> dict:
                 label_key=ex["label_key"], problem_type=ex["problem_type"], num_classes=ex["num_classes"])
     M.write_hyperparameters(str(work / "hp"), **M.DEFAULT_HYPERPARAMETERS)
     teacher = train.run(hyperparameters_dir=str(work / "hp"), model_dir=str(work / "teacher"),
-                        checkpoint_dir=str(work / "ckpt"), epochs=40, **args)
-    student = distill.run(teacher_model_dir=str(work / "teacher"), model_dir=str(work / "student"), epochs=40,
+                        checkpoint_dir=str(work / "ckpt"), epochs=EPOCHS, **args)
+    student = distill.run(teacher_model_dir=str(work / "teacher"), model_dir=str(work / "student"), epochs=EPOCHS,
                           **args)
     return {"args": args, "examples": str(work / "examples"), "rows": ex["rows"], "rows_test": ex["rows_test"],
             "teacher": teacher, "student": student, "build_seconds": round(time.time() - t, 1),
-            "carried": travelling.carried(ex)}
+            "carried": travelling.carried(ex), "models": {w: str(work / w) for w in ("teacher", "student")},
+            "made": "teacher trained with the default hyperparameters, student distilled with distill's defaults"}
+
+
+def from_run(root: Path) -> dict:
+    """What build() returns, from the newest run of a finished `kfx run` workspace instead: the
+    pipeline's own examples, transform, teacher and passed-on model, and their facts (as the run's
+    MLMD store holds them). `bench/all.py --smoke` shares the lifecycle smoke's run this way."""
+    from kfx.stores.metadata import MetadataStore
+    from kfx_components.common import facts as travelling
+
+    run = max((root / "artifacts" / "kfx-tabular").iterdir(), key=lambda p: p.stat().st_mtime)
+    store = MetadataStore(str(root / "metadata.sqlite"))
+
+    def output(task: str, name: str) -> tuple[str, dict]:
+        path = str(run / task / name)
+        [found] = store.artifacts_by_uri(path)
+        return path, store.stored_artifact(found).metadata
+
+    examples, ex = output("ingest", "examples")
+    graph, _ = output("transform", "transform_graph")
+    transformed, _ = output("transform", "transformed_examples")
+    teacher_dir, teacher = output("distributed-train", "model")
+    student_dir, student = output("distill", "model")
+    args = dict(transformed_examples_dir=transformed, transform_graph_dir=graph, label_key=ex["label_key"],
+                problem_type=ex["problem_type"], num_classes=int(ex.get("num_classes") or 0))
+    return {"args": args, "examples": examples, "rows": ex["rows"], "rows_test": ex["rows_test"],
+            "teacher": teacher, "student": student, "build_seconds": 0.0, "carried": travelling.carried(ex),
+            "models": {"teacher": teacher_dir, "student": student_dir},
+            "made": f"teacher and passed-on model of the `kfx run` in {root} (its tuned hyperparameters)"}
 
 
 def measure(work: Path, built: dict, which: str) -> dict:
     from kfx_components.quantize import executor as quantize, latency, splits, tflite
 
-    model_dir = str(work / which)
+    model_dir = built["models"][which]
     facts = quantize.run(model_dir=model_dir, quantized_dir=str(work / f"q_{which}"), tolerance=0.02,
-                         examples_dir=built["examples"], **built["args"])
+                         examples_dir=built["examples"], finetune_epochs=FINETUNE_EPOCHS, **built["args"])
     # Re-time with more calls; the best of ROUNDS medians.
     from kfx_components.common import io, model as M
     import tensorflow as tf
@@ -164,7 +199,7 @@ def floor(work: Path, built: dict, which: str) -> dict:
     blob = tf.lite.TFLiteConverter.from_concrete_functions([one.__call__.get_concrete_function()], one).convert()
     out = {"one_op_us": _single_invoke_us(blob, work, "one_op", {})}
 
-    loaded = tf.keras.models.load_model(str(work / which), compile=False)
+    loaded = tf.keras.models.load_model(built["models"][which], compile=False)
     encoder = tf.keras.Model(loaded.inputs, loaded.get_layer("features").output)
     width = int(encoder.output_shape[-1])
     x = inp = tf.keras.Input(shape=(width,), name="encoded")
@@ -206,9 +241,9 @@ def section(built: dict, results: dict, seconds: float) -> str:
     lines = [BEGIN, "## Quantized variants of the taxi model (bench/quantize.py)", "",
              f"Measured {datetime.date.today().isoformat()} on {platform.machine()} "
              f"({os.cpu_count()} cores, Python {platform.python_version()}, tensorflow {version('tensorflow')}, "
-             f"tensorflow-model-optimization {version('tensorflow-model-optimization')}); the whole taxi table "
-             f"({built['rows']:,} rows, {built['rows_test']:,} test rows), teacher trained with the default "
-             f"hyperparameters, student distilled with distill's defaults. Latency: one interpreter thread and "
+             f"tensorflow-model-optimization {version('tensorflow-model-optimization')}); the taxi table "
+             f"({built['rows']:,} rows, {built['rows_test']:,} test rows), {built['made']}. Latency: one "
+             f"interpreter thread and "
              f"the interpreter's default kernels and delegate (XNNPACK) for every variant, "
              f"median of {SINGLE_CALLS} single-example / {BATCH_CALLS} batch-{LATENCY_BATCH} invocations with the "
              f"inputs already set (best of {ROUNDS} rounds); *call* is a Python signature-runner call with one "
@@ -299,14 +334,21 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=0, help="use the first N rows (default: the whole table)")
     parser.add_argument("--keep", default="", help="work directory to keep (default: a temporary one)")
     parser.add_argument("--no-doc", action="store_true", help="print the section, do not write docs/benchmarks.md")
+    parser.add_argument("--smoke", action="store_true", help=f"tiny budget {SMOKE}; implies --no-doc")
+    parser.add_argument("--from-run", type=Path, default=None,
+                        help="take the data and models from this finished `kfx run` workspace (ROOT) instead of "
+                             "running the stages")
     opts = parser.parse_args()
+    if opts.smoke:
+        globals().update({k: v for k, v in SMOKE.items() if k != "ROWS"})
+        opts.rows, opts.no_doc = SMOKE["ROWS"], True
     import kfx_components  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 
     start = time.time()
     work = Path(opts.keep) if opts.keep else Path(tempfile.mkdtemp(prefix="kfx-bench-quantize-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        built = build(work, opts.rows)
+        built = from_run(opts.from_run) if opts.from_run else build(work, opts.rows)
         results = {which: measure(work, built, which) for which in ("student", "teacher")}
         for which, facts in results.items():
             facts["floor"] = floor(work, built, which)

@@ -8,6 +8,7 @@ hits each method alike, and rewrites the generated block of docs/benchmarks.md.
 
     .venv/bin/python bench/runner_overhead.py            # defaults: N=6 R=5, TF N=3 R=3
     .venv/bin/python bench/runner_overhead.py --reps 5 --no-tf --no-doc
+    .venv/bin/python bench/runner_overhead.py --n 2 --reps 1 --tf-n 1 --tf-reps 1 --probe-reps 1 --no-doc  # smoke
 
 Methods (each repetition runs in a fresh forked worker, so peak RSS is per method):
   in-process   component.python_func(...) for every step, artifacts at temp paths: the floor
@@ -379,6 +380,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=6, help="steps in the light pipeline (default 6)")
     ap.add_argument("--tf-n", type=int, default=3, help="steps in the TensorFlow pipeline (default 3)")
     ap.add_argument("--no-tf", action="store_true", help="skip the TensorFlow pipeline")
+    ap.add_argument("--probe-reps", type=int, default=3, help="repetitions of each step-piece probe (default 3)")
     ap.add_argument("--no-doc", action="store_true", help=f"print the block instead of writing {DOC}")
     args = ap.parse_args(argv)
 
@@ -427,7 +429,7 @@ def main(argv=None) -> int:
                   f"kfp.local {s['median']['kfp.local']:.3f}s  kfx/kfp.local {s['kfx_vs_local']:.2f}x  "
                   f"cached {s['median']['kfx-cached']:.3f}s", flush=True)
         print("[bench] probing step-process pieces", flush=True)
-        probes = probe_commands(3, tf=not args.no_tf)
+        probes = probe_commands(args.probe_reps, tf=not args.no_tf)
         for label, sec in probes:
             print(f"[bench]   {sec:6.3f}s  {label}", flush=True)
     finally:

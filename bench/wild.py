@@ -10,12 +10,14 @@ the wild") and, with --findings FILE, appends each broken contract with its repr
     .venv/bin/python bench/wild.py                        # 12 generated + every real table, tiny budgets
     .venv/bin/python bench/wild.py --generated 40 --real ''
     .venv/bin/python bench/wild.py --generated 0 --real flchain,hdma --default-budget
+    .venv/bin/python bench/wild.py --smoke                # one generated table (seed 0), nothing written
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -104,7 +106,13 @@ def main() -> int:
     p.add_argument("--default-budget", action="store_true", help="the pipeline's own budgets, not the tiny ones")
     p.add_argument("--no-doc", action="store_true", help="print only")
     p.add_argument("--findings", type=Path, help="append each broken contract, with its reproduction, here")
+    p.add_argument("--smoke", action="store_true", help="--generated 1 --real '' --no-doc")
     args = p.parse_args()
+    if args.smoke:
+        # A real table goes through the same run_table; tests/wild/test_real_tables.py reads each one.
+        print("wild: real tables skipped in --smoke (same code path as a generated table; one full run is enough)",
+              flush=True)
+        args.generated, args.real, args.no_doc = 1, "", True
     params = [x for pair in ([] if args.default_budget else list(tables.TINY_BUDGET)) + args.param for x in ("--param", pair)]
     work = Path(tempfile.mkdtemp(prefix="kfx-wild-"))
     todo = [tables.generate(tables.RandomChooser(seed), max_rows=args.max_rows, name=f"generated-{seed}")
@@ -118,6 +126,8 @@ def main() -> int:
         rows.append(row)
         if args.findings:
             append_findings(args.findings, [row])
+    if all(r["kept"] for r in rows):   # a broken contract's files stay for its reproduction
+        shutil.rmtree(work, ignore_errors=True)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()) + f", load average {os.getloadavg()[0]:.1f}"
     block = render(rows, when, params)
     print(block)

@@ -1,11 +1,9 @@
 """The scale benchmarks (issue 14) work end to end on tiny inputs: they run, report every
-stage/method and draw their plots. Never a speed: the figures are in docs/benchmarks.md."""
+stage/method and draw their plots. Never a speed: the figures are in docs/benchmarks.md.
+(containers.py, with the other benches, is in tests/test_bench_smoke.py.)"""
 import json
-import shutil
 import subprocess
 import sys
-
-import pytest
 
 
 def _run(repo, *args, timeout=600):
@@ -43,17 +41,6 @@ def test_input_pipeline_bench_reports_every_input(repo, tmp_path):
     rates = {m[1].strip(): float(m[2].replace(",", "")) for m in re.finditer(r"^(.+?)\s+fit\s+([\d,]+) ex/s", stdout, re.M)}
     assert set(rates) == {"in-memory", "make_dataset", "make_dataset, streamed"}, stdout
     assert all(rate > 0 for rate in rates.values()), rates
-
-
-@pytest.mark.skipif(not shutil.which("docker"), reason="no docker CLI")
-def test_containers_bench_runs_both_executors(repo, tmp_path):
-    sys.path.insert(0, str(repo / "bench"))
-    import all as bench_all
-    if not bench_all.docker_ready():
-        pytest.skip("no Docker engine or no kfx images")
-    stdout = _run(repo, "bench/containers.py", "--n", "2", "--reps", "1", "--methods", "subprocess,process,docker",
-                  "--no-doc", "--scratch", str(tmp_path / "s"))
-    assert "| docker |" in stdout and "| subprocess |" in stdout and "| process |" in stdout
 
 
 def test_plots_draw_pngs(repo, tmp_path):

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from kfx.runner.launchers import PER_STEP_ENV, Step, copy_lines, process_env
-from kfx.runner.preload import lightweight_source, uses_preload
+from kfx.runner.preload import lightweight_source, preload_env, uses_preload
 
 _EXECUTOR_MAIN = "kfp.dsl.executor_main"
 _PR_SET_PDEATHSIG = 1
@@ -90,7 +90,8 @@ class ForkServerLauncher:
         of the server it is forked from); stops them, and whatever still runs, when the run ends."""
         with contextlib.ExitStack() as stack:
             self.light = None
-            self.heavy = stack.enter_context(_ServerProcess.started(self.preload, run_env,
+            heavy_env = preload_env(self.preload, run_env, dict(os.environ))
+            self.heavy = stack.enter_context(_ServerProcess.started(self.preload, heavy_env,
                                                                     log_dir / "_forkserver.log"))
             if self.preload:
                 self.light = stack.enter_context(_ServerProcess.started((), run_env,
@@ -123,7 +124,8 @@ class ForkServerLauncher:
             os.close(write_end)
         with ours, ours.makefile("rwb") as wire, open(read_end, errors="replace") as out, \
                 open(log_path, "w") as log:
-            wire.write(json.dumps({"argv": step.argv, "env": process_env(step.env),
+            env = preload_env(self.preload, step.env, dict(os.environ)) if server is self.heavy else step.env
+            wire.write(json.dumps({"argv": step.argv, "env": process_env(env),
                                    "cwd": str(step.workdir)}).encode() + b"\n")
             wire.flush()
             self.running[step.task] = _answer(wire)["pid"]

@@ -17,6 +17,10 @@ from typing import Optional, Sequence
 # installed is skipped: its steps import it themselves.
 TF_STACK = ("tensorflow", "tensorflow_data_validation", "tensorflow_transform",
             "tensorflow_model_analysis", "apache_beam")
+# What the stack is imported under, as the stage images set it (images/Dockerfile.runtime): TFT,
+# TFMA and keras-tuner 1.3 need tf.keras to be Keras 2, and a server that preloads TensorFlow has
+# bound Keras before any step could ask for it. A value already in the environment wins.
+TF_STACK_ENV = {"TF_USE_LEGACY_KERAS": "1"}
 # A step whose embedded source, command or image names one of these needs the TF stack (kfx's own
 # stages import kfx_components; their images are kfx-<stage>).
 _TF_MARKERS = ("kfx_components", "kfx-", "tensorflow", "tfx", "keras", "apache_beam")
@@ -148,3 +152,11 @@ def _package_dir(top: str) -> Optional[tuple[Path, Path]]:
 
 
 # =================================================================== launcher
+
+
+def preload_env(preload: Sequence[str], run_env: dict[str, str], outer: dict[str, str]) -> dict[str, str]:
+    """The run's extra environment for a server preloading `preload`: with TensorFlow, the stack's
+    own switches (TF_STACK_ENV) unless `outer` (the process environment) or the run sets them."""
+    if "tensorflow" not in preload:
+        return run_env
+    return {**{k: v for k, v in TF_STACK_ENV.items() if k not in outer}, **run_env}
