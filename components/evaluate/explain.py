@@ -20,6 +20,7 @@ them; a missing cell is NaN and becomes an absent feature, as in the data.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List
 
@@ -146,6 +147,9 @@ def _grid(codec: _Codec, j: int, x: np.ndarray) -> List[float]:
 def explain(model_dir: str, examples_dir: str, label_key: str, problem_type: str, num_classes: int,
             rows: int = 200, background: int = BACKGROUND_ROWS, top_k: int = TOP_K, seed: int = 0) -> Dict[str, Any]:
     """SHAP importance and partial dependence of the served model on ``rows`` test rows; see the module doc."""
+    # shap's maskers are numba functions compiled anew in every process (no cache=True): 10-100 s,
+    # longer than running them as Python on a few hundred rows, with the same values.
+    os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
     import shap
 
     from kfx_components.evaluate import trust
