@@ -210,15 +210,15 @@ def test_a_server_preloading_tensorflow_binds_the_keras_the_stack_needs(tmp_path
     """`kfx run` from a plain shell: TensorFlow imported by the server, not the step, still gives the
     step tf-keras (Keras 2, as the stage images set it), since TFT, TFMA and keras-tuner 1.3 break on
     Keras 3; a value the user set wins."""
-    from kfx.runner.preload import preload_env
+    from kfx.runner.preload import stack_env
     monkeypatch.delenv("TF_USE_LEGACY_KERAS", raising=False)
     ir_path = tmp_path / "which_keras.yaml"
     compiler.Compiler().compile(which_keras_pipeline, str(ir_path))
     result = _runner(tmp_path / "root", ForkServerLauncher(preload=("tensorflow",))).run(ir_path)
     assert result.state == "COMPLETE", result.error
     assert result.steps["which-keras"].parameters["Output"].startswith("tf_keras"), result.steps["which-keras"].parameters
-    assert preload_env(("tensorflow",), {}, {"TF_USE_LEGACY_KERAS": "0"}) == {}
-    assert preload_env(("json",), {"A": "b"}, {}) == {"A": "b"}
+    assert stack_env(("tensorflow",), {"TF_USE_LEGACY_KERAS": "0"}) == {}
+    assert stack_env(("json",), {}) == {}
 
 
 # ------------------------------------------------------- nothing waits for what it does not use

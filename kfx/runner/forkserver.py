@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from kfx.runner.launchers import PER_STEP_ENV, Step, copy_lines, process_env
-from kfx.runner.preload import lightweight_source, preload_env, uses_preload
+from kfx.runner.preload import lightweight_source, stack_env, uses_preload
 
 _EXECUTOR_MAIN = "kfp.dsl.executor_main"
 _PR_SET_PDEATHSIG = 1
@@ -71,6 +71,7 @@ class ForkServerLauncher:
         self.preload = tuple(preload)
         self.heavy: Optional[_ServerProcess] = None
         self.light: Optional[_ServerProcess] = None   # only when something is preloaded
+        self.stack_env: dict[str, str] = {}   # what the heavy server and its steps add to the run's env
         self._in_session = False
         self.running: dict[str, int] = {}   # task -> pid of its process
         self.max_rss_kb: dict[str, int] = {}   # task -> peak RSS of its process (its server reaps it)
@@ -90,9 +91,9 @@ class ForkServerLauncher:
         of the server it is forked from); stops them, and whatever still runs, when the run ends."""
         with contextlib.ExitStack() as stack:
             self.light = None
-            heavy_env = preload_env(self.preload, run_env, dict(os.environ))
-            self.heavy = stack.enter_context(_ServerProcess.started(self.preload, heavy_env,
-                                                                    log_dir / "_forkserver.log"))
+            self.stack_env = stack_env(self.preload, os.environ)
+            self.heavy = stack.enter_context(_ServerProcess.started(
+                self.preload, {**self.stack_env, **run_env}, log_dir / "_forkserver.log"))
             if self.preload:
                 self.light = stack.enter_context(_ServerProcess.started((), run_env,
                                                                         log_dir / "_forkserver_light.log"))
@@ -124,7 +125,7 @@ class ForkServerLauncher:
             os.close(write_end)
         with ours, ours.makefile("rwb") as wire, open(read_end, errors="replace") as out, \
                 open(log_path, "w") as log:
-            env = preload_env(self.preload, step.env, dict(os.environ)) if server is self.heavy else step.env
+            env = {**self.stack_env, **step.env} if server is self.heavy else step.env
             wire.write(json.dumps({"argv": step.argv, "env": process_env(env),
                                    "cwd": str(step.workdir)}).encode() + b"\n")
             wire.flush()

@@ -10,7 +10,7 @@ import functools
 import importlib.util
 import sysconfig
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 # What the lifecycle's steps import: `kfx run`'s default preload (`--preload`). The launcher's own
 # default is none (kfp's executor only), for pipelines of light components. A module that is not
@@ -153,10 +153,10 @@ def _package_dir(top: str) -> Optional[tuple[Path, Path]]:
 
 # =================================================================== launcher
 
-
-def preload_env(preload: Sequence[str], run_env: dict[str, str], outer: dict[str, str]) -> dict[str, str]:
-    """The run's extra environment for a server preloading `preload`: with TensorFlow, the stack's
-    own switches (TF_STACK_ENV) unless `outer` (the process environment) or the run sets them."""
+def stack_env(preload: Sequence[str], outer: Mapping[str, str]) -> dict[str, str]:
+    """What a server preloading `preload`, and the steps forked from it, add to the run's
+    environment: with TensorFlow, the stack's own switches (TF_STACK_ENV) that `outer` (the
+    process environment) does not set already."""
     if "tensorflow" not in preload:
-        return run_env
-    return {**{k: v for k, v in TF_STACK_ENV.items() if k not in outer}, **run_env}
+        return {}
+    return {k: v for k, v in TF_STACK_ENV.items() if k not in outer}
