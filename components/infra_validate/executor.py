@@ -5,8 +5,9 @@ The candidate SavedModel is served by kfx_serving (KServe's ModelServer; launche
 runtime comes from) on 127.0.0.1; one V1 request per raw test row (as clients send them: the
 model's raw features as JSON) must be answered, and each answer must equal what the same SavedModel
 returns in this process for the same row within `tolerance` (absolute up to magnitude 1, so on
-probabilities; relative above it, since a float32 prediction of 1e6 is only exact to 0.06). The verdict is a marker file push reads, INFRA_BLESSED or NOT_BLESSED, holding the
-reason in one line, and result.json beside it (runtime, load time, latency, requests, difference).
+probabilities; relative above it, since a float32 prediction of 1e6 is only exact to 0.06). The
+verdict is a marker file push reads, INFRA_BLESSED or NOT_BLESSED, holding the reason in one line,
+and result.json beside it (runtime, load time, latency, requests, difference).
 
 A candidate evaluate did not bless is not served: "skipped: not blessed", in well under a second.
 """
