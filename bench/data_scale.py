@@ -46,35 +46,11 @@ STAGES = ("ingest", "validate", "transform", "evaluate")
 
 
 # ------------------------------------------------------------------ memory
-def _tree_rss_kb(root: int) -> int:
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/statm") as f:
-                pages = int(f.read().split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE") // 1024
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        total += rss.get(pid, 0)
-        todo.extend(children.get(pid, ()))
-    return total
-
-
 class PeakTree:
     """Peak summed RSS of this process and its descendants while the block runs."""
 
     def __enter__(self):
-        self.peak, self.stop = _tree_rss_kb(os.getpid()), threading.Event()
+        self.peak, self.stop = harness.tree_rss_kb(os.getpid()), threading.Event()
         self.start_kb = self.peak
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
@@ -82,12 +58,12 @@ class PeakTree:
 
     def _poll(self):
         while not self.stop.wait(0.1):
-            self.peak = max(self.peak, _tree_rss_kb(os.getpid()))
+            self.peak = max(self.peak, harness.tree_rss_kb(os.getpid()))
 
     def __exit__(self, *exc):
         self.stop.set()
         self.thread.join()
-        self.peak = max(self.peak, _tree_rss_kb(os.getpid()))
+        self.peak = max(self.peak, harness.tree_rss_kb(os.getpid()))
         return False
 
 

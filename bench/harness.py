@@ -134,6 +134,31 @@ def machine_facts(packages: tuple[str, ...] = ()) -> dict:
             "platform": platform.platform(), "commit": commit or "?"}
 
 
+def tree_rss_kb(root: int) -> int:
+    """The summed resident memory (KiB) of `root` and every process descending from it, from /proc."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/statm") as f:
+                pages = int(f.read().split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE") // 1024
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        total += rss.get(pid, 0)
+        todo.extend(children.get(pid, ()))
+    return total
+
+
 def mib(kb: float) -> str:
     return f"{kb / 1024:.0f}"
 

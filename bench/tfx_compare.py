@@ -29,6 +29,9 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import harness  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 PLOT = REPO / "docs" / "img" / "tfx_vs_kfx.png"
@@ -60,29 +63,6 @@ STEP_LINE = re.compile(r"\(\d+/\d+\)\s+(\S+)\s+([A-Z]+)\s+([\d.]+)s\s*$")
 
 # ---- measuring ---------------------------------------------------------------------------------
 
-def tree_rss_bytes(root_pid: int) -> int:
-    """The summed resident memory of `root_pid` and every process descending from it (/proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])   # the command name may hold spaces
-        children.setdefault(ppid, []).append(int(entry.name))
-    page, total, todo = os.sysconf("SC_PAGE_SIZE"), 0, [root_pid]
-    while todo:
-        pid = todo.pop()
-        try:
-            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page
-        except (OSError, IndexError):
-            pass
-        todo.extend(children.get(pid, ()))
-    return total
-
-
 class PeakSampler:
     """Samples the process tree of `pid` in a thread until stopped; `.peak` in bytes."""
 
@@ -95,7 +75,7 @@ class PeakSampler:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes(self.pid))
+            self.peak = max(self.peak, harness.tree_rss_kb(self.pid) * 1024)
             self.loads.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
 
@@ -281,7 +261,6 @@ def plot(results: dict, path: Path = PLOT) -> Path:
 
 
 def write_doc(block: str) -> None:
-    import harness
     harness.write_block(BEGIN, END, block, lambda text: text.rstrip("\n") + f"\n\n{HEADING}\n\n{block}", DOC)
 
 

@@ -90,7 +90,7 @@ def test_sampler_counts_grandchildren():
     with tfx_compare.PeakSampler(proc.pid, interval=0.05) as sampler:
         proc.wait(timeout=30)
     assert sampler.peak >= 200 * 2**20
-    assert tfx_compare.tree_rss_bytes(proc.pid) == 0       # gone: nothing left to count
+    assert tfx_compare.harness.tree_rss_kb(proc.pid) == 0       # gone: nothing left to count
 
 
 @pytest.mark.parametrize("missing", ["--tfx-python", "--from-json"])
