@@ -102,27 +102,51 @@ def _raw_schema(schema):
     return raw
 
 
-def _scalar(x, default):
-    """(dense [batch] values, [batch] float 1.0-if-present) of a raw feature; the
-    first value of a row is used (ingest writes scalars)."""
+def _sparse(x):
+    """A raw feature as a [batch, values] SparseTensor (ragged and dense ones too)."""
     import tensorflow as tf
     if isinstance(x, tf.RaggedTensor):
-        x = x.to_sparse()
+        return x.to_sparse()
     if isinstance(x, tf.SparseTensor):
-        batch = x.dense_shape[0]
-        first = tf.sparse.slice(x, [0, 0], tf.stack([batch, 1]))
-        first = tf.SparseTensor(first.indices, first.values, tf.stack([batch, tf.constant(1, tf.int64)]))
-        values = tf.sparse.to_dense(first, default_value=default)[:, 0]
-        present = tf.sparse.to_dense(
-            tf.SparseTensor(first.indices, tf.ones_like(first.values, tf.float32), first.dense_shape))[:, 0]
-        return values, present
-    dense = tf.reshape(x, [tf.shape(x)[0], -1])[:, 0]
-    return dense, tf.ones_like(dense, tf.float32)
+        return x
+    x = tf.reshape(x, [tf.shape(x)[0], -1])
+    every = tf.where(tf.ones_like(x, tf.bool))
+    return tf.SparseTensor(every, tf.gather_nd(x, every), tf.shape(x, out_type=tf.int64))
 
 
-def _present_values(x):
+def _first_values(xs, default):
+    """The first value of each row of each raw feature in `xs` (one dtype; ingest writes scalars):
+    ([batch, n] SparseTensor of the present ones, [batch, n] dense with `default` where absent,
+    [batch, n] float 1.0-if-present). Stacked so that what follows costs a few graph ops for
+    all n features, not per feature: TFT traces this graph five times."""
     import tensorflow as tf
-    return x.values if isinstance(x, (tf.SparseTensor, tf.RaggedTensor)) else tf.reshape(x, [-1])
+    sparse = [_sparse(x) for x in xs]
+    batch = sparse[0].dense_shape[0]
+    size, one = tf.stack([batch, 1]), tf.constant(1, tf.int64)
+    firsts = []
+    for x in sparse:
+        first = tf.sparse.slice(x, [0, 0], size)
+        # A batch without any value has width 0: every part must be one column wide.
+        firsts.append(tf.SparseTensor(first.indices, first.values, tf.stack([batch, one])))
+    stacked = firsts[0] if len(firsts) == 1 else tf.sparse.concat(1, firsts)
+    # A static width, which the per-column analyzers (reduce_instance_dims=False) need.
+    stacked = tf.SparseTensor(stacked.indices, stacked.values,
+                              tf.stack([batch, tf.constant(len(xs), tf.int64)]))
+    values = tf.sparse.to_dense(stacked, default_value=default)
+    present = tf.sparse.to_dense(
+        tf.SparseTensor(stacked.indices, tf.ones_like(stacked.values, tf.float32), stacked.dense_shape))
+    return stacked, values, present
+
+
+def _scalar(x, default):
+    """(dense [batch] values, [batch] float 1.0-if-present) of one raw feature."""
+    _, values, present = _first_values([x], default)
+    return values[:, 0], present[:, 0]
+
+
+def _columns(matrix, n: int):
+    import tensorflow as tf
+    return tf.unstack(matrix, num=n, axis=1)
 
 
 def _preprocess(inputs, plan: dict, label_key: str, num_buckets: int):
@@ -130,24 +154,29 @@ def _preprocess(inputs, plan: dict, label_key: str, num_buckets: int):
     by reference: module-level functions, no closures)."""
     import tensorflow as tf
     import tensorflow_transform as tft
+    from kfx_components.transform import vocabularies
 
     out = {}
-    for name in plan["numeric"]:
-        x = tf.cast(inputs[name], tf.float32)
-        values = _present_values(x)
-        # Mean and variance of the present values in one analyzer pass; a missing
-        # value becomes the mean, i.e. z-score 0. Never present in train -> 0 and 1.
-        mean, var = tft.mean(values), tft.var(values)
+    numeric = plan["numeric"]
+    if numeric:
+        # Every numeric feature at once: per-column mean and variance of the present
+        # values (NaN/inf ignored) in one analyzer each; a missing value becomes the
+        # mean, i.e. z-score 0. Never present in train -> 0 and 1.
+        present_values, value, present = _first_values([tf.cast(inputs[n], tf.float32) for n in numeric], 0.0)
+        mean = tft.mean(present_values, reduce_instance_dims=False)
+        var = tft.var(present_values, reduce_instance_dims=False)
         mean = tf.where(tf.math.is_finite(mean), mean, 0.0)
         std = tf.sqrt(var)
         std = tf.where(tf.math.is_finite(std) & (std > 0), std, 1.0)
-        value, present = _scalar(x, 0.0)
-        out[name] = (tf.where(present > 0, value, mean) - mean) / std
-        if name in plan["indicator_of"]:
-            out[plan["indicator_of"][name]] = 1.0 - present
+        z = (tf.where(present > 0, value, mean) - mean) / std
+        missing = _columns(1.0 - present, len(numeric))
+        for j, (name, column) in enumerate(zip(numeric, _columns(z, len(numeric)))):
+            out[name] = column
+            if name in plan["indicator_of"]:
+                out[plan["indicator_of"][name]] = missing[j]
     for name in plan["bucketized"]:
         x = tf.cast(inputs[name], tf.float32)
-        values = _present_values(x)
+        values = _sparse(x).values
         # tft.bucketize, split in its two halves so that the quantiles come from
         # the present values and are computed in the same analyzer pass as the
         # mean (tft.bucketize on the mean-filled values would need a second pass).
@@ -158,25 +187,32 @@ def _preprocess(inputs, plan: dict, label_key: str, num_buckets: int):
         out[name] = tft.apply_buckets(tf.where(present > 0, value, mean), boundaries)
         if name in plan["indicator_of"]:
             out[plan["indicator_of"][name]] = 1.0 - present
-    for i, name in enumerate(plan["categorical"]):
-        x = inputs[name]
-        if x.dtype == tf.string:
-            text, present = _scalar(x, MISSING_TOKEN)
+    strings = [n for n in plan["categorical"] if inputs[n].dtype == tf.string]
+    texts = {}
+    if strings:
+        # A missing categorical value is the category MISSING_TOKEN.
+        _, text, _ = _first_values([inputs[n] for n in strings], MISSING_TOKEN)
+        texts.update(zip(strings, _columns(text, len(strings))))
+    for name in plan["categorical"]:
+        if name in texts:
+            continue
+        value, present = _scalar(inputs[name], tf.zeros([], inputs[name].dtype))
+        if value.dtype.is_floating:
+            # A float here is usually an integer code in a column with missing
+            # cells: print integral values as integers ("8", not "8.000000";
+            # as_string(shortest=True) would print "1.70311e+10" and merge codes).
+            integral = tf.equal(value, tf.round(value)) & (tf.abs(value) < 2.0 ** 62)
+            text = tf.where(integral, tf.strings.as_string(tf.cast(value, tf.int64)),
+                            tf.strings.as_string(value, precision=6))
         else:
-            value, present = _scalar(x, tf.zeros([], x.dtype))
-            if x.dtype.is_floating:
-                # A float here is usually an integer code in a column with missing
-                # cells: print integral values as integers ("8", not "8.000000";
-                # as_string(shortest=True) would print "1.70311e+10" and merge codes).
-                integral = tf.equal(value, tf.round(value)) & (tf.abs(value) < 2.0 ** 62)
-                text = tf.where(integral, tf.strings.as_string(tf.cast(value, tf.int64)),
-                                tf.strings.as_string(value, precision=6))
-            else:
-                text = tf.strings.as_string(value)
-        text = tf.where(present > 0, text, MISSING_TOKEN)
-        out[name] = tft.compute_and_apply_vocabulary(
-            text, top_k=VOCAB_TOP_K, num_oov_buckets=NUM_OOV_BUCKETS,
-            vocab_filename=f"vocab_{i}_{names.safe_name(name)}")
+            text = tf.strings.as_string(value)
+        texts[name] = tf.where(present > 0, text, MISSING_TOKEN)
+    # One analyzer for every vocabulary: TFT's own costs ~15 Beam stages per feature.
+    indices = vocabularies.compute_and_apply(
+        [texts[n] for n in plan["categorical"]],
+        [f"vocab_{i}_{names.safe_name(n)}" for i, n in enumerate(plan["categorical"])],
+        top_k=VOCAB_TOP_K, num_oov_buckets=NUM_OOV_BUCKETS)
+    out.update(zip(plan["categorical"], indices))
     label = inputs[label_key]
     default = tf.constant(-1 if label.dtype.is_integer else float("nan"), label.dtype)
     out[label_key], _ = _scalar(label, default)  # unchanged; -1/NaN only where absent (serving)
