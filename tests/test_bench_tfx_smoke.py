@@ -71,6 +71,18 @@ def test_rendered_block_gives_median_ratios_per_stage_and_in_total():
     assert "The stages both systems have: TFX 211.5 s, kfx 169.7 s (0.80x)" in block
 
 
+def test_reruns_are_rows_and_the_last_is_the_unchanged_rerun():
+    results = _results([170.0, 180.0], [250.0, 260.0])
+    for system, walls in (("kfx", [(90.0, 2.5), (95.0, 2.9)]), ("TFX", [(40.0, 27.0), (42.0, 28.0)])):
+        for run, (second, third) in zip(results["runs"][system], walls):
+            run["reruns"] = [{"wall_s": second, "exit": 0}, {"wall_s": third, "exit": 0}]
+    results["runs"]["kfx"][1]["reruns"][1]["exit"] = 1          # a failed rerun is left out
+    block = tfx_compare.render(results)
+    assert "| run 2 (second run, same data), wall s | 41.0 (40.0-42.0) | 92.5 (90.0-95.0) | 2.26x |" in block
+    assert "| run 3 (unchanged rerun), wall s | 27.5 (27.0-28.0) | 2.5 (2.5) | 0.09x |" in block
+    assert "run 2" not in tfx_compare.render(_results([170.0], [250.0]))   # no reruns recorded
+
+
 def test_plot_draws_the_stages_both_systems_have(tmp_path):
     path = tfx_compare.plot(_results([170.0], [250.0]), tmp_path / "p.png")
     from PIL import Image
