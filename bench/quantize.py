@@ -122,7 +122,8 @@ def measure(work: Path, built: dict, which: str) -> dict:
 
     model_dir = built["models"][which]
     facts = quantize.run(model_dir=model_dir, quantized_dir=str(work / f"q_{which}"), tolerance=0.02,
-                         examples_dir=built["examples"], finetune_epochs=FINETUNE_EPOCHS, **built["args"])
+                         examples_dir=built["examples"], finetune_epochs=FINETUNE_EPOCHS,
+                         finetune_when="always", **built["args"])  # every variant measured, int8 passing or not
     # Re-time with more calls; the best of ROUNDS medians.
     from kfx_components.common import io, model as M
     import tensorflow as tf

@@ -78,6 +78,7 @@ def build_pipeline(profile: str = "cpu"):
         pruning_sparsity: float = 0.5,
         quantize_qat: bool = True,
         finetune_epochs: int = 2,
+        finetune_when: str = "int8_rejected",  # "always": fine-tune pruned/QAT even when int8 passes the gate
         slice_features: List[str] = [],
         crossed_slices: List[str] = [],
         max_fairness_gap: float = 0.0,
@@ -141,7 +142,8 @@ def build_pipeline(profile: str = "cpu"):
 
             quantized = place(quantize(
                 model=model, tolerance=quantize_tolerance, examples=examples.outputs["examples"],
-                pruning_sparsity=pruning_sparsity, qat=quantize_qat, finetune_epochs=finetune_epochs, **features),
+                pruning_sparsity=pruning_sparsity, qat=quantize_qat, finetune_epochs=finetune_epochs,
+                finetune_when=finetune_when, **features),
                 "quantize", profile)
 
             evaluated = place(evaluate(

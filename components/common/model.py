@@ -11,6 +11,7 @@ and the transformed examples' layout in docs/design.md.
   -> compiled ``tf.keras.Model`` (dict of transformed features -> LOGITS)
 * ``export_serving_model(model, transform_output, label_key, problem_type, export_dir)``
   -> SavedModel with the ``serving_default`` and ``transformed_logits`` signatures
+* ``transformed_logits_function(model, transform_output, label_key)`` -> that signature's concrete function
 * ``fit_plan(rows, max_epochs)`` -> batch size, steps per epoch and epochs for a table's size
 * ``label_stats(...)`` -> the train split's label mean/std (regression) or class priors
 * ``fit_callbacks()`` -> early stopping on validation loss, best weights restored
@@ -497,7 +498,6 @@ def export_serving_model(model: tf.keras.Model, transform_output: tft.TFTransfor
     problem.check_problem_type(problem_type)
     model.tft_layer = transform_output.transform_features_layer()
     raw_spec = raw_feature_spec(transform_output, label_key)
-    tspec = transformed_feature_spec(transform_output, label_key)
     keys = feature_keys(transform_output, label_key)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -507,16 +507,24 @@ def export_serving_model(model: tf.keras.Model, transform_output: tft.TFTransfor
         logits = model({k: transformed[k] for k in keys}, training=False)
         return logits_to_outputs(logits, problem_type)
 
+    signatures = {SERVING_SIGNATURE: serve.get_concrete_function(),
+                  LOGITS_SIGNATURE: transformed_logits_function(model, transform_output, label_key)}
+    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
+    return export_dir
+
+
+def transformed_logits_function(model: tf.keras.Model, transform_output: tft.TFTransformOutput, label_key: str):
+    """The ``transformed_logits`` signature of ``model`` (a concrete function): one keyword per transformed
+    feature, named by ``signature_args``, returning ``{"logits": ...}``."""
+    tspec = transformed_feature_spec(transform_output, label_key)
+    keys = feature_keys(transform_output, label_key)
     arg_of = {feature: arg for arg, feature in signature_args(keys).items()}
 
     @tf.function(input_signature=[{k: tf.TensorSpec([None], tspec[k].dtype, name=arg_of[k]) for k in keys}])
     def transformed_logits(features):
         return {"logits": model({k: features[k] for k in keys}, training=False)}
 
-    signatures = {SERVING_SIGNATURE: serve.get_concrete_function(),
-                  LOGITS_SIGNATURE: transformed_logits.get_concrete_function()}
-    model.save(export_dir, save_format="tf", signatures=signatures, include_optimizer=False)
-    return export_dir
+    return transformed_logits.get_concrete_function()
 
 
 # --------------------------------------------------------------------------- hyperparameters

@@ -11,11 +11,12 @@ from kfx_components.images import stage_image
 def quantize(model: Input[Model], transformed_examples: Input[Dataset], transform_graph: Input[TransformGraph],
              tolerance: float, quantized: Output[Model], metrics: Output[Metrics],
              examples: Input[Dataset] = None, pruning_sparsity: float = 0.5, qat: bool = True,
-             finetune_epochs: int = 2):
+             finetune_epochs: int = 2, finetune_when: str = "int8_rejected"):
     """Convert the model's transformed_logits signature to TFLite (float32 reference, dynamic range,
-    float16, full int8), prune it (`pruning_sparsity`, 0: off) and train it quantization-aware (`qat`);
-    score, size and time each on test. A variant worse than the SavedModel by more than `tolerance`
-    (relative) is not published. `examples` (raw, optional) times the SavedModel end to end."""
+    float16, full int8), prune it (`pruning_sparsity`, 0: off) and train it quantization-aware (`qat`)
+    when int8 is rejected (`finetune_when="int8_rejected"`) or `"always"`; score, size and time each on
+    test. A variant worse than the SavedModel by more than `tolerance` (relative) is not published.
+    `examples` (raw, optional) times the SavedModel end to end."""
     # dsl.component embeds this body's source in the IR: imports must live here.
     from kfx_components.common import component_io
     from kfx_components.quantize import executor
@@ -23,7 +24,8 @@ def quantize(model: Input[Model], transformed_examples: Input[Dataset], transfor
                          transform_graph_dir=transform_graph.path, quantized_dir=quantized.path,
                          **component_io.problem(transformed_examples), tolerance=tolerance,
                          examples_dir=examples.path if examples is not None else "",
-                         pruning_sparsity=pruning_sparsity, qat=qat, finetune_epochs=finetune_epochs)
+                         pruning_sparsity=pruning_sparsity, qat=qat, finetune_epochs=finetune_epochs,
+                         finetune_when=finetune_when)
     primary = facts["primary_metric"]
     kept = ("file", "size_bytes", "gzip_bytes", "weight_bytes", "weight_ratio_to_float32", "size_ratio_to_float32",
             "latency_ratio_to_float32", "metric", "metric_delta", "latency", "training")

@@ -26,6 +26,11 @@ up inside TFLite. Variants written to ``quantized_dir``:
   trained. After ``finetune_epochs`` of fine-tuning it is converted full-int8
   like ``int8`` (the dense layers with their learned ranges).
 
+``pruned`` and ``qat`` are fine-tuned only when post-training ``int8`` is rejected by the accuracy gate
+(``finetune_when="int8_rejected"``, the default, as TFLite's model-optimization guide advises: they cost
+most of the step and exist to win back what int8 lost), or always (``finetune_when="always"``); a
+variant not trained says why in ``notes``. ``pruning_sparsity=0`` and ``qat=False`` turn them off.
+
 Each variant is run with ``tf.lite.Interpreter`` over the test split and scored
 with the same metric as the float SavedModel (AUC for binary, accuracy for
 multiclass, RMSE for regression). A variant whose metric is worse than the
@@ -50,16 +55,18 @@ import os
 import time
 
 from kfx_components.common import io, problem
+from kfx_formats import choices
 from kfx_components.quantize import finetune, scoring, splits, summary, tflite
 
 
 def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str, quantized_dir: str,
         label_key: str, problem_type: str, num_classes: int, tolerance: float = 0.02,
         examples_dir: str = "", pruning_sparsity: float = 0.5, qat: bool = True,
-        finetune_epochs: int = 2, seed: int = 42) -> dict:
+        finetune_epochs: int = 2, finetune_when: str = "int8_rejected", seed: int = 42) -> dict:
     """Convert, score, time and gate every variant; see the module doc."""
     start = time.time()
-    _check_arguments(model_dir, problem_type, tolerance, pruning_sparsity, finetune_epochs, examples_dir)
+    _check_arguments(model_dir, problem_type, tolerance, pruning_sparsity, finetune_epochs, finetune_when,
+                     examples_dir)
     ref = scoring.reference(model_dir, transformed_examples_dir, transform_graph_dir, label_key, problem_type,
                             examples_dir)
     representative, n_rep = splits.representative(transformed_examples_dir, ref.transform_output,
@@ -67,14 +74,24 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
     # Built aside and moved into quantized_dir only when every variant converted and ran.
     with io.Staging() as stage:
         out_dir = stage.dir(quantized_dir)
-        blobs = {name: tflite.convert_or_raise(model_dir, name, representative if name == "int8" else None)
-                 for name in tflite.POST_TRAINING}
-        trained, training = finetune.trained_variants(
-            model_dir, transformed_examples_dir, ref.transform_output, label_key, problem_type, representative,
-            float(pruning_sparsity), bool(qat), int(finetune_epochs), int(seed))
-        blobs.update(trained)
-        variants, rejected = scoring.score(blobs, training, out_dir, ref, problem_type, float(tolerance))
-        facts = summary.summary(ref, variants, rejected, training, problem_type, int(num_classes),
+        blobs = tflite.post_training(model_dir, ref.saved_model, representative)
+        float32_weights = tflite.weight_bytes(blobs["float32"])
+        variants, rejected = scoring.score(blobs, {}, out_dir, ref, problem_type, float(tolerance), float32_weights)
+        wanted = [name for name, on in (("pruned", float(pruning_sparsity) > 0), ("qat", bool(qat))) if on]
+        training, not_trained = {}, {}
+        if wanted and (finetune_when == "always" or "int8" in rejected):
+            trained, training = finetune.trained_variants(
+                model_dir, transformed_examples_dir, ref.transform_output, label_key, problem_type, representative,
+                float(pruning_sparsity), bool(qat), int(finetune_epochs), int(seed))
+            published, failed = scoring.score(trained, training, out_dir, ref, problem_type, float(tolerance),
+                                              float32_weights)
+            variants.update(published)
+            rejected.update(failed)
+        else:
+            not_trained = {name: (f"not trained: post-training int8 accepted within the tolerance {float(tolerance):g} "
+                                  f"(finetune_when={finetune_when!r})") for name in wanted}
+        scoring.relate_to_float32(variants)
+        facts = summary.summary(ref, variants, rejected, training, not_trained, problem_type, int(num_classes),
                                 float(tolerance), n_rep)
         with open(os.path.join(out_dir, "quantization.json"), "w") as f:
             json.dump(facts, f, indent=2, sort_keys=True)
@@ -83,7 +100,7 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
 
 
 def _check_arguments(model_dir: str, problem_type: str, tolerance, pruning_sparsity, finetune_epochs,
-                     examples_dir: str) -> None:
+                     finetune_when, examples_dir: str) -> None:
     """One clear error per bad parameter, before anything is loaded."""
     problem.check_problem_type(problem_type)
     problem.require_saved_model(model_dir, "model_dir")
@@ -93,6 +110,7 @@ def _check_arguments(model_dir: str, problem_type: str, tolerance, pruning_spars
         raise ValueError(f"pruning_sparsity must be in [0, 1) (0: no pruned variant), got {pruning_sparsity!r}")
     if int(finetune_epochs) != finetune_epochs or int(finetune_epochs) < 1:
         raise ValueError(f"finetune_epochs must be an integer >= 1, got {finetune_epochs!r}")
+    choices.check("finetune_when", finetune_when, choices.FINETUNE_WHEN)
     if examples_dir and not os.path.isfile(io.split_file(examples_dir, io.TEST)):
         raise ValueError(f"examples_dir {examples_dir!r} has no test split ({io.split_file(examples_dir, io.TEST)})")
 

@@ -1,6 +1,6 @@
 """Pruning and quantization-aware training (tensorflow-model-optimization) of the SavedModel's Keras
-graph, fine-tuned on the train split, then exported and converted: the ``pruned`` (dynamic range) and
-``qat`` (full int8) variants."""
+graph, fine-tuned on the train split, then its ``transformed_logits`` signature saved alone and
+converted: the ``pruned`` (dynamic range) and ``qat`` (full int8) variants."""
 from __future__ import annotations
 
 import os
@@ -124,6 +124,22 @@ def qat_model(model_dir, transformed_examples_dir, transform_output, label_key, 
                          "quantized post-training by the full-int8 conversion")}
 
 
+def _logits_saved_model(model, transform_output, label_key: str, export_dir: str):
+    """(``export_dir``, loaded): a SavedModel of ``model``'s ``transformed_logits`` signature alone, what the
+    conversion reads. ``export_serving_model`` also traces the TFT layer, the serving signature and every
+    Keras layer's functions, which the TFLite file does not hold; a tf.Module over the model's variables
+    saves only the signature (the same function: ``model.transformed_logits_function``)."""
+    import tensorflow as tf
+
+    from kfx_components.common import model as M
+
+    holder = tf.Module()
+    holder.model_variables = list(model.variables)  # tracked, so the signature's captures are saved
+    signature = M.transformed_logits_function(model, transform_output, label_key)
+    tf.saved_model.save(holder, export_dir, signatures={tflite.SIGNATURE: signature})
+    return export_dir, tf.saved_model.load(export_dir)
+
+
 def trained_variants(model_dir: str, transformed_examples_dir: str, transform_output, label_key: str,
                      problem_type: str, representative, pruning_sparsity: float, qat: bool, finetune_epochs: int,
                      seed: int) -> tuple[dict, dict]:
@@ -134,26 +150,22 @@ def trained_variants(model_dir: str, transformed_examples_dir: str, transform_ou
 
     import tensorflow as tf
 
-    from kfx_components.common import model as M
-
     blobs, training = {}, {}
-    scratch = tempfile.mkdtemp(prefix="kfx-quantize-")  # the fine-tuned SavedModels, converted from disk
+    scratch = tempfile.mkdtemp(prefix="kfx-quantize-")  # the fine-tuned signatures, converted from disk
     try:
         if pruning_sparsity > 0:
             tf.keras.utils.set_random_seed(seed)
             model, training["pruned"] = pruned_model(model_dir, transformed_examples_dir, transform_output,
                                                      label_key, problem_type, pruning_sparsity,
                                                      finetune_epochs, seed)
-            path = M.export_serving_model(model, transform_output, label_key, problem_type,
-                                          os.path.join(scratch, "pruned"))
-            blobs["pruned"] = tflite.convert_or_raise(path, "dynamic_range", None, label="pruned")
+            path, loaded = _logits_saved_model(model, transform_output, label_key, os.path.join(scratch, "pruned"))
+            blobs["pruned"] = tflite.convert_or_raise(path, loaded, "dynamic_range", None, label="pruned")
         if qat:
             tf.keras.utils.set_random_seed(seed)
             model, training["qat"] = qat_model(model_dir, transformed_examples_dir, transform_output,
                                                label_key, problem_type, finetune_epochs, seed)
-            path = M.export_serving_model(model, transform_output, label_key, problem_type,
-                                          os.path.join(scratch, "qat"))
-            blobs["qat"] = tflite.convert_or_raise(path, "int8", representative, label="qat")
+            path, loaded = _logits_saved_model(model, transform_output, label_key, os.path.join(scratch, "qat"))
+            blobs["qat"] = tflite.convert_or_raise(path, loaded, "int8", representative, label="qat")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return blobs, training

@@ -13,6 +13,7 @@ from kfx_components.quantize import latency, splits, tflite
 @dataclasses.dataclass
 class Reference:
     """The float SavedModel on the test split: what every variant is scored and timed against."""
+    saved_model: object  # tf.saved_model.load(model_dir): the post-training conversions reuse it
     transform_output: object
     input_spec: dict    # the signature's {name: tf.TensorSpec}
     eval_x: dict        # test features keyed by the signature's inputs
@@ -67,18 +68,18 @@ def reference(model_dir: str, transformed_examples_dir: str, transform_graph_dir
         "latency": latency.saved_model_latency(signature, eval_x,
                                                loaded.signatures.get(problem.SERVING_SIGNATURE), records),
     }
-    return Reference(transform_output, input_spec, eval_x, eval_y, logits, facts)
+    return Reference(loaded, transform_output, input_spec, eval_x, eval_y, logits, facts)
 
 
 def score(blobs: dict, training: dict, out_dir: str, ref: Reference, problem_type: str,
-          tolerance: float) -> tuple[dict, dict]:
+          tolerance: float, float32_weights: int) -> tuple[dict, dict]:
     """({variant: facts} published, {variant: why} rejected): each blob written to ``out_dir``, scored
-    on test, gated on ``tolerance`` (a rejected file is removed) and described; ratios to float32."""
+    on test, gated on ``tolerance`` (a rejected file is removed) and described; ``float32_weights``: the
+    float32 file's weight bytes, what each variant's are compared with."""
     from kfx_components.common import model as M
 
     variants, rejected = {}, {}
     primary = problem.primary_metric(problem_type)
-    float32_weights = tflite.weight_bytes(blobs["float32"])
     for name, blob in blobs.items():
         path = os.path.join(out_dir, f"{name}.tflite")
         with open(path, "wb") as f:
@@ -91,6 +92,11 @@ def score(blobs: dict, training: dict, out_dir: str, ref: Reference, problem_typ
                               f"{ref.facts['metric']:.4f} by more than the tolerance {tolerance:g}")
             continue
         variants[name] = _describe(path, blob, value, logits, ref, float32_weights, training.get(name))
+    return variants, rejected
+
+
+def relate_to_float32(variants: dict) -> None:
+    """Each published variant's size and single-example latency as ratios to the float32 file's."""
     base = variants.get("float32")
     if base:
         for v in variants.values():
@@ -98,7 +104,6 @@ def score(blobs: dict, training: dict, out_dir: str, ref: Reference, problem_typ
             v["latency_ratio_to_float32"] = round(
                 v["latency"]["single_invoke"]["median_ms"]
                 / max(1e-9, base["latency"]["single_invoke"]["median_ms"]), 4)
-    return variants, rejected
 
 
 def _describe(path: str, blob: bytes, value: float, logits, ref: Reference, float32_weights: int,

@@ -7,8 +7,8 @@ from kfx_components.quantize import tflite
 from kfx_components.quantize.scoring import Reference
 
 
-def _notes(variants: dict, training: dict) -> dict:
-    """What each special variant is, in a sentence."""
+def _notes(variants: dict, training: dict, not_trained: dict) -> dict:
+    """What each special variant is, or why it was not trained, in a sentence."""
     notes = {}
     if "int8" in variants:
         int8_inputs = variants["int8"]["tensors"]["inputs"]
@@ -22,13 +22,13 @@ def _notes(variants: dict, training: dict) -> dict:
         notes["pruned"] = (f"{training['pruned']['sparsity']:.0%} of the Dense/Embedding weights are zero "
                            "(magnitude pruning, stripped); dynamic-range conversion; the gzipped size "
                            "shows what the zeros save")
-    return notes
+    return {**notes, **not_trained}
 
 
-def summary(ref: Reference, variants: dict, rejected: dict, training: dict, problem_type: str, num_classes: int,
-            tolerance: float, n_rep: int) -> dict:
+def summary(ref: Reference, variants: dict, rejected: dict, training: dict, not_trained: dict, problem_type: str,
+            num_classes: int, tolerance: float, n_rep: int) -> dict:
     """quantization.json: the reference, the variants, the rejected ones and the recommended one;
-    ``training``: the trained variants' facts, {variant: facts}."""
+    ``training``: the trained variants' facts, {variant: facts}; ``not_trained``: {variant: why not}."""
     primary = problem.primary_metric(problem_type)
     recommended = min(variants, key=lambda k: (variants[k]["size_bytes"], -variants[k]["metric"])) \
         if variants else ""
@@ -45,7 +45,7 @@ def summary(ref: Reference, variants: dict, rejected: dict, training: dict, prob
         "rejected": rejected,
         "recommended": recommended,
         "recommendation": _recommendation(recommended, variants, ref.facts, primary, tolerance),
-        "notes": _notes(variants, training),
+        "notes": _notes(variants, training, not_trained),
     }
 
 

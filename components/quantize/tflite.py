@@ -11,12 +11,26 @@ POST_TRAINING = ("float32", "dynamic_range", "float16", "int8")
 EVAL_BATCH = 512
 
 
-def convert(model_dir: str, variant: str, representative=None) -> bytes:
-    """TFLite flatbuffer of ``model_dir``'s transformed_logits signature for a post-training variant
-    (``float32``, ``dynamic_range``, ``float16``, ``int8``)."""
+def _converter(model_dir: str, loaded):
+    """What ``TFLiteConverter.from_saved_model(model_dir, [SIGNATURE])`` builds, given the SavedModel
+    already loaded (``loaded = tf.saved_model.load(model_dir)``): ``from_saved_model`` loads it again on
+    every call, seconds per variant for a model carrying the TFT graph; the files are byte-identical
+    (tests/stages/test_quantize.py). Its classes are TF's own (tensorflow/lite/python/lite.py, TF 2.16)."""
+    import tensorflow as tf
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as conversion_metadata
+    from tensorflow.lite.python import lite
+
+    lite.TFLiteConverterBase._set_original_model_type(  # pylint: disable=protected-access
+        conversion_metadata.ModelType.TF_SAVED_MODEL)
+    return lite.TFLiteSavedModelConverterV2(model_dir, {tf.saved_model.SERVING}, [SIGNATURE], loaded)
+
+
+def convert(model_dir: str, loaded, variant: str, representative=None) -> bytes:
+    """TFLite flatbuffer of ``model_dir``'s transformed_logits signature (``loaded``: the SavedModel,
+    loaded) for a post-training variant (``float32``, ``dynamic_range``, ``float16``, ``int8``)."""
     import tensorflow as tf
 
-    converter = tf.lite.TFLiteConverter.from_saved_model(model_dir, signature_keys=[SIGNATURE])
+    converter = _converter(model_dir, loaded)
     if variant == "float32":
         return converter.convert()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -34,12 +48,18 @@ def convert(model_dir: str, variant: str, representative=None) -> bytes:
     return converter.convert()
 
 
-def convert_or_raise(model_dir: str, variant: str, representative, label: str = "") -> bytes:
+def convert_or_raise(model_dir: str, loaded, variant: str, representative, label: str = "") -> bytes:
     """``convert``, its failure told in one line naming the variant (``label``, else ``variant``)."""
     try:
-        return convert(model_dir, variant, representative)
+        return convert(model_dir, loaded, variant, representative)
     except Exception as err:  # say precisely which variant could not be built and why
         raise RuntimeError(f"TFLite {label or variant} conversion of {model_dir} ({SIGNATURE}) failed: {err}") from err
+
+
+def post_training(model_dir: str, loaded, representative) -> dict:
+    """{variant: flatbuffer} of every post-training variant of the loaded SavedModel at ``model_dir``."""
+    return {name: convert_or_raise(model_dir, loaded, name, representative if name == "int8" else None)
+            for name in POST_TRAINING}
 
 
 def quantize(value, detail):

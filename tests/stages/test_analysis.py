@@ -42,7 +42,7 @@ def optimized(student, examples, model_args, out):
     from kfx_components.quantize import executor
     return executor.run(model_dir=student.path, quantized_dir=str(out / "quantized"), tolerance=0.05,
                         examples_dir=examples.path, pruning_sparsity=0.5, qat=True, finetune_epochs=1,
-                        **model_args)
+                        finetune_when="always", **model_args)
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """quantize: post-training TFLite variants of the teacher's transformed_logits, each scored, sized and timed
-on test (taxi fixtures). Pruning and QAT run once, on the student, in test_analysis.py."""
+on test (taxi fixtures). With int8 accepted, pruning and QAT are not trained (the default); they run when
+int8 is rejected (here), and always on the student in test_analysis.py (finetune_when="always")."""
 import json
 import os
 import subprocess
@@ -19,15 +20,15 @@ TOLERANCE = {"float32": 1e-4, "dynamic_range": 0.02, "float16": 0.005, "int8": 0
 
 @pytest.fixture(scope="module")
 def quantized(teacher, transformed, tmp_path_factory):
-    """The component body run in-process on the teacher: (artifact, metrics, facts from quantization.json)."""
+    """The component body run in-process on the teacher with its defaults (pruning and QAT asked for, trained
+    only if int8 is rejected): (artifact, metrics, facts from quantization.json)."""
     from kfp import dsl
     from kfx_components.quantize.component import quantize
     out = tmp_path_factory.mktemp("quantized") / "q"
     artifact = types.SimpleNamespace(path=str(out), metadata={})
     metrics = dsl.Metrics(name="metrics", uri=str(out) + "-metrics", metadata={})
     quantize.python_func(model=teacher, transformed_examples=transformed.examples,
-                         transform_graph=transformed.graph, tolerance=0.05, quantized=artifact, metrics=metrics,
-                         pruning_sparsity=0.0, qat=False)
+                         transform_graph=transformed.graph, tolerance=0.05, quantized=artifact, metrics=metrics)
     summary = json.loads((out / "quantization.json").read_text())
     return types.SimpleNamespace(artifact=artifact, metrics=metrics, summary=summary, path=out)
 
@@ -53,6 +54,30 @@ def test_writes_three_tflite_files_and_summary(quantized):
         assert quantized.metrics.metadata[f"{v}_size_bytes"] == s["variants"][v]["size_bytes"]
         assert quantized.metrics.metadata[f"{v}_auc"] == pytest.approx(s["variants"][v]["metric"])
     assert quantized.metrics.metadata["saved_model_auc"] == pytest.approx(s["reference"]["metric"])
+
+
+def test_int8_accepted_so_pruning_and_qat_are_not_trained_and_say_why(quantized):
+    """int8 passed the gate: no fine-tuned variant (no file, no training facts), and quantization.json and
+    the model card (Markdown) say in one line why each was not trained."""
+    from kfx_components.push import executor as push
+    s = quantized.summary
+    assert "int8" in s["variants"] and "int8" not in s["rejected"]
+    assert not {"pruned", "qat"} & (set(s["variants"]) | set(s["rejected"]))
+    assert not any("training" in v for v in s["variants"].values())
+    card = push.render_card(push.make_card("taxi", {}, quantized.artifact.metadata, {}, {}, {}, {}))
+    for name in ("pruned", "qat"):
+        assert s["notes"][name] == ("not trained: post-training int8 accepted within the tolerance 0.05 "
+                                    "(finetune_when='int8_rejected')")
+        assert f"- {name}: {s['notes'][name]}" in card.splitlines()
+
+
+def test_conversion_from_the_loaded_model_is_byte_identical_to_from_saved_model(teacher):
+    """tflite.convert reuses the SavedModel loaded once; TF's from_saved_model loads it per call."""
+    import tensorflow as tf
+    from kfx_components.quantize import tflite
+    converter = tf.lite.TFLiteConverter.from_saved_model(teacher.path, signature_keys=[tflite.SIGNATURE])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    assert tflite.convert(teacher.path, tf.saved_model.load(teacher.path), "dynamic_range") == converter.convert()
 
 
 def test_sizes_weights_and_latency_are_measured(quantized):
@@ -161,6 +186,8 @@ def test_bad_inputs_raise_naming_them(teacher, model_args, tmp_path):
         executor.run(**{**args, "model_dir": str(tmp_path / "nowhere")})
     with pytest.raises(ValueError, match="label_key"):
         executor.run(**{**args, "label_key": "no_such_label"})
+    with pytest.raises(ValueError, match="^finetune_when 'auto': expected one of int8_rejected, always$"):
+        executor.run(**{**args, "finetune_when": "auto"})
     assert not (tmp_path / "q").exists()
 
 
@@ -173,15 +200,20 @@ def test_component_compiles_without_importing_tensorflow(tmp_path):
     assert "kfx-quantize:" in ir and "kfx_components.quantize import executor" in ir
 
 
-def test_a_variant_worse_than_the_tolerance_is_not_published(teacher, model_args, tmp_path):
-    """With a zero tolerance a variant any worse than the SavedModel is not written, and is named with
-    the reason and the numbers."""
+def test_a_rejected_int8_is_not_published_and_qat_is_trained(teacher, model_args, tmp_path, monkeypatch):
+    """With a zero tolerance and int8 calibrated on one example (its activation ranges too narrow for the
+    rest), the gate rejects int8: its file is not written, it is named with the reason and the numbers,
+    and the QAT variant is fine-tuned (the default finetune_when) and scored."""
+    from kfx_components.quantize import splits
+    monkeypatch.setattr(splits, "REPRESENTATIVE_SAMPLES", 1)
     facts = executor.run(model_dir=teacher.path, quantized_dir=str(tmp_path / "q"), tolerance=0.0,
-                         pruning_sparsity=0.0, qat=False, **model_args)
+                         pruning_sparsity=0.0, qat=True, finetune_epochs=1, **model_args)
+    assert "int8" in facts["rejected"] and facts["representative_samples"] == 1
     for name, reason in facts["rejected"].items():
         assert not (tmp_path / "q" / f"{name}.tflite").exists()
         assert "worse than the SavedModel" in reason and f"{facts['reference']['metric']:.4f}" in reason
-    assert set(facts["rejected"]) | set(facts["variants"]) == set(VARIANTS)
+    assert set(facts["rejected"]) | set(facts["variants"]) == set(VARIANTS) | {"qat"}
+    assert "not trained" not in facts["notes"].get("qat", "") and "pruned" not in facts["notes"]
     for name, v in facts["variants"].items():  # what passed a zero tolerance is at least as good
         assert v["metric"] >= facts["reference"]["metric"]
         assert (tmp_path / "q" / f"{name}.tflite").exists()
