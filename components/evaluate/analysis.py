@@ -39,12 +39,14 @@ def eval_config(label_key: str, problem_type: str, slice_specs: List[List[str]],
     import tensorflow_model_analysis as tfma
 
     prediction_key = "predictions" if problem_type == "regression" else "probabilities"
-    model_specs = [tfma.ModelSpec(name=CANDIDATE, signature_name=problem.SERVING_SIGNATURE,
-                                  label_key=label_key, prediction_key=prediction_key)]
+    # A generic SavedModel served through its signature: TFMA loads it once (tf.saved_model.load in the
+    # Beam workers). Left unset, the type is found by loading the model with Keras, and a Keras type
+    # loads it once more for the model's compiled metrics, which no fact reads (the metrics are TFMA's).
+    served = dict(signature_name=problem.SERVING_SIGNATURE, label_key=label_key, prediction_key=prediction_key,
+                  model_type=tfma.constants.TF_GENERIC)
+    model_specs = [tfma.ModelSpec(name=CANDIDATE, **served)]
     if has_baseline:
-        model_specs.append(tfma.ModelSpec(name=BASELINE, signature_name=problem.SERVING_SIGNATURE,
-                                          label_key=label_key, prediction_key=prediction_key,
-                                          is_baseline=True))
+        model_specs.append(tfma.ModelSpec(name=BASELINE, is_baseline=True, **served))
 
     if problem_type == "binary":
         classes = ["AUC", "BinaryAccuracy", "Precision", "Recall", "ExampleCount",

@@ -19,10 +19,10 @@ from typing import Any, Dict, List
 import numpy as np
 
 from kfx_components.common import io, problem
+from kfx_formats import choices
 from kfx_components.evaluate import trust
 
 SPLIT = io.BACKTEST                # the examples split ingest writes (the newest span's rows)
-BLESS_ON = ("random", "temporal")  # which split's gates decide the blessing
 
 
 def has_split(examples_dir: str) -> bool:
@@ -31,8 +31,7 @@ def has_split(examples_dir: str) -> bool:
 
 def check_bless_on(bless_on: str, examples_dir: str) -> None:
     """ValueError in one line for an unknown ``bless_on`` or ``temporal`` with no backtest split."""
-    if bless_on not in BLESS_ON:
-        raise ValueError(f"bless_on {bless_on!r}: expected one of {', '.join(BLESS_ON)}")
+    choices.check("bless_on", bless_on, choices.BLESS_ON)
     if bless_on == "temporal" and not has_split(examples_dir):
         raise ValueError(f"bless_on='temporal' needs a {SPLIT} split (the newest span, not trained on): run with "
                          f"train_spans and a backtest; examples_dir {examples_dir!r} has none")
@@ -49,7 +48,7 @@ def judge(model_dir: str, baseline_model_dir: str, examples_dir: str, label_key:
         raise ValueError(f"the {SPLIT} split {io.split_file(examples_dir, SPLIT)!r} holds no examples"
                          if not len(labels) else f"{unlabelled} rows of the {SPLIT} split have no {label_key!r}")
     name = problem.primary_metric(problem_type)
-    outputs = {who: trust.served_outputs(problem_type, trust.predict(path, records), num_classes)
+    outputs = {who: trust.served_outputs(problem_type, trust.predict(trust.load_serving(path), records), num_classes)
                for who, path in (("model", model_dir), ("baseline", baseline_model_dir)) if path}
     samples = trust.bootstrap(problem_type, labels, outputs)   # paired: the same resamples for both models
     value = trust.metric(problem_type, labels, outputs["model"])

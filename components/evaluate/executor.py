@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import numpy as np
 
 from kfx_components.common import io, problem
 from kfx_components.evaluate import analysis, backtest, blessing, explain, fairness, report, results, trust
@@ -60,20 +62,22 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         raise ValueError(f"explain_rows must be >= 0 (0: no explanation), got {explain_rows!r}")
     backtest.check_bless_on(bless_on, examples_dir)   # before minutes of TFMA
     slice_specs = analysis.parse_slices(slice_features, crossed_slices)
-    test_path = _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
-                              slice_specs, baseline_model_dir)
+    columns = io.read_columns(examples_dir)
+    test_path, test = _check_inputs(model_dir, examples_dir, columns, label_key, problem_type, num_classes,
+                                    slice_specs, baseline_model_dir)
     tfma_start = time.time()
     metrics, plots_data, validation = analysis.analyze(model_dir, baseline_model_dir, test_path, evaluation_dir,
                                                        label_key, problem_type, slice_specs, float(metric_threshold),
                                                        float(baseline_tolerance), beam_pipeline_args)
     tfma_seconds = time.time() - tfma_start
-    trusted = trust.assess(model_dir, examples_dir, label_key, problem_type, int(num_classes),
+    serve = trust.load_serving(model_dir)   # one load for trust and explain
+    trusted = trust.assess(serve, examples_dir, test, label_key, problem_type, int(num_classes),
                            float(min_vs_reference))
     fair = (fairness.summarize(metrics.get(results.CANDIDATE, {}), float(max_fairness_gap))
             if problem_type == "binary" and slice_specs else {})
     explanation: Dict[str, Any] = {}
     if int(explain_rows):
-        explanation = explain.explain(model_dir, examples_dir, label_key, problem_type, int(num_classes),
+        explanation = explain.explain(serve, test.table, columns, problem_type, int(num_classes),
                                       rows=int(explain_rows))
     temporal = (backtest.judge(model_dir, baseline_model_dir, examples_dir, label_key, problem_type,
                                int(num_classes), float(metric_threshold), float(baseline_tolerance),
@@ -108,9 +112,10 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
     return facts
 
 
-def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes, slice_specs,
-                  baseline_model_dir) -> str:
-    """The test split's path; ValueError naming the parameter for any bad input."""
+def _check_inputs(model_dir, examples_dir, columns, label_key, problem_type, num_classes, slice_specs,
+                  baseline_model_dir) -> Tuple[str, trust.Split]:
+    """The test split's path and its rows (read once here, shared by ``trust`` and ``explain``);
+    ValueError naming the parameter for any bad input."""
     problem.check_problem_type(problem_type)
     if problem_type == "multiclass" and int(num_classes) < 2:
         raise ValueError(f"num_classes {num_classes!r} must be >= 2 for multiclass")
@@ -120,9 +125,12 @@ def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
     test_path = io.split_file(examples_dir, io.TEST)
     if not os.path.isfile(test_path):
         raise ValueError(f"examples_dir {examples_dir!r} has no test split ({test_path})")
-    features = _test_features(test_path)
-    if not features:
+    test = trust.read_split(examples_dir, io.TEST, label_key, columns)
+    if not test.records:
         raise ValueError(f"test split {test_path!r} holds no examples")
+    features = {c for c in test.table.columns if test.table[c].notna().any()}
+    if np.isfinite(test.labels).any():
+        features.add(label_key)
     if label_key not in features:
         raise ValueError(f"label_key {label_key!r} is not a feature of {test_path!r}")
     for keys in slice_specs:
@@ -131,16 +139,4 @@ def _check_inputs(model_dir, examples_dir, label_key, problem_type, num_classes,
                 what = "slice_features" if len(keys) == 1 else "crossed_slices"
                 raise ValueError(f"{what}: {key!r} is not a feature of {test_path!r} "
                                  f"(features: {', '.join(sorted(features))})")
-    return test_path
-
-
-def _test_features(test_path: str, limit: int = 20000) -> set:
-    """Feature names present in (the first `limit` records of) the test split."""
-    import tensorflow as tf
-
-    names: set = set()
-    for i, record in enumerate(tf.data.TFRecordDataset(test_path, compression_type="GZIP")):
-        if i >= limit:
-            break
-        names.update(tf.train.Example.FromString(record.numpy()).features.feature.keys())
-    return names
+    return test_path, test

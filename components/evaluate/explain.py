@@ -20,13 +20,15 @@ them; a missing cell is NaN and becomes an absent feature, as in the data.
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
 import time
 from typing import Any, Dict, List
 
 import numpy as np
 
-from kfx_components.common import io, problem
+from kfx_components.common import problem
 
 BACKGROUND_ROWS = 25
 TOP_K = 3
@@ -88,14 +90,25 @@ class _Codec:
 
         Protobuf messages merge by concatenation, so an Example is field 1 (``features``)
         holding the concatenated single-entry ``Features`` of its cells: identical to what
-        ``tf.train.Example(...).SerializeToString()`` parses to, ~20x faster for SHAP's many rows.
+        ``tf.train.Example(...).SerializeToString()`` parses to. SHAP asks for hundreds of
+        thousands of rows, so the rows are joined column by column with numpy's element-wise
+        ``+`` on arrays of bytes, each distinct value's entry serialized once.
         """
-        records = []
-        finite = np.isfinite(x)
-        for row, ok in zip(x.tolist(), finite):
-            body = b"".join(self._entry(j, v) for j, v in enumerate(row) if ok[j])
-            records.append(b"\x0a" + _varint(len(body)) + body)
-        return records
+        bodies = np.full(len(x), b"", dtype=object)
+        sizes = np.zeros(len(x), dtype=np.int64)
+        for j in range(x.shape[1]):
+            present = np.isfinite(x[:, j])
+            distinct, which = np.unique(x[present, j], return_inverse=True)
+            entries = np.empty(len(distinct), dtype=object)
+            entries[:] = [self._entry(j, float(v)) for v in distinct]
+            cells = np.full(len(x), b"", dtype=object)
+            cells[present] = entries[which]
+            bodies = bodies + cells
+            sizes[present] += np.fromiter(map(len, entries), dtype=np.int64, count=len(entries))[which]
+        lengths, which = np.unique(sizes, return_inverse=True)
+        headers = np.empty(len(lengths), dtype=object)
+        headers[:] = [b"\x0a" + _varint(int(n)) for n in lengths]
+        return (headers[which] + bodies).tolist()
 
 
 def _varint(n: int) -> bytes:
@@ -110,11 +123,10 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _predictor(model_dir: str, codec: _Codec, problem_type: str):
+def _predictor(serve, codec: _Codec, problem_type: str):
     """f(X float matrix [n, F]) -> model outputs [n] (binary: P(positive); regression) or [n, K]."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(model_dir).signatures[problem.SERVING_SIGNATURE]
     key = "predictions" if problem_type == "regression" else "probabilities"
     calls = {"rows": 0}
 
@@ -144,28 +156,30 @@ def _grid(codec: _Codec, j: int, x: np.ndarray) -> List[float]:
     return [float(v) for v in np.unique(np.quantile(values, np.linspace(0.05, 0.95, GRID_POINTS)))]
 
 
-def explain(model_dir: str, examples_dir: str, label_key: str, problem_type: str, num_classes: int,
+def explain(serve, test_table, columns: Dict[str, str], problem_type: str, num_classes: int,
             rows: int = 200, background: int = BACKGROUND_ROWS, top_k: int = TOP_K, seed: int = 0) -> Dict[str, Any]:
-    """SHAP importance and partial dependence of the served model on ``rows`` test rows; see the module doc."""
+    """SHAP importance and partial dependence of the served model (``serve``: ``trust.load_serving``)
+    on an even stride of at most ``rows`` rows of ``test_table`` (the raw test features,
+    ``trust.read_split``; ``columns``: their types); see the module doc."""
     # shap's maskers are numba functions compiled anew in every process (no cache=True): 10-100 s,
-    # longer than running them as Python on a few hundred rows, with the same values.
-    os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
+    # longer than running them as Python on a few hundred rows, with the same values. Set once numba
+    # is imported (shap imported earlier in the process), the flag half-applies and the masker fails.
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_DISABLE_JIT", "1")
     import shap
-
-    from kfx_components.evaluate import trust
 
     start = time.time()
     problem.check_problem_type(problem_type)
-    columns = io.read_columns(examples_dir)
-    _, _, table = trust.read_split(examples_dir, io.TEST, label_key, columns, max_rows=int(rows))
+    stride = max(1, math.ceil(len(test_table) / int(rows)))
+    table = test_table.iloc[::stride].reset_index(drop=True)
     codec = _Codec(table, columns)
     if not codec.features:
-        raise ValueError(f"examples_dir {examples_dir!r}: the test split has no feature to explain")
+        raise ValueError("the test split has no feature to explain")
     x = codec.encode(table)
     rng = np.random.default_rng(seed)
     n_bg = min(int(background), len(x))
     bg = x[rng.choice(len(x), size=n_bg, replace=False)]
-    f, calls = _predictor(model_dir, codec, problem_type)
+    f, calls = _predictor(serve, codec, problem_type)
     n_features = len(codec.features)
     explainer = shap.Explainer(f, shap.maskers.Independent(bg, max_samples=n_bg), algorithm="permutation",
                                seed=seed)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -44,39 +44,82 @@ ONE_HOT_MAX_DISTINCT = 30  # an integer column with at most this many values is 
 
 # ------------------------------------------------------------------ data
 
+class Split(NamedTuple):
+    """An even-stride sample of one split: its serialized records, labels and raw feature table
+    (one row per record, the columns of ``columns.json`` but the label)."""
+    records: List[bytes]
+    labels: np.ndarray
+    table: Any  # pandas.DataFrame
+
+
 def read_split(examples_dir: str, split: str, label_key: str, columns: Dict[str, str],
-               max_rows: int = MAX_ROWS):
-    """(serialized records, labels, raw feature table) of an even-stride sample of one split."""
+               max_rows: int = MAX_ROWS) -> Split:
+    """An even-stride sample of at most ``max_rows`` records of one split.
+
+    The count and the sample are tf.data passes in C++ and the records are decoded to columns by
+    tfx_bsl in one call: no Python per record or cell (the table's cells as ``tf.train.Example``
+    parsing gives them: a cell's first value, text decoded, NaN where absent)."""
     import pandas as pd
     import tensorflow as tf
 
     path = io.split_file(examples_dir, split)
-    total = sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+    dataset = tf.data.TFRecordDataset(path, compression_type="GZIP")
+    plain = tf.autograph.experimental.do_not_convert  # tensor arithmetic only: nothing to convert
+    total = int(dataset.reduce(np.int64(0), plain(lambda n, _: n + 1)))
     stride = max(1, math.ceil(total / max_rows))
-    records = [r for i, r in enumerate(io.read_records(path)) if i % stride == 0]
-    rows, labels = [], []
-    for record in records:
-        example = tf.train.Example.FromString(record)
-        row = {}
-        for name, feature in example.features.feature.items():
-            kind = feature.WhichOneof("kind")
-            values = getattr(feature, kind).value if kind else []
-            if not values:
-                continue
-            value = values[0]
-            row[name] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-        labels.append(row.pop(label_key, np.nan))
-        rows.append(row)
+    sample = dataset.enumerate().filter(plain(lambda i, _: i % stride == 0)).map(plain(lambda _, r: r))
+    records = [r for batch in sample.batch(4096).as_numpy_iterator() for r in batch.tolist()]
+    cells = _first_values(records)
+    labels = cells.pop(label_key, np.full(len(records), np.nan))
     features = [c for c in columns if c != label_key]
-    table = pd.DataFrame(rows, columns=features)
-    return records, np.asarray(labels, dtype=np.float64), table
+    table = pd.DataFrame({c: cells.get(c, np.full(len(records), np.nan)) for c in features},
+                         columns=features)
+    return Split(records, np.asarray(labels, dtype=np.float64), table)
 
 
-def predict(model_dir: str, records: Sequence[bytes], batch: int = 1024) -> np.ndarray:
-    """The served model's outputs (``probabilities`` [n, 1 or K] or ``predictions`` [n, 1])."""
+def _first_values(records: Sequence[bytes]) -> Dict[str, np.ndarray]:
+    """{feature: its first value per record}: int64 (float64 with NaN when a record lacks it),
+    float64, or text (object, NaN when absent); a feature no record has a value of is left out."""
+    import pyarrow as pa
+    from tfx_bsl.coders import example_coder
+
+    if not records:
+        return {}
+    batch = example_coder.ExamplesToRecordBatchDecoder().DecodeBatch(list(records))
+    cells: Dict[str, np.ndarray] = {}
+    for name, column in zip(batch.schema.names, batch.columns):
+        if pa.types.is_null(column.type.value_type):
+            continue
+        offsets = column.offsets.to_numpy()
+        present = (np.diff(offsets) > 0) & ~column.is_null().to_numpy(zero_copy_only=False)
+        if not present.any():
+            continue
+        firsts = column.values.take(pa.array(offsets[:-1][present]))
+        if pa.types.is_binary(firsts.type) or pa.types.is_large_binary(firsts.type):
+            values = np.full(len(records), np.nan, dtype=object)
+            values[present] = [v.decode("utf-8", "replace") for v in firsts.to_pylist()]
+        elif present.all():
+            values = firsts.to_numpy(zero_copy_only=False)
+            values = values.astype(np.int64 if pa.types.is_integer(firsts.type) else np.float64)
+        else:
+            values = np.full(len(records), np.nan)
+            values[present] = firsts.to_numpy(zero_copy_only=False)
+        cells[name] = values
+    return cells
+
+
+def load_serving(model_dir: str):
+    """The SavedModel's ``serving_default`` signature: serialized tf.Example -> outputs."""
     import tensorflow as tf
 
-    serve = tf.saved_model.load(model_dir).signatures[problem.SERVING_SIGNATURE]
+    return tf.saved_model.load(model_dir).signatures[problem.SERVING_SIGNATURE]
+
+
+def predict(serve, records: Sequence[bytes], batch: int = 1024) -> np.ndarray:
+    """The served model's outputs (``probabilities`` [n, 1 or K] or ``predictions`` [n, 1]);
+    ``serve``: ``load_serving(model_dir)``."""
+    import tensorflow as tf
+
     out = []
     for start in range(0, len(records), batch):
         result = serve(examples=tf.constant(list(records[start:start + batch])))
@@ -176,6 +219,7 @@ def reference_outputs(problem_type: str, kind: str, train_table, train_labels, t
                       columns: Dict[str, str], num_classes: int) -> np.ndarray:
     """Outputs [n, k] of a classical model fitted on the training rows: kind "linear" or "boosting"."""
     from sklearn.pipeline import make_pipeline
+    from threadpoolctl import threadpool_limits
 
     pre, categorical = _preprocessor(train_table, columns, kind)
     for name in categorical:  # OneHotEncoder wants one type per column
@@ -187,18 +231,23 @@ def reference_outputs(problem_type: str, kind: str, train_table, train_labels, t
                      else LogisticRegression(max_iter=2000, C=1.0))
     else:
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-        # Early stopping on a tenth of the rows keeps it to seconds on a few thousand rows.
+        # Early stopping on a tenth of the rows (55 of 100 iterations on the taxi rows).
         boosting = dict(max_iter=100, early_stopping=True, random_state=SEED)
         estimator = (HistGradientBoostingRegressor(**boosting) if problem_type == "regression"
                      else HistGradientBoostingClassifier(**boosting))
     model = make_pipeline(pre, estimator)
     y = train_labels if problem_type == "regression" else train_labels.astype(np.int64)
-    model.fit(train_table, y)
-    if problem_type == "regression":
-        return model.predict(test_table)[:, None]
+    # One thread: OpenMP's and OpenBLAS's threads spin waiting for each other when the cores are busy
+    # (TFMA's workers, other steps). On the taxi rows at a load of 3.5-4.4 on 2 cores the boosting took
+    # 13-28 s with two threads and 1.6-1.8 s with one, the same 55 trees (the linear: 1.7-2.1 s, 0.8 s).
+    with threadpool_limits(limits=1):
+        model.fit(train_table, y)
+        if problem_type == "regression":
+            return model.predict(test_table)[:, None]
+        probabilities = model.predict_proba(test_table)
     # Class probabilities laid out by class index (a class absent from train gets 0).
     full = np.zeros((len(test_table), 2 if problem_type == "binary" else int(num_classes)))
-    full[:, model.classes_] = model.predict_proba(test_table)
+    full[:, model.classes_] = probabilities
     return full[:, 1:2] if problem_type == "binary" else full
 
 
@@ -229,17 +278,18 @@ def _better(problem_type: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a - b if problem.higher_is_better(problem_type) else b - a
 
 
-def assess(model_dir: str, examples_dir: str, label_key: str, problem_type: str, num_classes: int,
-           min_vs_reference: float = 0.0) -> Dict[str, Any]:
-    """Compare the model with the trivial predictor and the classical references on the test split;
-    the gates' verdicts and reasons (see the module doc)."""
+def assess(serve, examples_dir: str, test: Split, label_key: str, problem_type: str,
+           num_classes: int, min_vs_reference: float = 0.0) -> Dict[str, Any]:
+    """Compare the served model (``load_serving``) with the trivial predictor and the classical
+    references on the test rows (``read_split(examples_dir, io.TEST, ...)``); the caller reads both
+    once and shares them with ``explain``. The gates' verdicts and reasons (see the module doc)."""
     start = time.time()
     columns = io.read_columns(examples_dir)
     _, train_labels, train_table = read_split(examples_dir, io.TRAIN, label_key, columns)
-    test_records, labels, test_table = read_split(examples_dir, io.TEST, label_key, columns)
+    test_records, labels, test_table = test
     n = len(labels)
     name = problem.primary_metric(problem_type)
-    outputs = {"model": served_outputs(problem_type, predict(model_dir, test_records), num_classes)}
+    outputs = {"model": served_outputs(problem_type, predict(serve, test_records), num_classes)}
     outputs["trivial"], trivial_desc = trivial_outputs(problem_type, train_labels, n, num_classes)
     references: Dict[str, Any] = {}
     for kind in ("linear", "boosting"):

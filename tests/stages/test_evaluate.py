@@ -121,6 +121,71 @@ def test_bootstrap_auc_matches_sklearn_and_covers_the_truth():
     assert low < 0.5 < high  # random scores: the interval straddles the trivial AUC, no blessing
 
 
+def _example(**cells) -> bytes:
+    import tensorflow as tf
+
+    def feature(v):
+        if isinstance(v, bytes):
+            return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+        if isinstance(v, float):
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[v]))
+        if isinstance(v, int):
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[v]))
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[]))   # []: an int64 feature with no value
+    return tf.train.Example(features=tf.train.Features(
+        feature={k: feature(v) for k, v in cells.items()})).SerializeToString()
+
+
+def test_split_rows_are_the_records_cells_at_an_even_stride(tmp_path):
+    """The vectorized reader gives what parsing each tf.Example gives: a cell's first value, text
+    decoded (invalid UTF-8 replaced), NaN where a record lacks the feature or it has no value."""
+    import numpy as np
+    import tensorflow as tf
+    from kfx_components.common import io
+    from kfx_components.evaluate import trust
+
+    records = [_example(label=i % 2, x=i / 4, t=b"\xff" if i == 4 else f"v{i % 2}".encode(),
+                        **({} if i == 6 else {"n": i if i % 3 else []}))   # row 6 lacks n, 0, 3, 9 have none
+               for i in range(10)]
+    io.write_records(io.split_file(str(tmp_path), io.TEST), records)
+    columns = {"label": "int64", "n": "int64", "x": "float", "t": "bytes", "never": "float"}
+    split = trust.read_split(str(tmp_path), io.TEST, "label", columns, max_rows=4)   # stride ceil(10 / 4) = 3
+    assert split.records == records[::3]
+    assert split.labels.tolist() == [0.0, 1.0, 0.0, 1.0]
+    table = split.table
+    assert list(table.columns) == ["n", "x", "t", "never"]
+    assert np.isnan(table["n"]).all()                  # rows 0, 3, 6, 9: no value or no feature
+    assert table["x"].tolist() == [float(np.float32(i / 4)) for i in (0, 3, 6, 9)]
+    assert table["t"].tolist() == ["v0", "v1", "v0", "v1"] and table["never"].isna().all()
+    every = trust.read_split(str(tmp_path), io.TEST, "label", columns).table
+    assert every["t"][4] == b"\xff".decode("utf-8", "replace")
+    assert every["n"].dtype == np.float64 and every["n"][[1, 2, 4]].tolist() == [1, 2, 4]
+    assert np.isnan(every["n"][[0, 3, 6, 9]]).all()
+    parsed = tf.train.Example.FromString(records[5]).features.feature
+    assert every["x"][5] == parsed["x"].float_list.value[0] and every["n"][5] == parsed["n"].int64_list.value[0]
+
+
+def test_explanation_rows_serialize_as_tf_examples():
+    """SHAP's rows, joined column by column, parse to the cells they encode (NaN: absent)."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+    from kfx_components.evaluate import explain
+
+    table = pd.DataFrame({"n": [1, 2, 3], "x": [0.5, np.nan, -2.25], "t": ["a", "b" * 200, np.nan]})
+    codec = explain._Codec(table, {"n": "int64", "x": "float", "t": "bytes"})
+    rows = np.vstack([codec.encode(table)] * 70)        # the long text: an Example over 127 bytes
+    rows[::2, 1] = 1e30
+    records = codec.serialize(rows)
+    assert len(records) == len(rows)
+    for row, record in zip(rows, records):
+        feature = tf.train.Example.FromString(record).features.feature
+        assert feature["n"].int64_list.value == [int(row[0])]
+        assert list(feature["x"].float_list.value) == ([] if np.isnan(row[1]) else [np.float32(row[1])])
+        assert [v.decode() for v in feature["t"].bytes_list.value] == ([] if np.isnan(row[2]) else
+                                                                        [codec.vocab["t"][int(row[2])]])
+
+
 def test_strict_threshold_is_not_blessed(strict):
     facts, _ = strict
     assert facts["blessed"] is False
