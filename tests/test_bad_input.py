@@ -55,6 +55,11 @@ CASES = [
     _case("unknown parameter", "good.csv", "target", ["nosuch_param"], "--param", "nosuch_param=1"),
     _case("ratios leave no train rows", "good.csv", "target", ["good.csv", "eval_ratio 0.5 + test_ratio 0.6"],
           "--param", "eval_ratio=0.5", "--param", "test_ratio=0.6"),
+    # Words a later stage reads are checked before anything runs (formats/choices.py), not minutes in.
+    _case("unknown finetune_when", "good.csv", "target", ["finetune_when 'auto'", "int8_rejected, always"],
+          "--param", "finetune_when=auto"),
+    _case("unknown rollout", "good.csv", "target", ["rollout 'linear'", "canary"], "--param", "rollout=linear"),
+    _case("unknown tuner", "good.csv", "target", ["tuner 'grid'", "hyperband"], "--param", "tuner=grid"),
     _case("unknown split_key", "good.csv", "target", ["good.csv", "split_key 'nosuch_key'"],
           "--param", "split_key=nosuch_key"),
 ]

@@ -9,8 +9,9 @@ import os
 # The metric each problem type is judged by (tuning objective, gates, blessing, card, the online
 # metric): one table, kfx_formats', which serving and the platform read too.
 from kfx_formats.payload_log import HIGHER_IS_BETTER, PRIMARY_METRIC  # noqa: F401 - re-exported for the stages
+from kfx_formats import choices
 
-PROBLEM_TYPES = ("binary", "multiclass", "regression")
+PROBLEM_TYPES = choices.PROBLEM_TYPES
 SAVED_MODEL_FILE = "saved_model.pb"
 # The served model's signatures (docs/design.md, artifact "model").
 SERVING_SIGNATURE = "serving_default"      # serialized raw tf.Examples -> probabilities / predictions
@@ -18,9 +19,7 @@ LOGITS_SIGNATURE = "transformed_logits"    # transformed feature tensors -> logi
 
 
 def check_problem_type(problem_type: str) -> str:
-    if problem_type not in PROBLEM_TYPES:
-        raise ValueError(f"problem_type {problem_type!r}: expected one of {', '.join(PROBLEM_TYPES)}")
-    return problem_type
+    return choices.check("problem_type", problem_type, PROBLEM_TYPES)
 
 
 def primary_metric(problem_type: str) -> str:

@@ -15,9 +15,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Dict, Mapping
 
-from kfx_formats import registry
-
-ROLLOUTS = ("none", "canary", "blue-green", "shadow")
+from kfx_formats import choices, registry
 
 
 def record_uri(registry_uri: str, model_name: str, version: int, stamp: str) -> str:
@@ -27,8 +25,7 @@ def record_uri(registry_uri: str, model_name: str, version: int, stamp: str) -> 
 def run(pushed: Mapping[str, Any], registry_uri: str, model_name: str, rollout: str,
         run_info: Mapping[str, Any] | None = None) -> Dict[str, Any]:
     """Write the deployment record for a pushed version; nothing for a model that was not pushed."""
-    if rollout not in ROLLOUTS:
-        raise ValueError(f"rollout {rollout!r}: one of {ROLLOUTS}")
+    choices.check("rollout", rollout, choices.ROLLOUTS)
     if not pushed.get("pushed"):
         return {"deployed": False, "reason": f"not pushed: {pushed.get('reason', 'model not blessed')}"}
     version = int(pushed.get("version") or 0)

@@ -26,8 +26,8 @@ import tempfile
 import time
 
 from kfx_components.common import problem
+from kfx_formats import choices
 
-ALGORITHMS = ("hyperband", "random", "bayesian")
 # The search space (tests check the written values against it).
 WIDTHS = (16, 32, 64, 128)
 DEPTH_RANGE = (1, 3)
@@ -76,9 +76,7 @@ def _tuner(algorithm, hypermodel, objective, max_trials, epochs, seed, directory
 def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters_dir: str,
         label_key: str, problem_type: str, num_classes: int, algorithm: str = "hyperband",
         max_trials: int = 6, epochs: int = 4, seed: int = 42) -> dict:
-    algorithm = (algorithm or "").lower()
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    choices.check("algorithm", algorithm, choices.TUNERS)
     if int(max_trials) < 1:
         raise ValueError(f"max_trials must be >= 1, got {max_trials!r}")
     if int(epochs) < 1:

@@ -27,6 +27,7 @@ import time
 from typing import Callable, List, Optional, Sequence
 
 from kfx_components.common import distributions, io
+from kfx_formats import choices
 
 STATS_FILE = "FeatureStats.pb"
 SCHEMA_FILE = "schema.pbtxt"
@@ -44,7 +45,6 @@ MIN_DOMAIN_MASS = 0.99
 # threshold, what chance reaches at their sizes (see the module's docstring).
 DRIFT_LINF_THRESHOLD = 0.1
 DRIFT_JS_THRESHOLD = 0.1
-DRIFT_ACTIONS = ("block", "warn")
 PREVIOUS = "previous span"
 # A nearly empty column can, by chance, have all its few values land in eval:
 # TFDV would call it a "New column". Such a feature (present in at most this
@@ -416,8 +416,7 @@ def check_drift(statistics_dir: str, schema_dir: str, baseline_statistics_path: 
     on a first run); writes the drift anomalies and a report, then raises AnomaliesFoundError when
     ``drift_action`` is "block" and a feature drifted."""
     start = time.time()
-    if drift_action not in DRIFT_ACTIONS:
-        raise ValueError(f"drift_action {drift_action!r}: expected one of {', '.join(DRIFT_ACTIONS)}")
+    choices.check("drift_action", drift_action, choices.DRIFT_ACTIONS)
     import tensorflow_data_validation as tfdv
 
     current = _load_train_statistics(statistics_dir, "statistics_dir")

@@ -10,6 +10,7 @@ import yaml
 
 from kfx.errors import UsageError
 from kfx.runner import spans
+from kfx_formats import choices
 
 # Config keys that are not pipeline parameters under the same name.
 _CONFIG_ALIASES = {"data": "data_uri", "schema": "schema_uri"}
@@ -85,6 +86,10 @@ def run_parameters(config: Optional[str] = None, data: Optional[str] = None, lab
                          f"(e.g. incoming/span-{spans.SPAN}/data.csv); {data_uri or 'no data'} names one file")
     elif data and "://" not in data and not Path(data).exists():
         raise UsageError(f"--data {data}: no such file")
+    try:   # the stage that reads a word would refuse it too, but minutes into the run
+        choices.check_run_parameters(params)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
     # evaluate would refuse it too, but only after training: say so before anything runs.
     if params.get("bless_on") == "temporal" and not params.get("backtest_span"):
         raise UsageError("bless_on=temporal needs train_spans with a backtest (--train-spans K and a "
