@@ -31,6 +31,13 @@ import numpy as np
 from kfx_components.common import problem
 
 BACKGROUND_ROWS = 25
+# Each explained row costs 2F+1 model evaluations of `background` rows of F cells: at a fixed row
+# count SHAP grows with F squared (1,000 features x 200 rows: 10^10 cells, days). Past MAX_CELLS
+# (about a minute here) the rows shrink, then the background; below MIN_ROWS the explanation is
+# skipped and says why, so a wide table's evaluate still finishes.
+MAX_CELLS = 20_000_000
+MIN_ROWS = 10
+SMALL_BACKGROUND = 5
 TOP_K = 3
 GRID_POINTS = 10
 PREDICT_BATCH = 4096
@@ -156,6 +163,23 @@ def _grid(codec: _Codec, j: int, x: np.ndarray) -> List[float]:
     return [float(v) for v in np.unique(np.quantile(values, np.linspace(0.05, 0.95, GRID_POINTS)))]
 
 
+def sample_size(n_features: int, rows: int, background: int) -> tuple:
+    """(rows, background rows, note) keeping SHAP's cells within MAX_CELLS; rows 0 (and the note
+    saying why) when even MIN_ROWS rows on SMALL_BACKGROUND rows would not fit."""
+    def fitting(bg: int) -> int:
+        return MAX_CELLS // ((2 * n_features + 1) * bg * n_features)
+
+    if fitting(background) >= rows:
+        return rows, background, ""
+    for bg in (background, min(background, SMALL_BACKGROUND)):
+        if fitting(bg) >= MIN_ROWS:
+            return (fitting(bg), bg, f"{fitting(bg)} rows on {bg} background rows instead of {rows} on {background}: "
+                    f"{n_features} features x {rows} rows is past the explanation's budget of {MAX_CELLS:,} cells")
+    return 0, 0, (f"skipped: {n_features} features need {(2 * n_features + 1) * SMALL_BACKGROUND * n_features:,} "
+                  f"cells per explained row, past the explanation's budget of {MAX_CELLS:,} cells "
+                  f"for {MIN_ROWS} rows")
+
+
 def explain(serve, test_table, columns: Dict[str, str], problem_type: str, num_classes: int,
             rows: int = 200, background: int = BACKGROUND_ROWS, top_k: int = TOP_K, seed: int = 0) -> Dict[str, Any]:
     """SHAP importance and partial dependence of the served model (``serve``: ``trust.load_serving``)
@@ -175,12 +199,18 @@ def explain(serve, test_table, columns: Dict[str, str], problem_type: str, num_c
     codec = _Codec(table, columns)
     if not codec.features:
         raise ValueError("the test split has no feature to explain")
+    n_features = len(codec.features)
+    rows, background, note = sample_size(n_features, int(rows), int(background))
+    if not rows:
+        return {"skipped": note, "features": n_features}
+    if note:   # fewer rows than asked: exactly that many, spread evenly over the split
+        picks = np.unique(np.linspace(0, len(test_table) - 1, rows).round().astype(int))
+        table = test_table.iloc[picks].reset_index(drop=True)
     x = codec.encode(table)
     rng = np.random.default_rng(seed)
     n_bg = min(int(background), len(x))
     bg = x[rng.choice(len(x), size=n_bg, replace=False)]
     f, calls = _predictor(serve, codec, problem_type)
-    n_features = len(codec.features)
     explainer = shap.Explainer(f, shap.maskers.Independent(bg, max_samples=n_bg), algorithm="permutation",
                                seed=seed)
     # One antithetic permutation per row (2F+1 evaluations): the global mean |SHAP| over the sample
@@ -227,6 +257,7 @@ def explain(serve, test_table, columns: Dict[str, str], problem_type: str, num_c
         "output": output,
         "rows": int(len(x)),
         "background_rows": int(n_bg),
+        **({"sample_note": note} if note else {}),
         "features": n_features,
         "importance": importance,
         "expected_output": np.asarray(base).mean(axis=0).round(6).tolist(),
@@ -259,8 +290,9 @@ def section(e: Dict[str, Any]) -> str:
 
     if not e:
         return ""
-    if e.get("error"):
-        return f"<section id='explanation'><h2>Explanation</h2><p class='warnings'>{plots._esc(e['error'])}</p></section>"
+    if e.get("error") or e.get("skipped"):
+        return (f"<section id='explanation'><h2>Explanation</h2><p class='warnings'>"
+                f"{plots._esc(e.get('error') or 'Explanation ' + e['skipped'])}</p></section>")
     bars = plots.hbars([(i["feature"], i["mean_abs_shap"]) for i in e["importance"]],
                        f"Mean |SHAP| on {e['output']} ({e['rows']} test rows)")
     charts = []
@@ -282,6 +314,7 @@ def section(e: Dict[str, Any]) -> str:
                                                  else None), reference_label="mean"))
     return ("<section id='explanation'><h2>Explanation (what drives the model)</h2>"
             f"<p class='muted'>{plots._esc(e['method'])}; {e['background_rows']} background rows; "
-            f"local accuracy error {e['additivity_max_error']:.2g}; {e['seconds']:.1f} s.</p>"
+            f"local accuracy error {e['additivity_max_error']:.2g}; {e['seconds']:.1f} s."
+            f"{' Sample: ' + plots._esc(e['sample_note']) + '.' if e.get('sample_note') else ''}</p>"
             f"<div class='charts'>{bars}</div><h3>Partial dependence of the top features</h3>"
             f"<div class='charts'>{''.join(charts)}</div></section>")

@@ -61,7 +61,8 @@ def evaluation_metadata(facts: Dict[str, Any], baseline_uri: str) -> Dict[str, A
 
 
 def explanation_metadata(facts: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: facts["explanation"][k] for k in ("method", "rows", "seconds") if k in facts["explanation"]}
+    return {k: facts["explanation"][k] for k in ("method", "rows", "seconds", "sample_note", "skipped")
+            if k in facts["explanation"]}
 
 
 def logged_metrics(facts: Dict[str, Any]) -> Dict[str, float]:

@@ -128,6 +128,8 @@ def _fairness(card: Mapping[str, Any]) -> str:
 
 def _explanation(card: Mapping[str, Any]) -> str:
     e = card.get("explanation") or {}
+    if e.get("skipped"):
+        return f"<p class='muted'>Explanation {_e(e['skipped'])}.</p>"
     if not e.get("importance"):
         return ""
     charts = [plots.hbars([(i["feature"], i["mean_abs_shap"]) for i in e["importance"]],
@@ -140,8 +142,9 @@ def _explanation(card: Mapping[str, Any]) -> str:
         else:
             charts.append(plots.hbars([(str(v), o) for v, o in zip(d["values"], outs)],
                                       f"Partial dependence: {d['feature']}", width=420))
+    sample = f" Sample: {_e(e['sample_note'])}." if e.get("sample_note") else ""
     return (f"<p class='muted'>{_e(e.get('method', ''))}; local accuracy error "
-            f"{e.get('additivity_max_error', 0):.2g}.</p><div class='charts'>{''.join(charts)}</div>")
+            f"{e.get('additivity_max_error', 0):.2g}.{sample}</p><div class='charts'>{''.join(charts)}</div>")
 
 
 def _training(card: Mapping[str, Any]) -> str:

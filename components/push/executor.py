@@ -222,10 +222,13 @@ def _fairness_md(f: Mapping[str, Any]) -> list:
 
 
 def _explanation_md(e: Mapping[str, Any]) -> list:
+    if e and e.get("skipped"):
+        return ["### Explanation", "", f"Explanation {_md_escape(e['skipped'])}.", ""]
     if not e or not e.get("importance"):
         return []
+    sample = f" Sample: {_md_escape(e['sample_note'])}." if e.get("sample_note") else ""
     out = ["### Explanation", "", f"{e.get('method', '')}, on {e.get('rows')} test rows "
-           f"(output: {e.get('output')}). Features by mean |SHAP|:", "",
+           f"(output: {e.get('output')}).{sample} Features by mean |SHAP|:", "",
            "| feature | mean abs SHAP | mean SHAP |", "| --- | --- | --- |"]
     out += [f"| {_md_escape(i['feature'])} | {_md_escape(i['mean_abs_shap'])} | {_md_escape(i['mean_shap'])} |"
             for i in e["importance"][:10]]

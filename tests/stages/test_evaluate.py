@@ -186,6 +186,52 @@ def test_explanation_rows_serialize_as_tf_examples():
                                                                         [codec.vocab["t"][int(row[2])]])
 
 
+def test_explanation_budget_shrinks_the_sample_then_skips():
+    from kfx_components.evaluate import explain
+
+    assert explain.sample_size(16, 200, 25) == (200, 25, "")                    # taxi-sized: as asked
+    rows, bg, note = explain.sample_size(100, 200, 25)
+    assert (rows, bg) == (39, 25) and "100 features" in note                    # rows first
+    assert rows * (2 * 100 + 1) * bg * 100 <= explain.MAX_CELLS < (rows + 1) * (2 * 100 + 1) * bg * 100
+    rows, bg, _ = explain.sample_size(200, 200, 25)
+    assert bg == explain.SMALL_BACKGROUND and rows >= explain.MIN_ROWS          # then the background
+    rows, bg, note = explain.sample_size(1000, 200, 25)
+    assert rows == 0 and note.startswith("skipped: 1000 features")
+
+
+def test_a_wide_table_is_explained_on_a_smaller_sample_or_skipped(monkeypatch):
+    """A model that is a known function of its features: the reduced sample still ranks the heavy
+    feature first and adds up; a table past the budget is skipped before the model is called."""
+    import numpy as np
+    import pandas as pd
+    import tensorflow as tf
+    from kfx_components.evaluate import explain
+
+    n_features, rng = 20, np.random.default_rng(0)
+    table = pd.DataFrame(rng.normal(size=(300, n_features)), columns=[f"c{j}" for j in range(n_features)])
+    weights = np.full(n_features, 0.1)
+    weights[7] = 3.0
+    spec = {c: tf.io.FixedLenFeature([], tf.float32, default_value=0.0) for c in table.columns}
+
+    def serve(examples):
+        parsed = tf.io.parse_example(examples, spec)
+        z = tf.add_n([parsed[c] * float(w) for c, w in zip(table.columns, weights)])
+        return {"probabilities": tf.sigmoid(z)[:, None]}
+
+    columns = dict.fromkeys(table.columns, "float")
+    monkeypatch.setattr(explain, "MAX_CELLS", 200_000)
+    e = explain.explain(serve, table, columns, "binary", 2, rows=200)
+    assert (e["rows"], e["background_rows"]) == (explain.sample_size(n_features, 200, 25)[:2])
+    assert e["rows"] < 200 and e["background_rows"] == explain.SMALL_BACKGROUND and "20 features" in e["sample_note"]
+    assert e["importance"][0]["feature"] == "c7" and e["additivity_max_error"] < 1e-4
+    assert "Sample: " in explain.section(e)
+
+    monkeypatch.setattr(explain, "MAX_CELLS", 1_000)
+    skipped = explain.explain(None, table, columns, "binary", 2, rows=200)   # None: never called
+    assert skipped == {"skipped": skipped["skipped"], "features": n_features}
+    assert "Explanation skipped: 20 features need" in explain.section(skipped)
+
+
 def test_strict_threshold_is_not_blessed(strict):
     facts, _ = strict
     assert facts["blessed"] is False
