@@ -196,16 +196,18 @@ def explain(serve, test_table, columns: Dict[str, str], problem_type: str, num_c
     problem.check_problem_type(problem_type)
     stride = max(1, math.ceil(len(test_table) / int(rows)))
     table = test_table.iloc[::stride].reset_index(drop=True)
-    codec = _Codec(table, columns)
-    if not codec.features:
-        raise ValueError("the test split has no feature to explain")
-    n_features = len(codec.features)
-    rows, background, note = sample_size(n_features, int(rows), int(background))
+    n_features = int(table.notna().any().sum())   # the codec's features: a value in some row
+    rows, background, note = sample_size(max(1, n_features), int(rows), int(background))
     if not rows:
         return {"skipped": note, "features": n_features}
     if note:   # fewer rows than asked: exactly that many, spread evenly over the split
         picks = np.unique(np.linspace(0, len(test_table) - 1, rows).round().astype(int))
         table = test_table.iloc[picks].reset_index(drop=True)
+    # Built on the rows explained, so every text value they hold is in its vocabulary.
+    codec = _Codec(table, columns)
+    if not codec.features:
+        raise ValueError("the test split has no feature to explain")
+    n_features = len(codec.features)
     x = codec.encode(table)
     rng = np.random.default_rng(seed)
     n_bg = min(int(background), len(x))
