@@ -12,11 +12,13 @@ DRIFT_ACTIONS = ("block", "warn")
 FINETUNE_WHEN = ("int8_rejected", "always")   # when quantize fine-tunes its pruned and QAT variants
 BLESS_ON = ("random", "temporal")             # which split's gates decide the blessing
 ROLLOUTS = ("none", "canary", "blue-green", "shadow")
+MODEL_FAMILIES = ("auto", "network", "gradient_boosted_trees")   # auto: tune chooses on eval
 
 # The lifecycle pipeline's parameter -> the words it takes.
 RUN_PARAMETERS = {
     "problem_type": PROBLEM_TYPES,
     "tuner": TUNERS,
+    "model_family": MODEL_FAMILIES,
     "drift_action": DRIFT_ACTIONS,
     "finetune_when": FINETUNE_WHEN,
     "bless_on": BLESS_ON,

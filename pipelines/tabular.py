@@ -63,6 +63,7 @@ def build_pipeline(profile: str = "cpu"):
         drift_action: str = "block",
         beam_pipeline_args: List[str] = profiles.beam_pipeline_args(profile),   # DirectRunner, or Flink
         tuner: str = "hyperband",
+        model_family: str = "auto",    # or "network" / "gradient_boosted_trees": tune chooses on eval with auto
         max_trials: int = 6,
         tune_epochs: int = 20,
         train_epochs: int = 100,
@@ -124,7 +125,8 @@ def build_pipeline(profile: str = "cpu"):
             features = dict(transformed_examples=transformed.outputs["transformed_examples"],
                             transform_graph=transformed.outputs["transform_graph"])
 
-            tuned = place(tune(algorithm=tuner, max_trials=max_trials, epochs=tune_epochs, **features),
+            tuned = place(tune(algorithm=tuner, max_trials=max_trials, epochs=tune_epochs, model_family=model_family,
+                               **features),
                           "tune", profile)
 
             teacher = place(distributed_train(
@@ -132,7 +134,8 @@ def build_pipeline(profile: str = "cpu"):
                 **features),
                 "distributed_train", profile)
 
-            # The student, or the teacher when the student falls short of it (distill's gate).
+            # The student, or the teacher when the student falls short of it (distill's gate); a forest
+            # teacher is passed on and its student is the edge variant quantize converts.
             distilled = place(distill(
                 teacher=teacher.outputs["model"], temperature=temperature, alpha=alpha,
                 student_width=student_width, student_embedding_dim=student_embedding_dim,
@@ -141,7 +144,7 @@ def build_pipeline(profile: str = "cpu"):
             model = distilled.outputs["model"]
 
             quantized = place(quantize(
-                model=model, tolerance=quantize_tolerance, examples=examples.outputs["examples"],
+                model=distilled.outputs["edge_model"], stands_in_for=model, tolerance=quantize_tolerance, examples=examples.outputs["examples"],
                 pruning_sparsity=pruning_sparsity, qat=quantize_qat, finetune_epochs=finetune_epochs,
                 finetune_when=finetune_when, **features),
                 "quantize", profile)

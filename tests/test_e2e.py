@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from kfx_components.common import loading
 from tests.cli_runs import FAST, kfx as _kfx, land_span as _span, pushed_uri as _pushed_uri
 
 pytestmark = pytest.mark.e2e
@@ -82,7 +83,7 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     assert re.search(r"^pushed chicago-taxi-big-tipper v1 \((student|teacher)\): auc 0\.\d{4} on \d+ test rows "
                      r"\(95% CI 0\.\d{4}-[01]\.\d{4}\), trivial 0\.5000, LogisticRegression 0\.\d{4}$",
                      first.stdout, re.M), first.stdout
-    model = tf.saved_model.load(str(uri / "saved_model"))
+    model = loading.load_model(str(uri / "saved_model"))
     serve = model.signatures["serving_default"]
 
     # The raw test split exactly as ingested: serialized tf.Examples, label included
@@ -192,7 +193,7 @@ def docker_run(repo, runs, s3_server, tmp_path_factory):
 def _eval_auc(saved_model_dir, examples_dir) -> float:
     import tensorflow as tf
     from sklearn.metrics import roc_auc_score
-    serve = tf.saved_model.load(str(saved_model_dir)).signatures["serving_default"]
+    serve = loading.load_model(str(saved_model_dir)).signatures["serving_default"]
     raw = list(tf.data.TFRecordDataset(str(examples_dir / "test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
     labels = [tf.train.Example.FromString(r).features.feature["label"].int64_list.value[0] for r in raw]
     return roc_auc_score(labels, serve(examples=tf.constant(raw))["probabilities"].numpy().ravel())
@@ -250,7 +251,7 @@ def test_another_data_set_through_the_cli_flags_alone(tmp_path):
     proc = _kfx("run", "--data", str(data), "--label", "cultivar", "--task", "multiclass",
                 "--root", str(tmp_path / "root"), *FAST)
     pushed = Path(_pushed_uri(proc))
-    serve = tf.saved_model.load(str(pushed / "saved_model")).signatures["serving_default"]
+    serve = loading.load_model(str(pushed / "saved_model")).signatures["serving_default"]
     [examples_dir] = (tmp_path / "root").glob("artifacts/kfx-tabular/*/ingest/examples")
     raw = list(tf.data.TFRecordDataset(str(examples_dir / "test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
     labels = np.array([tf.train.Example.FromString(r).features.feature["cultivar"].int64_list.value[0] for r in raw])

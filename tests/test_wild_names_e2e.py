@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from kfx_components.common import loading
 from tests.serving.conftest import need_serving_env
 
 pytestmark = pytest.mark.e2e
@@ -99,7 +100,7 @@ def test_served_model_answers_a_request_with_the_original_names(pushed):
         assert all(0 <= p <= 1 for p in served) and {p["label"] for p in body["predictions"]} <= {"yes", "no"}
         # The same rows as tf.Examples keyed by the original names, through the SavedModel itself.
         import tensorflow as tf
-        fn = tf.saved_model.load(str(version / "saved_model")).signatures["serving_default"]
+        fn = loading.load_model(str(version / "saved_model")).signatures["serving_default"]
         spec = features.spec_from_signature(fn)
         examples = [to_example(tf, {k: "" if pd.isna(v) else str(v) for k, v in row.items()}, spec)
                     for row in rows.to_dict("records")]

@@ -131,6 +131,17 @@ def metric_from_logits(problem_type: str, labels, logits) -> float:
     return float(np.sqrt(np.mean((logits.reshape(-1) - labels) ** 2)))
 
 
+def split_metric(predict, transformed_examples_dir: str, transform_output, label_key: str,
+                problem_type: str, split: str = "eval") -> float:
+    """The primary metric of ``predict(features) -> logits`` on the eval split (``split`` another one)."""
+    import numpy as np
+    labels, logits = [], []
+    for features, y in make_dataset(transformed_examples_dir, split, transform_output, label_key, 4096):
+        logits.append(np.asarray(predict(features)))
+        labels.append(y.numpy().reshape(-1))
+    return metric_from_logits(problem_type, np.concatenate(labels), np.concatenate(logits))
+
+
 def output_units(problem_type: str, num_classes: int) -> int:
     """Width of the logits layer: 1 for binary and regression, K for multiclass."""
     problem.check_problem_type(problem_type)
@@ -529,16 +540,28 @@ def transformed_logits_function(model: tf.keras.Model, transform_output: tft.TFT
 
 # --------------------------------------------------------------------------- hyperparameters
 
-def write_hyperparameters(hyperparameters_dir: str, width: int, depth: int, learning_rate: float) -> str:
+def write_hyperparameters(hyperparameters_dir: str, width: int, depth: int, learning_rate: float,
+                          family: str = "network", forest: dict | None = None) -> str:
+    """``hyperparameters.json``: the family distributed_train trains, the network's settings (the
+    students and a network teacher use them) and, for a forest, its settings."""
+    from kfx_formats import saved_model
+    if family not in (saved_model.FAMILY_NETWORK, saved_model.FAMILY_FOREST):
+        raise ValueError(f"family {family!r}: expected {saved_model.FAMILY_NETWORK} or {saved_model.FAMILY_FOREST}")
+    if family == saved_model.FAMILY_FOREST and not forest:
+        raise ValueError("a forest family needs its forest settings")
     os.makedirs(hyperparameters_dir, exist_ok=True)
     path = os.path.join(hyperparameters_dir, HYPERPARAMETERS_FILE)
+    hps = {"family": family, "width": int(width), "depth": int(depth), "learning_rate": float(learning_rate)}
+    if forest:
+        hps["forest"] = dict(forest)
     with open(path, "w") as f:
-        json.dump({"width": int(width), "depth": int(depth), "learning_rate": float(learning_rate)}, f, indent=2)
+        json.dump(hps, f, indent=2)
     return path
 
 
 def read_hyperparameters(hyperparameters_dir: str) -> dict:
-    """``{"width": int, "depth": int, "learning_rate": float}`` from ``hyperparameters.json``."""
+    """``{"family", "network": {"width", "depth", "learning_rate"}, "forest": dict | None}`` from
+    ``hyperparameters.json`` (a file without a family is a network's)."""
     path = os.path.join(hyperparameters_dir, HYPERPARAMETERS_FILE)
     try:
         with open(path) as f:
@@ -548,4 +571,10 @@ def read_hyperparameters(hyperparameters_dir: str) -> dict:
     missing = [k for k in DEFAULT_HYPERPARAMETERS if k not in hp]
     if missing:
         raise ValueError(f"hyperparameters file {path!r} lacks {missing}")
-    return {"width": int(hp["width"]), "depth": int(hp["depth"]), "learning_rate": float(hp["learning_rate"])}
+    family = hp.get("family", "network")
+    if family == "gradient_boosted_trees" and not isinstance(hp.get("forest"), dict):
+        raise ValueError(f"hyperparameters file {path!r} names the forest family without its forest settings")
+    return {"family": family,
+            "network": {"width": int(hp["width"]), "depth": int(hp["depth"]),
+                        "learning_rate": float(hp["learning_rate"])},
+            "forest": hp.get("forest")}

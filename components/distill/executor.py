@@ -29,6 +29,14 @@ stops early on the distillation loss over the eval split (what it minimizes)
 with the best weights restored; the gate then judges the task metric. The student is exported with ``model.export_serving_model``
 (same serving contract as the teacher).
 
+A forest teacher (gradient-boosted trees, chosen by tune): the forest is the
+model passed on (``model_dir``) and the student, trained on its soft
+predictions the same way, is its edge variant (``edge_model_dir``), since a
+forest has no TFLite form. The size target does not apply (a forest's nodes are
+not weights); the gate does: a student that falls short of the forest is not
+written as the edge variant (the forest is, and quantize says it has none).
+For a network teacher ``edge_model_dir`` is a copy of ``model_dir``.
+
 The gate: a student whose eval metric is worse than the teacher's by more
 than ``tolerance`` (relative: below ``teacher * (1 - tolerance)`` for AUC and
 accuracy, above ``teacher * (1 + tolerance)`` for RMSE) is not passed on; the
@@ -41,7 +49,8 @@ from __future__ import annotations
 import shutil
 import time
 
-from kfx_components.common import io, problem
+from kfx_components.common import io, loading, problem
+from kfx_formats import saved_model
 
 STUDENT_DEPTH = 1
 LEARNING_RATE = 3e-3  # a one-layer student trained for few epochs
@@ -155,7 +164,7 @@ def _eval_logits(dataset, teacher_fn, teacher_inputs, student):
 
 
 def _count_teacher_params(teacher_model_dir: str, loaded) -> int:
-    """Trainable parameters of the teacher (the SavedModel's trainable variables)."""
+    """Trainable parameters of a network teacher (the SavedModel's trainable variables)."""
     import numpy as np
     import tensorflow as tf
 
@@ -169,9 +178,9 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         model_dir: str, label_key: str, problem_type: str, num_classes: int,
         temperature: float = 4.0, alpha: float = 0.3, student_width: int = 16, epochs: int = 100,
         tolerance: float = 0.02, seed: int = 42, student_embedding_dim: int = 2,
-        max_student_ratio: float = 0.25) -> dict:
-    """Distill a student from the teacher and write the model to pass on (student or teacher) to
-    ``model_dir``; see the module doc."""
+        max_student_ratio: float = 0.25, edge_model_dir: str = "") -> dict:
+    """Distill a student from the teacher; write the model to pass on (student or teacher) to
+    ``model_dir`` and its edge variant to ``edge_model_dir``; see the module doc."""
     start = time.time()
     validate_parameters(problem_type, temperature, alpha, student_width, epochs, tolerance,
                         student_embedding_dim, max_student_ratio)
@@ -182,19 +191,25 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
     from kfx_components.common import model as M
 
     transform_output = M.load_transform_output(transform_graph_dir)
-    teacher = tf.saved_model.load(teacher_model_dir)
+    family = saved_model.family(teacher_model_dir)
+    forest = family == saved_model.FAMILY_FOREST
+    teacher = loading.load_model(teacher_model_dir)
     teacher_fn, teacher_inputs = _teacher_logits_fn(teacher, teacher_model_dir, transform_output,
                                                     transform_graph_dir, label_key)
     tf.keras.utils.set_random_seed(int(seed))
     stats = M.label_stats(transformed_examples_dir, transform_output, label_key, problem_type, num_classes)
-    teacher_params = _count_teacher_params(teacher_model_dir, teacher)
+    teacher_params = None if forest else _count_teacher_params(teacher_model_dir, teacher)
 
     def build(width):
         return M.build_model(transform_output, label_key, problem_type, num_classes, width=width,
                              depth=STUDENT_DEPTH, label_stats=stats, max_embedding_dim=int(student_embedding_dim))
-    student, width = _student_within_target(build, int(student_width), teacher_params, float(max_student_ratio))
+    if forest:
+        student, width = build(int(student_width)), int(student_width)
+    else:
+        student, width = _student_within_target(build, int(student_width), teacher_params,
+                                                float(max_student_ratio))
     sizes = _check_sizes(teacher_params, student, float(max_student_ratio))
-    if sizes["student_params"] >= teacher_params:   # a tiny teacher: nothing smaller to distill into
+    if not forest and sizes["student_params"] >= teacher_params:   # a tiny teacher: nothing smaller to distill into
         history, plan = None, M.fit_plan(1, int(epochs))
         comparison = {"passed_on": "teacher", "primary_metric": problem.primary_metric(problem_type),
                       "reason": f"the smallest student ({sizes['student_params']:,} parameters) is not smaller "
@@ -205,15 +220,26 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         comparison = _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, transform_output,
                               label_key, problem_type, float(tolerance), sizes, float(max_student_ratio))
 
+    edge = _edge(comparison, forest)
+    if forest:   # the forest is passed on; the student, when it holds the forest's metric, is its edge variant
+        comparison = {**comparison, "passed_on": "teacher",
+                      "reason": "the teacher is a forest: it is passed on, the student is its edge variant"}
     with io.Staging() as stage:
         out = stage.dir(model_dir)
+        edge_out = stage.dir(edge_model_dir) if edge_model_dir else None
+        sources = {"teacher": teacher_model_dir, "none": teacher_model_dir}
         if comparison["passed_on"] == "student":
-            M.export_serving_model(student, transform_output, label_key, problem_type, out)
-        else:
-            shutil.copytree(teacher_model_dir, out, dirs_exist_ok=True)
+            sources["student"] = M.export_serving_model(student, transform_output, label_key, problem_type, out)
+        elif edge["edge_model"] == "student" and edge_out:
+            sources["student"] = M.export_serving_model(student, transform_output, label_key, problem_type, edge_out)
+        for target, which in ((out, comparison["passed_on"]), (edge_out, edge["edge_model"])):
+            if target and sources[which] != target:
+                shutil.copytree(sources[which], target, dirs_exist_ok=True)
 
     return {
         **comparison,
+        **edge,
+        "teacher_family": family,
         **sizes,
         "history": M.history_summary(history) if history is not None else {},
         "temperature": float(temperature),
@@ -230,6 +256,19 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         "seed": int(seed),
         "seconds": round(time.time() - start, 2),
     }
+
+
+def _edge(comparison: dict, forest: bool) -> dict:
+    """Which model is the edge variant (``edge_model``: student | teacher | none) and why."""
+    if not forest:
+        return {"edge_model": comparison["passed_on"], "edge_reason": "the model passed on converts to TFLite"}
+    if comparison["passed_on"] == "student":   # the gate held: the student stands in for the forest
+        return {"edge_model": "student",
+                "edge_reason": "a forest has no TFLite form (TF-DF's ops are not TFLite builtins): its distilled "
+                               "student is the edge variant"}
+    return {"edge_model": "none",
+            "edge_reason": "a forest has no TFLite form and its student fell short of it: "
+                           + (comparison.get("reason") or "not distilled")}
 
 
 def _teacher_logits_fn(teacher, teacher_model_dir, transform_output, transform_graph_dir, label_key):
@@ -266,13 +305,17 @@ def _params(model) -> int:
     return int(sum(int(np.prod(w.shape)) for w in model.trainable_weights))
 
 
-def _check_sizes(teacher_params: int, student, max_student_ratio: float = 1.0) -> dict:
-    """Parameter counts of teacher and student, and whether the student meets the size target."""
+def _check_sizes(teacher_params: int | None, student, max_student_ratio: float = 1.0) -> dict:
+    """Parameter counts of teacher and student, and whether the student meets the size target
+    (a forest teacher, ``teacher_params`` None, has no parameters to compare with)."""
     import numpy as np
 
     student_params = _params(student)
     embedding = int(sum(int(np.prod(w.shape)) for layer in student.layers if layer.name.startswith("emb_")
                         for w in layer.trainable_weights))
+    if teacher_params is None:
+        return {"teacher_params": None, "student_params": student_params, "size_target_met": None,
+                "student_embedding_params": embedding, "param_ratio": None, "compression_ratio": None}
     return {"teacher_params": teacher_params, "student_params": student_params,
             "size_target_met": student_params <= max_student_ratio * teacher_params,
             "student_embedding_params": embedding,
@@ -315,9 +358,11 @@ def _compare(student, teacher_fn, teacher_inputs, transformed_examples_dir, tran
     worse = problem.worse_by_more_than(student_metric, teacher_metric, problem_type, tolerance)
     ratio = student_metric / teacher_metric if teacher_metric else None
     size = ""
-    if sizes:
+    if sizes and sizes.get("teacher_params"):
         size = (f" at {sizes['student_params']:,} parameters ({sizes['param_ratio']:.2f}x the teacher's "
                 f"{sizes['teacher_params']:,}; size target {max_student_ratio:g}x)")
+    elif sizes:
+        size = f" at {sizes['student_params']:,} parameters"
     reason = (f"student {primary} {student_metric:.4f}{size} is worse than the teacher's {teacher_metric:.4f} "
               + (f"({ratio:.3f}x) " if ratio is not None else "")
               + f"by more than the tolerance {tolerance:g} (relative): a student of this size cannot hold "

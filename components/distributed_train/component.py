@@ -18,8 +18,11 @@ def distributed_train(transformed_examples: Input[Dataset], transform_graph: Inp
     TF_CONFIG set per replica by the operator); inputs and outputs travel through the
     S3 prefix KFX_TFJOB_STAGING_URI (default: next to this step's outputs), see
     kfx_components.distributed_train.tfjob.train_with_tfjob.
+    When tune chose gradient-boosted trees, TF-DF trains them in this pod on one worker
+    whatever `workers` and the accelerator profile say (tf.distribute does not apply to trees).
     """
-    from kfx_components.common import component_io
+    from kfx_components.common import component_io, families
+    from kfx_components.common import model as model_io
     from kfx_components.distributed_train import executor
 
     if int(workers) < 1:
@@ -29,13 +32,15 @@ def distributed_train(transformed_examples: Input[Dataset], transform_graph: Inp
                   hyperparameters_dir=hyperparameters.path,
                   model_dir=model.path, checkpoint_dir=checkpoints.path,
                   **component_io.problem(transformed_examples), epochs=epochs)
-    if int(workers) > 1:
+    trees = model_io.read_hyperparameters(hyperparameters.path)["family"] == "gradient_boosted_trees"
+    if int(workers) > 1 and not trees:
         from kfx_components.distributed_train import tfjob
         facts = tfjob.train_with_tfjob(workers=int(workers), output_uri=model.uri or "", **kwargs)
     else:
         facts = {**executor.run(**kwargs), "workers": 1}
-    component_io.carry(model, transformed_examples, facts)
+    component_io.carry(model, transformed_examples, {**facts, "model_families": families.summary(
+        dict(hyperparameters.metadata or {}))})
     component_io.put(checkpoints, facts, ("epochs", "checkpoints", "strategy", "workers", "replicas"))
     evaluated = {k: v for k, v in facts.items() if k.startswith("eval_") and isinstance(v, (int, float))}
-    run = {k: facts[k] for k in ("replicas", "workers", "params", "seconds")}
+    run = {k: facts[k] for k in ("replicas", "workers", "params", "seconds") if k in facts}
     component_io.log_metrics(metrics, {**evaluated, **run}, strategy=facts["strategy"])

@@ -24,6 +24,13 @@ before); and ``ModelCheckpoint`` writing weights every epoch to
 Only the chief writes ``checkpoint_dir`` and ``model_dir``; other workers write
 to temporary directories that are removed (the standard MWMS pattern: every
 worker must take part in saving).
+
+Trees (tune chose ``gradient_boosted_trees``): TF-DF trains them in this process,
+on one worker, whatever the profile: tf.distribute strategies, GPUs and TPUs do not
+apply to its learner (TF-DF's own distributed training needs a cluster of its own
+GRPC workers, which kfx does not start), so on a multi-worker cluster only the
+chief trains and the other workers end at once; ``strategy`` says so. A forest
+stops early on the eval split (``forest.train_forest``) and has no checkpoints.
 """
 from __future__ import annotations
 
@@ -34,6 +41,7 @@ import tempfile
 import time
 
 from kfx_components.common import problem
+from kfx_formats.saved_model import FAMILY_FOREST as FOREST
 
 
 def _tf_config() -> dict:
@@ -136,10 +144,14 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
     from kfx_components.common import model as m
 
     start = time.time()
-    hps = m.read_hyperparameters(hyperparameters_dir)
+    chosen = m.read_hyperparameters(hyperparameters_dir)
+    hps = chosen["network"]
     m.output_units(problem_type, num_classes)
     transform_output = m.load_transform_output(transform_graph_dir)
     tf.keras.utils.set_random_seed(seed)
+    if chosen["family"] == FOREST:
+        return _train_forest(transformed_examples_dir, transform_output, chosen["forest"], model_dir, checkpoint_dir,
+                             label_key, problem_type, num_classes, seed, start)
 
     strategy, strategy_name = select_strategy()
     replicas = int(strategy.num_replicas_in_sync)
@@ -204,6 +216,33 @@ def run(transformed_examples_dir: str, transform_graph_dir: str, hyperparameters
         "params": int(model.count_params()),
         "checkpoints": len(checkpoints),
         "resumed_after_epoch": None if resumed_from is None else resumed_from + 1,
+        "family": "network",
         "hyperparameters": hps,
         "seconds": round(time.time() - start, 2),
     }
+
+
+FOREST_STRATEGY = "one worker (TF-DF trains in-process; tf.distribute does not apply to trees)"
+
+
+def _train_forest(transformed_examples_dir, transform_output, settings, model_dir, checkpoint_dir, label_key,
+                  problem_type, num_classes, seed, start) -> dict:
+    """Train and export the forest on the chief; another worker ends without writing (module doc)."""
+    from kfx_components.common import forest
+    from kfx_components.common import model as m
+    os.makedirs(checkpoint_dir, exist_ok=True)   # an output artifact: present, empty (no checkpoints)
+    facts = {"family": FOREST, "strategy": FOREST_STRATEGY, "replicas": 1, "is_chief": is_chief(),
+             "hyperparameters": settings, "checkpoints": 0, "resumed_after_epoch": None,
+             "rows_train": m.count_examples(transformed_examples_dir, "train"),
+             "rows_eval": m.count_examples(transformed_examples_dir, "eval")}
+    if not facts["is_chief"]:
+        return {**facts, "seconds": round(time.time() - start, 2)}
+    model, trained = forest.train_forest(transformed_examples_dir, transform_output, label_key, problem_type,
+                                         num_classes, seed, **settings)
+    metric = problem.primary_metric(problem_type)
+    value = m.split_metric(lambda f: model(f, training=False), transformed_examples_dir,
+                                      transform_output, label_key, problem_type)
+    m.export_serving_model(model, transform_output, label_key, problem_type, model_dir)
+    return {**facts, "num_trees": trained["num_trees"], "trees_trained": trained["trees_trained"],
+            "primary_metric": metric, "primary_metric_value": value, f"eval_{metric}": value,
+            "params": 0, "epochs": 0, "seconds": round(time.time() - start, 2)}

@@ -77,6 +77,12 @@ def analyze(model_dir: str, baseline_model_dir: str, data_path: str, evaluation_
     import tensorflow_model_analysis as tfma
     from apache_beam.options.pipeline_options import PipelineOptions
 
+    from kfx_components.common import loading
+
+    # TFMA loads the models in this process (Beam's direct runner) and registers TF-DF's ops only by importing
+    # it when it can, silently (utils/model_util.py): without TF-DF a forest fails here in one line instead.
+    for path in filter(None, (model_dir, baseline_model_dir)):
+        loading.register_model_ops(path)
     has_baseline = bool(baseline_model_dir)
     config = eval_config(label_key, problem_type, slice_specs, has_baseline, metric_threshold,
                          baseline_tolerance)

@@ -45,6 +45,7 @@ def evaluate(model: Input[Model], examples: Input[Dataset], slice_features: List
                              min_vs_reference=min_vs_reference, max_fairness_gap=max_fairness_gap,
                              explain_rows=explain_rows, explanation_path=explanation.path,
                              training_history=outputs.training_histories(model.metadata),
+                             model_families=dict(model.metadata or {}).get("model_families"),
                              beam_pipeline_args=list(beam_pipeline_args or ()), bless_on=bless_on)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -41,7 +41,7 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         baseline_tolerance: float = 0.01, min_vs_reference: float = 0.85, max_fairness_gap: float = 0.0,
         explain_rows: int = 200, explanation_path: str = "",
         training_history: Optional[Dict[str, dict]] = None, beam_pipeline_args: Sequence[str] = (),
-        bless_on: str = "random") -> dict:
+        bless_on: str = "random", model_families: Optional[dict] = None) -> dict:
     """Evaluate `model_dir` on `examples_dir/test`; bless it or not; explain it; write the report.
 
     slice_features / crossed_slices: TFMA slices (and Fairness Indicators for binary problems).
@@ -49,6 +49,7 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
     explain_rows: test rows the SHAP explanation and partial dependence use (0: no explanation);
     explanation_path: where to write the explanation page (HTML), "" for none.
     training_history: ``{fit name: model.history_summary(...)}`` drawn as training curves.
+    model_families: what tune compared (``common.families.summary``), shown in the report.
     beam_pipeline_args: the Beam runner TFMA runs on (DirectRunner by default; Flink on that profile).
     bless_on: "random" (the test split's gates bless; a backtest split is reported) or "temporal" (the
     backtest split's gates must pass too; see ``backtest``).
@@ -105,6 +106,7 @@ def run(model_dir: str, examples_dir: str, evaluation_dir: str, report_path: str
         "fairness": fair,
         "explanation": explanation,
         "training_history": dict(training_history or {}),
+        "model_families": dict(model_families or {}),
         "tfma_seconds": round(tfma_seconds, 2),
     }
     facts["seconds"] = round(time.time() - start, 2)

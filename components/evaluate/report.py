@@ -7,7 +7,7 @@ import html
 import os
 from typing import Any, Dict, List
 
-from kfx_components.common import plots
+from kfx_components.common import families, plots
 from kfx_components.evaluate import explain, fairness
 
 
@@ -133,6 +133,17 @@ def slice_sections(facts: Dict[str, Any]) -> str:
     return "".join(parts)
 
 
+def families_section(family: Dict[str, Any]) -> str:
+    """The model families tune compared on eval, and the one chosen."""
+    if not family.get("families"):
+        return ""
+    header, rows = families.table(family)
+    chart = families.chart(family)
+    return ("<section id='families'><h2>Model family (chosen on eval)</h2>"
+            f"<p>{html.escape(str(family.get('reason', '')))}</p>"
+            + (f"<div class='charts'>{chart}</div>" if chart else "") + _table(header, rows) + "</section>")
+
+
 def curves_section(histories: Dict[str, dict]) -> str:
     charts = plots.training_curves(histories or {})
     if not charts:
@@ -196,6 +207,7 @@ def render_report(facts: Dict[str, Any]) -> str:
     parts.append(slice_sections(facts))
     parts.append(fairness.section(facts.get("fairness") or {}))
     parts.append(explain.section(facts.get("explanation") or {}))
+    parts.append(families_section(facts.get("model_families") or {}))
     parts.append(curves_section(facts.get("training_history") or {}))
     parts.append(f"<p class='muted'>Evaluated in {facts['seconds']:.1f} s "
                  f"(TFMA {facts['tfma_seconds']:.1f} s).</p></body></html>")

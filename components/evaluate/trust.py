@@ -110,9 +110,9 @@ def _first_values(records: Sequence[bytes]) -> Dict[str, np.ndarray]:
 
 def load_serving(model_dir: str):
     """The SavedModel's ``serving_default`` signature: serialized tf.Example -> outputs."""
-    import tensorflow as tf
+    from kfx_components.common import loading
 
-    return tf.saved_model.load(model_dir).signatures[problem.SERVING_SIGNATURE]
+    return loading.load_model(model_dir).signatures[problem.SERVING_SIGNATURE]
 
 
 def predict(serve, records: Sequence[bytes], batch: int = 1024) -> np.ndarray:

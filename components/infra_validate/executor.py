@@ -89,7 +89,9 @@ def difference(served: Any, local: Sequence[float]) -> float:
 def in_process(model_dir: str, records: List[bytes]):
     """The SavedModel's serving_default outputs ([n, k]) for serialized tf.Examples, in this process."""
     import tensorflow as tf
-    fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+
+    from kfx_components.common import loading
+    fn = loading.load_model(model_dir).signatures["serving_default"]
     out = fn(examples=tf.constant(records, dtype=tf.string))
     key = "probabilities" if "probabilities" in out else "predictions"
     return out[key].numpy().reshape(len(records), -1)

@@ -12,7 +12,7 @@ import html
 import json
 from typing import Any, Dict, List, Mapping
 
-from kfx_components.common import plots
+from kfx_components.common import families, plots
 
 
 def _e(v: Any) -> str:
@@ -155,6 +155,8 @@ def _training(card: Mapping[str, Any]) -> str:
         parts.append(f"<p>This is the <b>{_e(which.get('passed_on', 'student'))}</b>"
                      + (" (the distilled student)." if which.get("passed_on") == "student"
                         else f": {_e(which.get('reason', ''))}") + "</p>")
+    if which.get("teacher_strategy"):
+        parts.append(f"<p>distributed-train trained it with: {_e(which['teacher_strategy'])}.</p>")
     charts = []
     if t.get("teacher_params") and t.get("student_params"):
         charts.append(plots.hbars([("teacher", t["teacher_params"]), ("student", t["student_params"])],
@@ -171,10 +173,45 @@ def _training(card: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
+def edge_line(card: Mapping[str, Any]) -> str:
+    """Which variant suits the edge, and what it loses against the model pushed."""
+    which = card.get("which_model") or {}
+    t = card.get("training") or {}
+    rec = card.get("quantized_recommended")
+    if which.get("teacher_family") != "gradient_boosted_trees":
+        return ""
+    if which.get("edge_model") != "student":
+        return f"No edge variant: {which.get('edge_reason', '')}"
+    loses = ""
+    if t.get("student_metric") is not None and t.get("teacher_metric") is not None:
+        loses = (f"; its eval metric is {t['student_metric']:.4f} against the forest's {t['teacher_metric']:.4f} "
+                 f"({t['student_metric'] - t['teacher_metric']:+.4f})")
+    stood_for = (card.get("quantized_reference") or {}).get("stands_in_for") or {}
+    got = ((card.get("quantized") or {}).get(rec) or {}).get("metric")
+    variant = (f" Its TFLite variant `{rec}` (below) is what a device runs"
+               + (f": test {got:.4f} against the forest's {stood_for['metric']:.4f} on the same rows "
+                  f"({got - stood_for['metric']:+.4f})" if got is not None and stood_for.get("metric") is not None
+                  else "") + "."
+               if rec else " None of its TFLite variants passed the quantize gate." if card.get("quantized_rejected")
+               else "")
+    return (f"The pushed model is the forest; for the edge, its distilled student (a network of "
+            f"{t.get('student_params', 0):,} parameters){loses}.{variant} {which.get('edge_reason', '')}")
+
+
+def _families(card: Mapping[str, Any]) -> str:
+    family = card.get("model_family") or {}
+    if not family.get("families"):
+        return ""
+    chart = families.chart(family)
+    edge = edge_line(card)
+    return (f"<p>{_e(family.get('reason', ''))}</p>" + (f"<div class='charts'>{chart}</div>" if chart else "")
+            + _table(*families.table(family)) + (f"<p>{_e(edge)}</p>" if edge else ""))
+
+
 def _quantized(card: Mapping[str, Any]) -> str:
     q = card.get("quantized") or {}
     if not q:
-        return "<p class='muted'>none recorded</p>"
+        return f"<p class='muted'>{_e(card.get('quantized_none') or 'none recorded')}</p>"
     rec = card.get("quantized_recommended", "")
     parts = []
     if card.get("quantized_recommendation"):
@@ -280,6 +317,7 @@ def render(card: Mapping[str, Any]) -> str:
         _section("fairness", "Fairness", _fairness(card)),
         _section("explanation", "Explanation", _explanation(card)),
         _section("data", "Data", _kv(card.get("data") or {}, ("fact", "value"))),
+        _section("family", "Model family (chosen on eval)", _families(card)),
         _section("hyperparameters", "Hyperparameters", _kv(card.get("hyperparameters") or {})),
         _section("training", "Which model, and how it was trained", _training(card)),
         _section("quantized", "Quantized variants (TFLite)", _quantized(card)),

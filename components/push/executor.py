@@ -18,7 +18,7 @@ import json
 import os
 from typing import Any, Dict, Mapping
 
-from kfx_components.common import problem
+from kfx_components.common import families, problem
 from kfx_formats import contract, registry
 from kfx_components.common.facts import left_out_line
 from kfx_components.push import card_html
@@ -113,13 +113,24 @@ def render_card(card: Mapping[str, Any]) -> str:
 
     data = card.get("data") or {}
     out += ["## Data", "", _kv_table(data, ("fact", "value"))]
+    family = card.get("model_family") or {}
+    if family.get("families"):
+        header, rows = families.table(family)
+        out += ["## Model family", "", family.get("reason", ""), "",
+                "| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+        out += ["| " + " | ".join(_md_escape(v) for v in row) + " |" for row in rows] + [""]
     out += ["## Hyperparameters", "", _kv_table(card.get("hyperparameters") or {})]
+    edge = card_html.edge_line(card)
+    if edge:
+        out += ["## For the edge", "", edge, ""]
     which = card.get("which_model") or {}
     if which:
         out += ["## Which model this is", "",
                 f"The **{which.get('passed_on', 'student')}**"
                 + (" (distilled student)." if which.get("passed_on") == "student"
                    else f" (distributed-train): {which.get('reason', '')}"), ""]
+        if which.get("teacher_strategy"):
+            out += [f"distributed-train trained it with: {which['teacher_strategy']}.", ""]
     if card.get("training"):
         t = card["training"]
         out += ["## Training (distillation)", ""]
@@ -170,7 +181,7 @@ def render_card(card: Mapping[str, Any]) -> str:
             out += [f"- {variant}: {note}"]
         out.append("")
     else:
-        out += ["_none recorded_", ""]
+        out += [f"_{card.get('quantized_none') or 'none recorded'}_", ""]
     for variant, reason in (card.get("quantized_rejected") or {}).items():
         out += [f"- not published: {variant}: {reason}"]
 
@@ -275,9 +286,11 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
         "backtest": blessing.get("backtest"),   # the temporal backtest (evaluate's backtest.judge), or None
         "warnings": _data_warnings(examples) + list(blessing.get("warnings", [])),
         "data": {k: examples[k] for k in DATA_FACTS if examples.get(k) not in (None, [])},
-        "hyperparameters": {k: hyperparameters[k] for k in ("width", "depth", "learning_rate")
-                            if k in hyperparameters},
-        "which_model": {k: model[k] for k in ("passed_on", "reason") if k in model},
+        "hyperparameters": _hyperparameters(hyperparameters),
+        "model_family": families.summary(hyperparameters),
+        "which_model": {k: model[k] for k in ("passed_on", "reason", "teacher_family", "teacher_strategy",
+                                              "edge_model", "edge_reason") if k in model},
+        "quantized_none": quantized.get("no_edge_variant", ""),
         "training": {k: model[k] for k in TRAINING_FACTS if k in model},
         "training_history": {k: v for k, v in (("distributed_train (teacher)", model.get("teacher_history")),
                                                ("distill (student)", model.get("history"))) if v},
@@ -286,11 +299,19 @@ def make_card(model_name: str, model: Mapping[str, Any], quantized: Mapping[str,
         "quantized_recommended": quantized.get("recommended", ""),
         "quantized_recommendation": quantized.get("recommendation", ""),
         "quantized_reference": {k: v for k, v in (quantized.get("reference") or {}).items()
-                                if k in ("metric", "saved_model_bytes", "latency")},
+                                if k in ("metric", "saved_model_bytes", "latency", "stands_in_for")},
         "quantized_notes": quantized.get("notes", {}),
         "quantized_rejected": quantized.get("rejected", {}),
         "lineage": dict(lineage),
     }
+
+
+def _hyperparameters(tuned: Mapping[str, Any]) -> Dict[str, Any]:
+    """The chosen family's settings: the forest's, or the network's width, depth and learning rate."""
+    forest = (tuned.get("families") or {}).get("gradient_boosted_trees") or {}
+    if tuned.get("family") == "gradient_boosted_trees" and forest.get("settings"):
+        return {**forest["settings"], "num_trees": forest.get("num_trees")}
+    return {k: tuned[k] for k in ("width", "depth", "learning_rate") if k in tuned}
 
 
 def summary_line(facts: Mapping[str, Any], card: Mapping[str, Any]) -> str:

@@ -44,6 +44,14 @@ same inputs and, when ``examples_dir`` (the raw examples) is given,
 ``recommended`` is the smallest published variant. A ``quantization.json``
 summary is written.
 
+``stands_in_for_dir``: the model pushed, when ``model_dir`` is the edge variant standing in for it (distill's
+network student of a forest): it is scored on the same test rows (``reference.stands_in_for``) and a variant
+must be within ``tolerance`` of it too.
+
+A TF-DF forest has no variant (``no_edge_variant`` says why, ``recommended`` is None): its
+inference ops (``SimpleML*``) are not TFLite builtins, so nothing is converted; the SavedModel is
+still scored and timed (``reference``).
+
 Modules: ``splits`` (the transformed splits as the signature's inputs, calibration data),
 ``tflite`` (conversion, running a file, its facts), ``finetune`` (pruning and QAT), ``latency``,
 ``scoring`` (the reference and the accuracy gate) and ``summary`` (quantization.json, the choice).
@@ -55,20 +63,36 @@ import os
 import time
 
 from kfx_components.common import io, problem
-from kfx_formats import choices
+from kfx_formats import choices, saved_model
 from kfx_components.quantize import finetune, scoring, splits, summary, tflite
+
+# Why a forest has no edge variant: quantization.json's "no_edge_variant", the card's "quantized_none" (push).
+NO_EDGE_VARIANT = ("a TF-DF forest has no TFLite form (its SimpleML* inference ops are not TFLite builtins): "
+                   "the edge variant is distill's network student, and quantize is given the forest only "
+                   "when that student fell short of it")
 
 
 def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str, quantized_dir: str,
         label_key: str, problem_type: str, num_classes: int, tolerance: float = 0.02,
         examples_dir: str = "", pruning_sparsity: float = 0.5, qat: bool = True,
-        finetune_epochs: int = 2, finetune_when: str = "int8_rejected", seed: int = 42) -> dict:
+        finetune_epochs: int = 2, finetune_when: str = "int8_rejected", seed: int = 42,
+        stands_in_for_dir: str = "") -> dict:
     """Convert, score, time and gate every variant; see the module doc."""
     start = time.time()
     _check_arguments(model_dir, problem_type, tolerance, pruning_sparsity, finetune_epochs, finetune_when,
                      examples_dir)
     ref = scoring.reference(model_dir, transformed_examples_dir, transform_graph_dir, label_key, problem_type,
                             examples_dir)
+    if stands_in_for_dir and saved_model.family(stands_in_for_dir) != saved_model.family(model_dir):
+        scoring.stand_in(ref, stands_in_for_dir, transformed_examples_dir, label_key, problem_type)
+    if saved_model.family(model_dir) == saved_model.FAMILY_FOREST:
+        facts = {**summary.summary(ref, {}, {}, {}, {}, problem_type, int(num_classes), float(tolerance), 0),
+                 "recommended": None, "recommendation": "no edge variant: serve the SavedModel (a TF-DF forest)",
+                 "no_edge_variant": NO_EDGE_VARIANT}
+        with io.Staging() as stage:
+            _write(stage.dir(quantized_dir), facts)
+        facts["seconds"] = round(time.time() - start, 2)
+        return facts
     representative, n_rep = splits.representative(transformed_examples_dir, ref.transform_output,
                                                   ref.input_spec, label_key)
     # Built aside and moved into quantized_dir only when every variant converted and ran.
@@ -93,10 +117,14 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
         scoring.relate_to_float32(variants)
         facts = summary.summary(ref, variants, rejected, training, not_trained, problem_type, int(num_classes),
                                 float(tolerance), n_rep)
-        with open(os.path.join(out_dir, "quantization.json"), "w") as f:
-            json.dump(facts, f, indent=2, sort_keys=True)
+        _write(out_dir, facts)
     facts["seconds"] = round(time.time() - start, 2)
     return facts
+
+
+def _write(out_dir: str, facts: dict) -> None:
+    with open(os.path.join(out_dir, "quantization.json"), "w") as f:
+        json.dump(facts, f, indent=2, sort_keys=True)
 
 
 def _check_arguments(model_dir: str, problem_type: str, tolerance, pruning_sparsity, finetune_epochs,

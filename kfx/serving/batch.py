@@ -10,7 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from kfx.serving import ServingError
 from kfx.serving.registry import LocalVersion, local_version
-from kfx_formats import features, registry
+from kfx_formats import features, registry, saved_model
 
 
 def batch_predict(model_uri: str, data: str, out: str, key: Optional[str] = None, batch_size: int = 256,
@@ -70,7 +70,10 @@ class Scorer:
         import tensorflow as tf
         self.tf = tf
         card = version.model_card()
-        self.model = tf.saved_model.load(os.path.join(version.path, registry.SAVED_MODEL))
+        path = os.path.join(version.path, registry.SAVED_MODEL)
+        for library in saved_model.op_libraries(path):   # a forest's TF-DF ops
+            tf.load_op_library(library)
+        self.model = tf.saved_model.load(path)
         self.fn = self.model.signatures["serving_default"]
         self.out_key = "probabilities" if "probabilities" in self.fn.structured_outputs else "predictions"
         self.spec = features.spec_from_signature(self.fn)

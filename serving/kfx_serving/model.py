@@ -13,6 +13,7 @@ from kserve import InferOutput, InferRequest, InferResponse
 from kserve.errors import InvalidInput
 from prometheus_client import Counter
 
+from kfx_formats import saved_model
 from kfx_formats.features import Feature, spec_from_signature
 from kfx_serving import features, normalize
 from kfx_serving.payload import PayloadLogger
@@ -56,6 +57,8 @@ class KfxModel(kserve.Model):
         saved = os.path.join(self.model_dir, "saved_model")
         if not os.path.isdir(saved):
             raise RuntimeError(f"{self.model_dir}: no saved_model/ (not a kfx registry version)")
+        for library in saved_model.op_libraries(saved):   # a forest's TF-DF ops
+            tf.load_op_library(library)
         self._loaded = tf.saved_model.load(saved)
         if SIGNATURE not in self._loaded.signatures:
             raise RuntimeError(f"{saved}: no {SIGNATURE} signature")

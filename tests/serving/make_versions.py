@@ -14,6 +14,7 @@ import tempfile
 
 import tensorflow as tf
 
+from kfx_components.common import loading
 from kfx_formats import registry
 
 # v2's logit shift. Its answers differ from v1's by at most 2*sigmoid(SHIFT/2)-1 = 0.17 whatever v1 is,
@@ -23,7 +24,7 @@ SHIFT = 0.7
 
 
 def wrap(src: str, dst: str, broken: bool) -> None:
-    inner = tf.saved_model.load(src)
+    inner = loading.load_model(src)   # a forest too (its TF-DF ops registered first)
 
     class Candidate(tf.Module):
         def __init__(self):

@@ -81,7 +81,8 @@ def model_args(transformed) -> dict:
 def hyperparameters(model_args, work):
     from kfx_components.tune import executor
     out = work / "hyperparameters"
-    facts = executor.run(hyperparameters_dir=str(out), max_trials=2, epochs=2, **model_args)
+    # The network family: the stage fixtures below are the network's path (tests/stages/test_forest.py: the trees').
+    facts = executor.run(hyperparameters_dir=str(out), max_trials=2, epochs=2, model_family="network", **model_args)
     return _artifact(out, facts)
 
 
@@ -91,6 +92,19 @@ def teacher(model_args, hyperparameters, work):
     out, ckpt = work / "teacher", work / "checkpoints"
     facts = executor.run(hyperparameters_dir=hyperparameters.path, model_dir=str(out),
                          checkpoint_dir=str(ckpt), epochs=3, **model_args)
+    return _artifact(out, facts)
+
+
+@pytest.fixture(scope="session")
+def forest(model_args, work):
+    """distributed_train given tune's choice of a (small) forest: the trees' path through the stages."""
+    from kfx_components.common import model as M
+    from kfx_components.distributed_train import executor
+    hp, out = str(work / "forest_hp"), work / "forest"
+    M.write_hyperparameters(hp, **M.DEFAULT_HYPERPARAMETERS, family="gradient_boosted_trees",
+                            forest={"num_trees": 20})
+    facts = executor.run(hyperparameters_dir=hp, model_dir=str(out), checkpoint_dir=str(work / "forest_ckpt"),
+                         **model_args)
     return _artifact(out, facts)
 
 

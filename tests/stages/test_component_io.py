@@ -98,7 +98,8 @@ def test_the_tune_body_carries_facts_and_logs_metrics_through_the_adapter(tmp_pa
     def run(**kwargs):
         seen.update(kwargs)
         return {"best_score": 0.8, "trials": 4, "seconds": 2.5, "objective": "val_auc", "algorithm": "random",
-                "width": 16, "label_key": "stale"}
+                "width": 16, "label_key": "stale", "metric": "accuracy", "family": "network",
+                "families": {"network": {"eval_metric": 0.8, "trials": 4, "seconds": 2.5}}}
 
     monkeypatch.setattr(executor, "run", run)
     examples = _artifact(dsl.Dataset, tmp_path, "transformed", {**PROBLEM, "rows": 10})
@@ -109,5 +110,5 @@ def test_the_tune_body_carries_facts_and_logs_metrics_through_the_adapter(tmp_pa
     assert (seen["label_key"], seen["problem_type"], seen["num_classes"]) == ("tips", "multiclass", 3)
     assert hyperparameters.metadata["width"] == 16 and hyperparameters.metadata["label_key"] == "tips"
     assert hyperparameters.metadata["label_vocabulary"] == ["a", "b", "c"] and "rows" not in hyperparameters.metadata
-    assert metrics.metadata == {"best_score": 0.8, "trials": 4, "seconds": 2.5, "objective": "val_auc",
-                                "algorithm": "random"}
+    assert seen["model_family"] == "auto"
+    assert metrics.metadata == {"eval_accuracy_network": 0.8, "seconds": 2.5, "family": "network"}

@@ -57,9 +57,10 @@ def _run_component(teacher, transformed, out, **params):
     from kfp import dsl
     from kfx_components.distill.component import distill
     model = types.SimpleNamespace(path=str(out), metadata={})
+    edge = types.SimpleNamespace(path=str(out) + "-edge", metadata={})
     metrics = dsl.Metrics(name="metrics", uri=str(out) + "-metrics", metadata={})
     distill.python_func(teacher=teacher, transformed_examples=transformed.examples,
-                        transform_graph=transformed.graph, model=model, metrics=metrics, **params)
+                        transform_graph=transformed.graph, model=model, edge_model=edge, metrics=metrics, **params)
     return model, metrics
 
 

@@ -359,13 +359,13 @@ def test_two_worker_tfjob_handoff_trains_and_the_step_model_serves(s3_server, on
 
 
 def test_two_worker_tfjob_failure_names_the_replica(s3_server, on_cluster, model_args, tmp_path):
-    """A worker that fails (bad hyperparameters) fails the step with its replica and message."""
+    """A worker that fails (a width build_model refuses) fails the step with its replica and message."""
     from kfx_components.distributed_train import tfjob
     bad = tmp_path / "hp"
     bad.mkdir()
-    (bad / "hyperparameters.json").write_text('{"width": 8}')
+    (bad / "hyperparameters.json").write_text('{"width": -1, "depth": 1, "learning_rate": 0.01}')
     with pytest.raises(tfjob.TFJobFailed, match=r"failing replica worker-0 .*exit code 1.*ValueError: "
-                                                 r"hyperparameters file .* lacks \['depth', 'learning_rate'\]"):
+                                                 r"bad hyperparameters width=-1"):
         _step(model_args, str(bad), tmp_path / "step", workers=2)
     assert not (tmp_path / "step/model").exists()
 

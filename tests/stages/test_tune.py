@@ -8,7 +8,7 @@ from kfx_components.tune import executor
 
 
 def _in_space(hp):
-    assert set(hp) == {"width", "depth", "learning_rate"}
+    assert set(hp) == {"family", "width", "depth", "learning_rate"} and hp["family"] == "network"
     assert isinstance(hp["width"], int) and hp["width"] in executor.WIDTHS
     assert isinstance(hp["depth"], int) and executor.DEPTH_RANGE[0] <= hp["depth"] <= executor.DEPTH_RANGE[1]
     lo, hi = executor.LEARNING_RATE_RANGE
@@ -20,7 +20,7 @@ def test_hyperband_writes_valid_hyperparameters(hyperparameters):
         hp = json.load(f)
     _in_space(hp)
     facts = hyperparameters.metadata
-    assert {k: facts[k] for k in hp} == hp
+    assert {k: facts[k] for k in hp} == hp and facts["family_reason"] == "network only (model_family)"
     assert facts["algorithm"] == "hyperband" and facts["objective"] == "val_auc"
     assert 1 <= facts["trials"] <= 2  # the fixture's max_trials
     assert 0.5 < facts["best_score"] <= 1.0
@@ -29,7 +29,7 @@ def test_hyperband_writes_valid_hyperparameters(hyperparameters):
 
 def test_random_search_runs_max_trials(model_args, tmp_path):
     facts = executor.run(hyperparameters_dir=str(tmp_path / "hp"), algorithm="random", max_trials=2,
-                         epochs=1, **model_args)
+                         epochs=1, model_family="network", **model_args)
     assert facts["trials"] == 2 and facts["algorithm"] == "random"
     with open(tmp_path / "hp" / "hyperparameters.json") as f:
         _in_space(json.load(f))

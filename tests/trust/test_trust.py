@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kfx_components.common import loading
 from tests.trust import tables
 from tests.webhook import Webhook
 
@@ -114,7 +115,7 @@ def test_pushed_model_is_close_to_a_classical_model_or_nothing_is_pushed(table_r
 
     assert pushed, f"{name}: nothing pushed\n{proc.stdout[-3000:]}"
     uri = Path(pushed.group(1))
-    serve = tf.saved_model.load(str(uri / "saved_model")).signatures["serving_default"]
+    serve = loading.load_model(str(uri / "saved_model")).signatures["serving_default"]
     out = next(iter(serve(examples=tf.constant(test_records)).values())).numpy()
     got = _metric(problem_type, test_y, out)
     if problem_type == "regression":
@@ -135,4 +136,9 @@ def test_pushed_model_is_close_to_a_classical_model_or_nothing_is_pushed(table_r
     assert trust["vs_trivial_ci"][0] > 0
     assert card["blessing"]["blessed"] is True and card["metrics"]["split"] == "test"
     assert card["which_model"]["passed_on"] in ("student", "teacher")
+    # Both families were tried on eval and the better one was trained (max_trials=1: one trial each).
+    tried = card["model_family"]["families"]
+    assert set(tried) == {"network", "gradient_boosted_trees"}, card["model_family"]
+    better = min if problem_type == "regression" else max   # RMSE: lower is better
+    assert card["model_family"]["chosen"] == better(tried, key=lambda f: tried[f]["eval_metric"])
     assert f"(95% CI {low:.4f}-{high:.4f})" in proc.stdout  # the run's one-line outcome
