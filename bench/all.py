@@ -7,6 +7,7 @@ rest still run; the exit code says whether all passed):
 
     runner_overhead.py   per-step overhead: in-process / kfx / kfx-subprocess / kfx-cached / kfp.local
     lifecycle.py         the whole lifecycle: kfx vs in-process
+    families.py          the taxi lifecycle: model_family=network vs auto (trees beside the network)
     data_scale.py        ingest/validate/transform/evaluate cost and memory against rows
     columns.py           each stage's cost against the number of columns
     input_pipeline.py    training input: make_dataset vs tensors in memory
@@ -48,6 +49,7 @@ def plan(smoke: bool, serving_model: str, scratch: str, only: frozenset = frozen
     full = {
         "runner_overhead": [],
         "lifecycle": [],
+        "families": [],
         "data_scale": ["--multi-max", "100000", "--scratch", f"{scratch}/data_scale"],
         "columns": ["--columns", "10,50,200", "--scratch", f"{scratch}/columns"],
         "input_pipeline": ["--scratch", f"{scratch}/input_pipeline"],
@@ -65,6 +67,7 @@ def plan(smoke: bool, serving_model: str, scratch: str, only: frozenset = frozen
                             "--no-doc"],
         # its kfx workspace is kept: the smoke quantizes its models and serves the one it pushed
         "lifecycle": ["--smoke", "--keep-root", lifecycle_root],
+        "families": ["--smoke", "--scratch", f"{scratch}/families"],
         "data_scale": ["--sizes", "300,600", "--modes", "single", "--stages", "ingest,validate", "--no-doc",
                        "--scratch", f"{scratch}/scale"],
         "columns": ["--smoke", "--no-doc", "--scratch", f"{scratch}/columns"],

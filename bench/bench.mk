@@ -12,7 +12,8 @@ bench:
 
 bench-smoke:
 	$(BENCH_PYTHON) -m pytest -q -rfEs tests/test_bench_smoke.py tests/test_bench_scale_smoke.py \
-	  $(wildcard tests/test_bench_columns_smoke.py tests/test_bench_tfx_smoke.py) $(PYTEST_ARGS)
+	  $(wildcard tests/test_bench_columns_smoke.py tests/test_bench_tfx_smoke.py tests/test_bench_families_smoke.py) \
+	  $(PYTEST_ARGS)
 
 # Tables in the wild (issue 20): generated and real public tables through the whole `kfx run`;
 # rewrites its block of docs/reliability.md. WILD_ARGS e.g. --generated 40 --real ''.

@@ -140,12 +140,15 @@ def test_quantize_bench_reports_every_variant(repo, lifecycle_smoke):
 @pytest.mark.e2e
 @pytest.mark.bench
 def test_trust_tables_bench_reads_a_verdict(repo, tmp_path):
-    """The wine table through `kfx run`: its row names the outcome, the test metric and the references."""
+    """The wine table through `kfx run`: its row names the chosen family, the outcome, the test metric, the
+    references and the gap to HistGradientBoosting checked against issue 25's bar."""
     out = smoke(repo, "trust_tables", tmp_path)
     [row] = [line for line in out.splitlines() if line.startswith("| wine |")]
     cells = [c.strip() for c in row.split("|")[1:-1]]
-    assert cells[1] == "multiclass" and cells[8] in ("True", "False"), row
-    assert re.match(r"(pushed|already|not pushed)", cells[9]), row
+    assert cells[1] == "multiclass" and cells[3] in ("network", "gradient_boosted_trees"), row
+    assert re.match(r"[0-9.]+ \(", cells[9]) and re.match(r"[+-][0-9.]+$", cells[10]), row   # HGB, gap
+    assert cells[11] in ("yes", "NO", "not pushed") and cells[12] in ("True", "False"), row
+    assert re.match(r"(pushed|already|not pushed)", cells[13]), row
 
 
 @pytest.mark.e2e

@@ -86,7 +86,10 @@ def build_forest(transform_output: tft.TFTransformOutput, label_key: str, proble
     task = tfdf.keras.Task.REGRESSION if problem_type == "regression" else tfdf.keras.Task.CLASSIFICATION
     return tfdf.keras.GradientBoostedTreesModel(
         task=task, features=usages, exclude_non_specified_features=True,
-        apply_link_function=False, early_stopping="LOSS_INCREASE", random_seed=int(seed), verbose=0, **hps)
+        apply_link_function=False, early_stopping="LOSS_INCREASE", random_seed=int(seed), verbose=0,
+        # Columns keep their names (spaces, commas, '%', unicode...): TF-DF refuses the ones Keras cannot
+        # name a layer after, but its learner takes any string (tests/stages/test_column_names.py).
+        advanced_arguments=tfdf.keras.AdvancedArguments(fail_on_non_keras_compatible_feature_name=False), **hps)
 
 
 def train_forest(transformed_examples_dir: str, transform_output: tft.TFTransformOutput, label_key: str,

@@ -32,7 +32,8 @@ with the best weights restored; the gate then judges the task metric. The studen
 A forest teacher (gradient-boosted trees, chosen by tune): the forest is the
 model passed on (``model_dir``) and the student, trained on its soft
 predictions the same way, is its edge variant (``edge_model_dir``), since a
-forest has no TFLite form. The size target does not apply (a forest's nodes are
+forest has no TFLite form; a student better than the forest on eval is passed
+on instead (and is its own edge variant). The size target does not apply (a forest's nodes are
 not weights); the gate does: a student that falls short of the forest is not
 written as the edge variant (the forest is, and quantize says it has none).
 For a network teacher ``edge_model_dir`` is a copy of ``model_dir``.
@@ -221,9 +222,8 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
                               label_key, problem_type, float(tolerance), sizes, float(max_student_ratio))
 
     edge = _edge(comparison, forest)
-    if forest:   # the forest is passed on; the student, when it holds the forest's metric, is its edge variant
-        comparison = {**comparison, "passed_on": "teacher",
-                      "reason": "the teacher is a forest: it is passed on, the student is its edge variant"}
+    if forest:
+        comparison = _forest_passed_on(comparison, problem_type)
     with io.Staging() as stage:
         out = stage.dir(model_dir)
         edge_out = stage.dir(edge_model_dir) if edge_model_dir else None
@@ -256,6 +256,18 @@ def run(teacher_model_dir: str, transformed_examples_dir: str, transform_graph_d
         "seed": int(seed),
         "seconds": round(time.time() - start, 2),
     }
+
+
+def _forest_passed_on(comparison: dict, problem_type: str) -> dict:
+    """A forest teacher is passed on and its student is the edge variant, unless the student is better on
+    eval: then the student is (the better model wins, and it converts to TFLite as it is)."""
+    s, t = comparison["student_metric"], comparison["teacher_metric"]
+    if problem.worse_by_more_than(t, s, problem_type, 0.0):
+        return {**comparison, "passed_on": "student",
+                "reason": f"the student's eval {comparison['primary_metric']} {s:.4f} beats the forest's {t:.4f}: "
+                          "the better model is passed on"}
+    return {**comparison, "passed_on": "teacher",
+            "reason": "the teacher is a forest: it is passed on, the student is its edge variant"}
 
 
 def _edge(comparison: dict, forest: bool) -> dict:

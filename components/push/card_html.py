@@ -180,6 +180,9 @@ def edge_line(card: Mapping[str, Any]) -> str:
     rec = card.get("quantized_recommended")
     if which.get("teacher_family") != "gradient_boosted_trees":
         return ""
+    if which.get("passed_on") == "student":
+        return ("The pushed model is the network student, which beat the forest on eval; it is its own edge "
+                "variant (TFLite below).")
     if which.get("edge_model") != "student":
         return f"No edge variant: {which.get('edge_reason', '')}"
     loses = ""

@@ -93,11 +93,11 @@ def wild_model(tmp_path_factory):
     model = M.build_model(to, "y", "binary", width=4, depth=1)
     M.export_serving_model(model, to, "y", "binary", str(work / "model"))
     raw = list(tf.data.TFRecordDataset(str(work / "examples/test/data.tfrecord.gz"), "GZIP").as_numpy_iterator())
-    return tf.saved_model.load(str(work / "model")), to, t_facts, raw
+    return tf.saved_model.load(str(work / "model")), to, t_facts, raw, work
 
 
 def test_transform_keeps_the_names_and_makes_its_indicators_internal(wild_model):
-    _, _, facts, _ = wild_model
+    _, _, facts, _, _ = wild_model
     features = set(facts["transformed_features"])
     assert set(TABLE) <= features
     # 'income' has missing cells and the table has its own 'income_missing': both survive, distinct.
@@ -106,11 +106,28 @@ def test_transform_keeps_the_names_and_makes_its_indicators_internal(wild_model)
 
 
 def test_both_signatures_answer_on_the_wild_names(wild_model):
+    loaded, to, _, raw, _ = wild_model
+    _check_signatures(loaded, to, raw)
+
+
+def test_a_forest_takes_the_wild_names_too(wild_model):
+    """TF-DF refuses names Keras could not give a layer (a space, '%', ','); kfx's forests keep them."""
+    from kfx_components.common import forest, loading
+    from kfx_components.common import model as M
+
+    _, to, _, raw, work = wild_model
+    trained, facts = forest.train_forest(str(work / "data"), to, "y", "binary", num_trees=10)
+    M.export_serving_model(trained, to, "y", "binary", str(work / "forest"))
+    _check_signatures(loading.load_model(str(work / "forest")), to, raw)
+    assert facts["num_trees"] >= 1
+
+
+def _check_signatures(loaded, to, raw):
+    """serving_default answers probabilities; transformed_logits on the same rows agrees with it."""
     import tensorflow as tf
 
     from kfx_components.common import model as M
 
-    loaded, to, _, raw = wild_model
     probabilities = loaded.signatures["serving_default"](examples=tf.constant(raw))["probabilities"].numpy()
     assert probabilities.shape == (len(raw), 1) and ((probabilities >= 0) & (probabilities <= 1)).all()
 

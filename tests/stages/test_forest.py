@@ -137,11 +137,24 @@ def distilled(forest, model_args, work):
 
 def test_a_forest_is_passed_on_and_its_student_is_the_edge_variant(distilled):
     out, edge, facts = distilled
-    assert facts["teacher_family"] == "gradient_boosted_trees" and facts["passed_on"] == "teacher"
+    # The forest is passed on unless its student beats it on eval (then the better model is).
+    beats = facts["student_metric"] > facts["teacher_metric"]
+    assert facts["teacher_family"] == "gradient_boosted_trees"
+    assert facts["passed_on"] == ("student" if beats else "teacher")
     assert facts["edge_model"] == "student" and facts["size_target_met"] is None
-    assert saved_model.family(out) == "gradient_boosted_trees"
+    assert saved_model.family(out) == ("network" if beats else "gradient_boosted_trees")
     assert saved_model.family(edge) == "network"
     assert facts["student_metric"] > 0.8   # a student that learned from the trees (chance: 0.5)
+
+
+@pytest.mark.parametrize("problem_type,student,forest,passed_on", [
+    ("binary", 0.95, 0.94, "student"), ("binary", 0.94, 0.94, "teacher"), ("binary", 0.93, 0.94, "teacher"),
+    ("regression", 9.0, 10.0, "student"), ("regression", 11.0, 10.0, "teacher")])
+def test_a_student_better_than_its_forest_is_passed_on(problem_type, student, forest, passed_on):
+    comparison = {"student_metric": student, "teacher_metric": forest, "primary_metric": "m", "passed_on": "student"}
+    chosen = distill._forest_passed_on(comparison, problem_type)
+    assert chosen["passed_on"] == passed_on
+    assert ("beats the forest's" in chosen["reason"]) == (passed_on == "student")
 
 
 def test_a_tflite_variant_must_hold_the_forest_it_stands_in_for(forest, distilled, model_args, work):
