@@ -8,6 +8,7 @@ import pytest
 
 from kfx.serving.batch import to_example
 from kfx_formats import features
+from kfx_components.common import loading
 from kfx_components.deploy import executor as deploy
 from tests.serving.conftest import REPO
 
@@ -24,7 +25,7 @@ def test_batch_predict_writes_keys_and_matches_savedmodel(served_registry, taxi_
     assert len(recs) == len(rows) == json.loads((out / "summary.json").read_text())["rows"]
     assert sorted(r["key"] for r in recs) == sorted(r["trip_start_timestamp"] for r in rows)
     import tensorflow as tf
-    fn = tf.saved_model.load(str(served_registry["v1"] / "saved_model")).signatures["serving_default"]
+    fn = loading.load_model(str(served_registry["v1"] / "saved_model")).signatures["serving_default"]
     spec = features.spec_from_signature(fn)
     first = {r["key"]: r for r in recs}
     sample = rows[:20]

@@ -15,6 +15,7 @@ import pytest
 from kfx.serving.batch import to_example
 from kfx.serving.servers import DEFAULT_IMAGE, Server, free_port
 from kfx.serving.traffic import instances_from_csv
+from kfx_components.common import loading
 from kfx_formats import features
 from tests.serving.conftest import MODEL, REPO
 
@@ -58,7 +59,7 @@ def in_process(served_registry, taxi_csv):
     import csv
 
     import tensorflow as tf
-    fn = tf.saved_model.load(str(served_registry["v1"] / "saved_model")).signatures["serving_default"]
+    fn = loading.load_model(str(served_registry["v1"] / "saved_model")).signatures["serving_default"]
     spec = features.spec_from_signature(fn)
     with open(taxi_csv) as f:
         rows = [r for _, r in zip(range(N), csv.DictReader(f))]
