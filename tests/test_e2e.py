@@ -60,9 +60,16 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     root, first, *_ = runs
     uri = Path(_pushed_uri(first))
     assert re.fullmatch(r"v\d+", uri.name) and uri.parent.name == "chicago-taxi-big-tipper"
-    assert "## Training (distillation)" in (uri / "model_card.md").read_text()
+    card_md = (uri / "model_card.md").read_text()
+    assert "## Training (distillation)" in card_md
     card = json.loads((uri / "model_card.json").read_text())
-    assert card["training"]["temperature"] == 4.0 and card["training"]["compression_ratio"] > 1
+    assert card["training"]["temperature"] == 4.0
+    if card["which_model"].get("teacher_family") == "gradient_boosted_trees":
+        # A forest has no parameters to compress; its distilled student is the edge variant, said so.
+        assert card["which_model"]["edge_model"] in ("student", "none") and "## For the edge" in card_md
+        assert card["model_family"]["chosen"] == "gradient_boosted_trees"
+    else:
+        assert card["training"]["compression_ratio"] > 1
     assert card["blessing"]["blessed"] is True and card["metrics"]["overall"]
     # Infra validation: the candidate was loaded and queried in the serving runtime before push.
     infra = card["infra_validation"]
