@@ -240,8 +240,8 @@ def _train_forest(transformed_examples_dir, transform_output, settings, model_di
     model, trained = forest.train_forest(transformed_examples_dir, transform_output, label_key, problem_type,
                                          num_classes, seed, **settings)
     metric = problem.primary_metric(problem_type)
-    value = m.split_metric(lambda f: model(f, training=False), transformed_examples_dir,
-                                      transform_output, label_key, problem_type)
+    value = m.split_metric(lambda f: model(f, training=False), transformed_examples_dir, transform_output,
+                           label_key, problem_type)
     m.export_serving_model(model, transform_output, label_key, problem_type, model_dir)
     return {**facts, "num_trees": trained["num_trees"], "trees_trained": trained["trees_trained"],
             "primary_metric": metric, "primary_metric_value": value, f"eval_{metric}": value,

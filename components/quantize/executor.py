@@ -84,7 +84,7 @@ def run(model_dir: str, transformed_examples_dir: str, transform_graph_dir: str,
     ref = scoring.reference(model_dir, transformed_examples_dir, transform_graph_dir, label_key, problem_type,
                             examples_dir)
     if stands_in_for_dir and saved_model.family(stands_in_for_dir) != saved_model.family(model_dir):
-        scoring.stand_in(ref, stands_in_for_dir, transformed_examples_dir, label_key, problem_type)
+        scoring.stand_in(ref, stands_in_for_dir, problem_type)
     if saved_model.family(model_dir) == saved_model.FAMILY_FOREST:
         facts = {**summary.summary(ref, {}, {}, {}, {}, problem_type, int(num_classes), float(tolerance), 0),
                  "recommended": None, "recommendation": "no edge variant: serve the SavedModel (a TF-DF forest)",

@@ -96,19 +96,18 @@ def score(blobs: dict, training: dict, out_dir: str, ref: Reference, problem_typ
     return variants, rejected
 
 
-def stand_in(ref: Reference, model_dir: str, transformed_examples_dir: str, label_key: str,
-             problem_type: str) -> None:
+def stand_in(ref: Reference, model_dir: str, problem_type: str) -> None:
     """Score on the same test rows the model the converted one stands in for (distill's forest, when its
-    network student is the edge variant): ``ref.facts["stands_in_for"]``, a second bar every variant meets."""
+    network student is the edge variant): ``ref.facts["stands_in_for"]``, a second bar every variant meets.
+    Both models take the same transformed features (``model.signature_args``): the test rows ``ref`` read
+    are fed to it as they are."""
     from kfx_components.common import model as M
     from kfx_components.common import loading
 
     signature = loading.load_model(model_dir).signatures[tflite.SIGNATURE]
-    eval_x, eval_y = splits.load_split(transformed_examples_dir, io.TEST, ref.transform_output,
-                                       splits.signature_input_spec(signature), label_key)
-    logits = saved_model_logits(signature, eval_x, len(eval_y))
+    logits = saved_model_logits(signature, ref.eval_x, ref.n_eval)
     ref.facts["stands_in_for"] = {"family": saved_model.family(model_dir),
-                                  "metric": M.metric_from_logits(problem_type, eval_y, logits)}
+                                  "metric": M.metric_from_logits(problem_type, ref.eval_y, logits)}
 
 
 def _short_of(value: float, facts: dict, problem_type: str, tolerance: float) -> str:

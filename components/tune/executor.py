@@ -154,11 +154,13 @@ def _choose(families: dict, problem_type: str) -> tuple[str, str]:
         return only, f"{only} only (model_family)"
     net = families[saved_model.FAMILY_NETWORK]["eval_metric"]
     trees = families[saved_model.FAMILY_FOREST]["eval_metric"]
+    if trees == net:
+        return saved_model.FAMILY_NETWORK, (f"eval {metric}: a tie at {net:.4f}; the network converts to "
+                                             "TFLite as it is")
     better = trees > net if problem.higher_is_better(problem_type) else trees < net
     winner = saved_model.FAMILY_FOREST if better else saved_model.FAMILY_NETWORK
     return winner, (f"eval {metric}: {saved_model.FAMILY_FOREST} {trees:.4f}, {saved_model.FAMILY_NETWORK} "
-                    f"{net:.4f} (its short tuning trials); {winner} is better" if better or trees != net
-                    else f"eval {metric}: a tie at {net:.4f}; the network converts to TFLite as it is")
+                    f"{net:.4f} (its short tuning trials); {winner} is better")
 
 
 def _search_network(transformed_examples_dir, transform_output, label_key, problem_type, num_classes,
