@@ -199,7 +199,7 @@ def register(subparsers) -> None:
     p.add_argument("--max-error-rate", type=float, default=d.max_error_rate)
     p.add_argument("--max-p99-ms", type=float, default=d.max_p99_ms)
     p.add_argument("--min-requests", type=_above_zero(int), default=d.min_requests,
-                   help="requests a step needs before it can pass")
+                   help="requests a step needs before it can pass (watched up to 3 holds to get them)")
     p.add_argument("--labels", default="", metavar="CSV",
                    help=f"late labels for the online metric (AUC, accuracy or RMSE): {LABELS_FORMAT}")
     p.add_argument("--max-online-drop", type=float, default=d.max_online_drop,

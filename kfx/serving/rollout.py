@@ -23,6 +23,7 @@ from kfx.serving.traffic import Traffic, instances_from_csv
 from kfx_formats import payload_log, registry
 
 STRATEGIES = ("canary", "blue-green", "shadow")
+EVIDENCE_WAIT = 3   # a step short of --min-requests after --hold is watched up to this many holds
 
 
 def parse_steps(text: str) -> Tuple[int, ...]:
@@ -308,9 +309,15 @@ class _LocalRollout:
         """Watch `variant`'s traffic for the policy's hold (ends early on a breach or a command)."""
         policy = self.policy
         seen: List[dict] = []
-        end = time.monotonic() + policy.hold_seconds
-        while time.monotonic() < end:
-            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+        start = time.monotonic()
+        # A slow or loaded front can fall short of --min-requests in --hold; the step is then watched
+        # longer (up to EVIDENCE_WAIT holds) rather than failed for want of evidence it could still get.
+        end, last = start + policy.hold_seconds, start + policy.hold_seconds * EVIDENCE_WAIT
+        while True:
+            now = time.monotonic()
+            if now >= last or (now >= end and window_stats(seen, variant)["requests"] >= policy.min_requests):
+                break
+            time.sleep(min(1.0, max(0.0, (end if now < end else last) - now)))
             seen += self.accesslog.read()
             cmd = self.ro.command()
             if cmd:
@@ -320,8 +327,9 @@ class _LocalRollout:
         stats, baseline = window_stats(seen, variant), window_stats(seen, "current")
         res = {"stats": stats, "baseline": baseline, "breaches": policy.breaches(stats, baseline)}
         if stats["requests"] < policy.min_requests and variant != "current":
-            res["breaches"].append(f"only {stats['requests']} requests reached the candidate "
-                                   f"(< --min-requests {policy.min_requests}): not enough evidence")
+            res["breaches"].append(f"only {stats['requests']} requests reached the candidate in "
+                                   f"{time.monotonic() - start:.0f} s (< --min-requests {policy.min_requests}): "
+                                   "not enough evidence")
         if self.labels:
             try:
                 online = policy.online_comparison(self.logged(), self.labels, *self.versions)

@@ -3,15 +3,18 @@
 import argparse
 import json
 import os
+import threading
+import time
 
 import pytest
 
 from kfx.commands import serving as commands
 from kfx.errors import UsageError
 from kfx.serving import ServingError
+from kfx.serving.front import AccessLog
 from kfx.serving.registry import LocalVersion
-from kfx.serving.rollout import (LocalSetup, RolloutPolicy, choose_current, parse_steps, read_late_labels,
-                                 run_local_rollout, succeeded)
+from kfx.serving.rollout import (EVIDENCE_WAIT, LocalSetup, RolloutPolicy, choose_current, parse_steps, read_late_labels,
+                                 _LocalRollout, run_local_rollout, succeeded)
 from kfx.serving.rollout_state import Rollout, read_active, send_command
 
 
@@ -45,6 +48,42 @@ def test_breaches_judge_the_candidate_against_the_current_version():
     [slow] = policy.breaches(stats(40, p99_ms=900), stats(40))
     assert slow == "p99 900 ms > 500 ms"
     assert policy.limit_breaches(None, None) == []
+
+
+class _Watch:
+    """A rollout's watch without servers: nginx's access log is a real file a thread appends to."""
+    def __init__(self, tmp_path, policy, every_s, n):
+        self.log = tmp_path / "access.jsonl"
+        self.log.write_text("")
+        self.ro = _LocalRollout.__new__(_LocalRollout)
+        self.ro.policy, self.ro.labels, self.ro.accesslog = policy, {}, AccessLog(str(self.log))
+        self.ro.ro = type("NoCommands", (), {"command": staticmethod(lambda: None)})()
+        self.thread = threading.Thread(target=self._write, args=(every_s, n), daemon=True)
+
+    def _write(self, every_s, n):
+        for _ in range(n):
+            time.sleep(every_s)
+            with open(self.log, "a") as f:
+                f.write(json.dumps({"variant": "candidate", "status": 200, "request_time": 0.01}) + "\n")
+
+    def hold(self):
+        self.thread.start()
+        t0 = time.monotonic()
+        res = self.ro.hold("candidate")
+        return res, time.monotonic() - t0
+
+
+def test_a_step_short_of_evidence_is_watched_longer_not_failed(tmp_path):
+    # 4 requests wanted in a 1 s hold, one arrives every 0.5 s: the step waits for the 4th (about 2 s)
+    res, took = _Watch(tmp_path, RolloutPolicy(hold_seconds=1.0, min_requests=4), 0.5, 10).hold()
+    assert res["breaches"] == [] and res["stats"]["requests"] >= 4
+    assert 1.5 <= took < EVIDENCE_WAIT * 1.0 + 1
+    # none arrive: the step fails for want of evidence after EVIDENCE_WAIT holds, and says so
+    (tmp_path / "none").mkdir()
+    res, took = _Watch(tmp_path / "none", RolloutPolicy(hold_seconds=1.0, min_requests=4), 0.5, 0).hold()
+    assert EVIDENCE_WAIT * 1.0 <= took < EVIDENCE_WAIT * 1.0 + 1.5
+    [why] = res["breaches"]
+    assert why.startswith("only 0 requests reached the candidate in 3 s") and "not enough evidence" in why
 
 
 def _versions(tmp_path):
