@@ -82,6 +82,9 @@ def test_pushed_model_serves_raw_examples_and_beats_majority_baseline(runs):
     assert re.search(rf"^data: [\d,]+ rows in the file, all used; {re.escape(left_out)}$", first.stdout, re.M)
     assert any(left_out in w for w in card["warnings"]), card["warnings"]
     assert card["metrics"]["split"] == "test" and card["trust"]["vs_trivial_ci"][0] > 0
+    low, high = card["trust"]["vs_boosting_ci"]   # paired: the point difference lies inside
+    assert low <= card["trust"]["model"]["metric"] - card["trust"]["references"]["boosting"]["metric"] <= high
+    assert f"(paired 95% CI, positive = this model): {low:+.4f} to {high:+.4f}." in (uri / "model_card.md").read_text()
     # The request contract clients must keep: the taxi's raw fields with their types, the label not among them.
     fields = {f["name"]: f["type"] for f in json.loads((uri / "contract.json").read_text())["fields"] if f["used"]}
     assert fields["fare"] == "float" and fields["trip_start_hour"] == "int" and fields["company"] == "string"

@@ -79,6 +79,7 @@ def _trust_section(t: Dict[str, Any]) -> str:
            _table(["predictor", name, f"{t['confidence']:.0%} CI (bootstrap, {t['resamples']} resamples)"], rows),
            f"<p class='muted'>How much better than the trivial predictor: {_ci_text(t['vs_trivial_ci'])} "
            f"(must be above 0). Against the linear reference: {_ci_text(t['vs_reference_ci'])}"
+           + (f"; against the boosting reference: {_ci_text(t['vs_boosting_ci'])}" if t.get("vs_boosting_ci") else "")
            + (f"; ratio {t['vs_reference_ratio']:.3f}" if t.get("vs_reference_ratio") is not None else "")
            + (f" (min_vs_reference {t['min_vs_reference']:g})" if t["min_vs_reference"] else "")
            + ".</p>"]

@@ -71,6 +71,8 @@ def _evaluation(card: Mapping[str, Any]) -> str:
             table.append([label, r.get("metric"), "n/a" if ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"])
         parts.append(f"<h3>Against simple models ({_e(trust.get('test_rows'))} test rows)</h3>"
                      + _table(["predictor", str(trust.get("metric", "")), "95% CI"], table))
+        if trust.get("vs_boosting_ci"):
+            parts.append(f"<p>{_e(boosting_gap_line(trust))}</p>")
     header, rows = split_table(card)
     if rows:
         parts.append(f"<h3>Random test split and temporal backtest (blessed on: {_e(card.get('bless_on'))})</h3>"
@@ -340,3 +342,12 @@ def not_pushed(model_name: str, reason: str) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{_e(model_name)}: not pushed</title>"
             f"<style>{plots.PAGE_CSS}</style></head><body><h1>{_e(model_name)}: not pushed</h1>"
             f"<section id='reason'><p>{_e(reason)}</p></section></body></html>")
+
+
+def boosting_gap_line(trust: dict) -> str:
+    """The paired bootstrap interval of how much better the model is than the boosting reference."""
+    low, high = trust["vs_boosting_ci"]
+    if low is None:
+        return "Against the boosting reference on the same rows: n/a."
+    return (f"How much better than the boosting reference on the same resampled rows "
+            f"(paired 95% CI, positive = this model): {low:+.4f} to {high:+.4f}.")

@@ -89,6 +89,8 @@ def render_card(card: Mapping[str, Any]) -> str:
             span = "n/a" if ci[0] is None else f"{ci[0]:.4f} - {ci[1]:.4f}"
             out.append(f"| {_md_escape(label)} | {_md_escape(r.get('metric'))} | {span} |")
         out.append("")
+        if trust.get("vs_boosting_ci"):
+            out += [card_html.boosting_gap_line(trust), ""]
     header, rows = card_html.split_table(card)
     if rows:
         out += [f"### Random test split and temporal backtest (blessed on: {card.get('bless_on')})", "",

@@ -99,8 +99,14 @@ def test_the_model_is_compared_with_the_trivial_predictor_and_a_classical_refere
     assert low <= facts["overall"]["auc"] + 1e-3 and t["model"]["metric"] <= high
     assert high - low < 0.2  # ~600 test rows: a usable interval
     assert t["vs_trivial_ci"][0] > 0  # this model beats guessing, with confidence
+    # the paired difference to the boosting reference holds the point difference and is narrower than
+    # the two models' own intervals side by side
+    gap_low, gap_high = t["vs_boosting_ci"]
+    assert gap_low <= t["model"]["metric"] - boosting["metric"] <= gap_high
+    assert gap_high - gap_low < (high - low) + (boosting["ci"][1] - boosting["ci"][0])
     page = (out / "report.html").read_text()
     assert "Against simple models" in page and "LogisticRegression" in page
+    assert "against the boosting reference" in page
 
 
 def test_bootstrap_auc_matches_sklearn_and_covers_the_truth():
