@@ -154,8 +154,9 @@ def _preprocess(inputs, plan: dict, label_key: str, num_buckets: int):
     by reference: module-level functions, no closures)."""
     import tensorflow as tf
     import tensorflow_transform as tft
-    from kfx_components.transform import vocabularies
+    from kfx_components.transform import graph_walks, vocabularies
 
+    graph_walks.install()   # a Beam worker tracing this function gets the linear walks too
     out = {}
     numeric = plan["numeric"]
     if numeric:
@@ -237,7 +238,9 @@ def run(examples_dir: str, schema_dir: str, transform_graph_dir: str, transforme
     from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io
     from tfx_bsl.coders.example_coder import RecordBatchToExamples
     from tfx_bsl.public import tfxio
+    from kfx_components.transform import graph_walks
 
+    graph_walks.install()
     raw_schema = _raw_schema(schema)
     preprocessing_fn = functools.partial(_preprocess, plan=plan, label_key=label_key, num_buckets=int(num_buckets))
     options = PipelineOptions(list(beam_pipeline_args or ()))

@@ -183,3 +183,49 @@ def test_diabetes_regression(tmp_path):
         out = _frame(io.split_file(str(tmp_path / "data"), split))
         raw = _frame(io.split_file(str(tmp_path / "examples"), split))
         assert sorted(out.target) == pytest.approx(sorted(raw.target))
+
+
+def test_the_linear_graph_walks_return_what_tfts_own_return(transformed, validated, examples, taxi_config):
+    """graph_walks replaces two of TFT's graph walks: on the taxi graph (numeric, bucketized,
+    categorical; sparse raw inputs) each returns exactly what TFT's own function returns."""
+    import functools
+    import tensorflow as tf
+    from tensorflow_transform import graph_tools, impl_helper
+    from tensorflow_transform.saved import saved_transform_io_v2 as io_v2
+    from tensorflow_transform.tf_metadata import schema_utils
+    from kfx_components.transform import executor, graph_walks
+
+    assert graph_walks.install()   # the executor ran: already in place, TFT's own kept aside
+    own = graph_walks._ORIGINAL
+    assert io_v2._get_output_to_inputs_map is graph_walks.output_to_inputs_map
+
+    # The fitted transform graph as every TransformDataset loads it.
+    imported = tf.saved_model.load(os.path.join(transformed.graph.path, "transform_fn"))
+    fn = imported.transform_fn.concrete_functions[0] if hasattr(imported.transform_fn, "concrete_functions") \
+        else imported.transform_fn
+    outputs = tf.nest.pack_sequence_as(fn.graph.structured_outputs, fn.graph.outputs, expand_composites=True)
+    ours, theirs = graph_walks.output_to_inputs_map(outputs), own["output_to_inputs_map"](outputs)
+    assert ours.keys() == theirs.keys() and len(ours) > 10
+    for name in ours:
+        assert set(map(id, ours[name])) == set(map(id, theirs[name])), name
+    assert sum(len(v) for v in ours.values()) > len(ours)   # the stacked numerics: outputs share inputs
+
+    # The analyzers' fingerprint of the traced preprocessing_fn, source keys per analyzer.
+    schema = executor._raw_schema(executor._load_schema(validated.schema.path))
+    label = examples.metadata["label_key"]
+    plan = executor._plan(schema, label, taxi_config["categorical_features"], taxi_config["bucketize_features"], 10,
+                          columns=list(io.read_columns(examples.path)))
+    specs = impl_helper.get_type_specs_from_feature_specs(schema_utils.schema_as_feature_spec(schema).feature_spec)
+    graph, inputs, _ = impl_helper.trace_preprocessing_function(
+        functools.partial(executor._preprocess, plan=plan, label_key=label, num_buckets=10), specs,
+        use_tf_compat_v1=False)
+    with graph.as_default():
+        fingerprints = {}
+        for walk in (graph_walks.retrieve_source_keys, own["retrieve_source_keys"]):
+            graph_tools._retrieve_source_keys = walk
+            fingerprints[walk] = graph_tools.get_analyzers_fingerprint(graph, inputs)
+        graph_tools._retrieve_source_keys = graph_walks.retrieve_source_keys
+    ours, theirs = fingerprints.values()
+    assert ours.keys() == theirs.keys() and len(ours) >= 3
+    assert {k: v.source_keys for k, v in ours.items()} == {k: v.source_keys for k, v in theirs.items()}
+    assert any(len(v.source_keys) > 1 for v in ours.values())
