@@ -106,9 +106,12 @@ def check(kind: str, schema, reference, current, environment: Optional[str] = No
     import tensorflow_data_validation as tfdv
     field, argument, names = _COMPARED[kind]
     compared, defaulted = _comparator_schema(schema, field)
-    compared, thresholds = distributions.adapted_thresholds(compared, field, reference, current)
     # TFDV reads skew as (training, serving=...) and drift as (current, previous=...).
     first, other = (reference, current) if kind == SKEW else (current, reference)
+    # A first pass at the practical thresholds: features within them need no simulated chance part.
+    practical = tfdv.validate_statistics(first, compared, environment=environment, **{argument: other})
+    compared, thresholds = distributions.adapted_thresholds(compared, field, reference, current,
+                                                            measured=distributions.measured_distances(practical))
     found = tfdv.validate_statistics(first, compared, environment=environment, **{argument: other})
     distributions.annotate(found, thresholds, names)
     return found, defaulted

@@ -222,3 +222,42 @@ def test_the_monitor_still_flags_a_real_skew_on_a_used_column(model_version, tmp
     assert verdict["retrain"] is True and verdict["features"] == ["x"] and verdict["skewed"] == ["x"], verdict
     assert verdict["ignored_columns"] == ["trip_start_timestamp"]
     assert any("for 3000 training vs 300 serving values" in r for r in verdict["reasons"]), verdict["reasons"]
+
+
+def test_features_within_the_practical_threshold_skip_the_simulation_with_the_same_verdicts():
+    """validate and the monitor first measure at the practical thresholds; a feature within them is
+    not simulated. On 40 pairs (unchanged, small and shifted samples) the anomalies are those of
+    simulating every feature, and the simulation runs only where a distance exceeds its practical
+    threshold."""
+    import tensorflow_data_validation as tfdv
+    from kfx_components.validate import executor
+    rng = np.random.default_rng(7)
+    skipped = simulated = flagged = 0
+    for i in range(40):
+        n = (40, 300, 3000)[i % 3]
+        shifted = i % 4 == 3
+        reference = _statistics(_sample(rng, 3000 if shifted else n))
+        current = _statistics(_sample(rng, n, mix=[0.3, 0.3, 0.4] if shifted else VENDOR_MIX,
+                                      mean=0.8 if shifted else 0.0))
+        schema = _schema(reference)
+        edges = distributions.reference_edges(reference)
+        cur, ref = distributions.binned(current, edges), distributions.binned(reference, edges)
+        practical = tfdv.validate_statistics(cur, schema, previous_statistics=ref)
+        measured = distributions.measured_distances(practical)
+        every, every_made = distributions.adapted_thresholds(schema, "drift_comparator", ref, cur)
+        fast, fast_made = distributions.adapted_thresholds(schema, "drift_comparator", ref, cur, measured=measured)
+        for name, made in fast_made.items():
+            if made["chance"] is None:
+                skipped += 1
+                assert measured[name] <= made["threshold"] == made["practical"]
+            else:
+                simulated += 1
+                assert measured[name] > made["practical"] and made == every_made[name]
+        def verdict(found):
+            return [(a["feature"], a["short"]) for a in executor._anomaly_list(found, "x", comparisons=True)]
+        assert verdict(tfdv.validate_statistics(cur, every, previous_statistics=ref)) == \
+            verdict(tfdv.validate_statistics(cur, fast, previous_statistics=ref))
+        found, _, _ = executor._validated(current, schema, None, reference)   # the executor's own path
+        assert verdict(found) == verdict(tfdv.validate_statistics(cur, every, previous_statistics=ref))
+        flagged += bool(verdict(found))
+    assert skipped > 20 and simulated > 5 and flagged >= 5, (skipped, simulated, flagged)
