@@ -6,10 +6,10 @@ import time
 import uuid
 from typing import Sequence
 
-from kfx_components.common import beam_files, io, names
+from kfx_components.common import beam_files, io
 
 VOCAB_TOP_K = 1000        # caps a vocabulary (and so an embedding) on free-text features
-NUM_OOV_BUCKETS = 1       # values unseen in train (or beyond top_k) share one index
+VOCABULARIES_FILE = "vocabularies"   # one asset, every feature's vocabulary; unseen values share index = size
 MISSING_TOKEN = "__missing__"  # a missing categorical value is a category of its own
 MISSING_SUFFIX = "_missing"
 SCHEMA_FILE = "schema.pbtxt"
@@ -209,10 +209,8 @@ def _preprocess(inputs, plan: dict, label_key: str, num_buckets: int):
             text = tf.strings.as_string(value)
         texts[name] = tf.where(present > 0, text, MISSING_TOKEN)
     # One analyzer for every vocabulary: TFT's own costs ~15 Beam stages per feature.
-    indices = vocabularies.compute_and_apply(
-        [texts[n] for n in plan["categorical"]],
-        [f"vocab_{i}_{names.safe_name(n)}" for i, n in enumerate(plan["categorical"])],
-        top_k=VOCAB_TOP_K, num_oov_buckets=NUM_OOV_BUCKETS)
+    indices = vocabularies.compute_and_apply([texts[n] for n in plan["categorical"]], VOCABULARIES_FILE,
+                                             top_k=VOCAB_TOP_K)
     out.update(zip(plan["categorical"], indices))
     label = inputs[label_key]
     default = tf.constant(-1 if label.dtype.is_integer else float("nan"), label.dtype)

@@ -66,7 +66,57 @@ def test_categorical_domains(transformed):
         assert m["num_buckets"][name] <= 10
     # 7 weekdays (plus the OOV bucket); a string vocabulary covers the values seen in train
     assert m["num_buckets"]["trip_start_day"] == 8
-    assert 0 < len(out.vocabulary_by_name("vocab_1_payment_type")) < m["num_buckets"]["payment_type"]
+    # one table: every vocabulary in one file, keyed by the feature's position
+    lines = open(out.vocabulary_file_by_name("vocabularies"), "rb").read().splitlines()
+    position = m["categorical_features"].index("payment_type")
+    mine = [line for line in lines if line.startswith(b"%d:" % position)]
+    assert 0 < len(mine) == m["num_buckets"]["payment_type"] - 1   # the OOV bucket is the last index
+
+
+def test_the_one_table_indexes_every_token_as_tfts_own_vocabulary(tmp_path):
+    """vocabularies.compute_and_apply against tft.compute_and_apply_vocabulary(num_oov_buckets=1) on
+    tokens a hand-made table would not hold: ties, tabs, newlines, the empty string, bytes that are not
+    UTF-8, a feature with nothing left (all empty), top_k cutting a tie, unseen values at transform."""
+    import tensorflow as tf
+    import tensorflow_transform as tft
+    import tensorflow_transform.beam as tft_beam
+    from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
+    from kfx_components.transform import vocabularies
+
+    rng = np.random.default_rng(3)
+    pool = [b"a", b"b", b"tab\there", b"line\nbreak", b"", b"\xff\xfe", "é".encode(), b"x" * 300, b"0", b"1:ab"]
+    train = [{"f": rng.choice(pool), "g": b"", "h": rng.choice([b"k1", b"k2", b"k3", b"k4"])} for _ in range(300)]
+    unseen = [{"f": b"never", "g": b"seen", "h": b"k9"}, {"f": b"a", "g": b"", "h": b"k1"}]
+    spec = {k: tf.io.FixedLenFeature([], tf.string) for k in "fgh"}
+    metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
+
+    def ours(inputs):
+        out = vocabularies.compute_and_apply([inputs[k] for k in "fgh"], "vocabularies", top_k=3)
+        return {f"ours_{k}": v for k, v in zip("fgh", out)}
+
+    def theirs(inputs):
+        return {f"theirs_{k}": tft.compute_and_apply_vocabulary(inputs[k], top_k=3, num_oov_buckets=1)
+                for k in "fgh"}
+
+    def both(inputs):
+        return {**ours(inputs), **theirs(inputs)}
+
+    with tft_beam.Context(temp_dir=str(tmp_path / "tft")):
+        transform_fn = (train, metadata) | tft_beam.AnalyzeDataset(both)
+        rows, _ = ((train + unseen, metadata), transform_fn) | tft_beam.TransformDataset()
+        _ = transform_fn | tft_beam.WriteTransformFn(str(tmp_path / "graph"))
+    for k in "fgh":
+        assert [r[f"ours_{k}"] for r in rows] == [r[f"theirs_{k}"] for r in rows], k
+    output = tft.TFTransformOutput(str(tmp_path / "graph"))
+    buckets = {k: output.num_buckets_for_transformed_feature(k) for k in output.transformed_feature_spec()}
+    for k in "fgh":
+        assert buckets[f"ours_{k}"] == buckets[f"theirs_{k}"], (k, buckets)
+    assert buckets["ours_h"] == 4 and buckets["ours_g"] == 2    # top 3 + OOV; the dummy token + OOV
+    assert rows[-2]["ours_h"] == 3 and sorted({r["ours_h"] for r in rows[:-2]}) == [0, 1, 2, 3]  # OOV; top 3
+    # the graph as the model stages load it gives the same indices
+    again = output.transform_raw_features({k: tf.constant([r[k] for r in unseen]) for k in "fgh"})
+    assert again["ours_h"].numpy().tolist() == [r["ours_h"] for r in rows[-2:]]
+    assert again["ours_f"].numpy().tolist()[0] == buckets["ours_f"] - 1
 
 
 def test_numerics_z_scored_on_train(transformed):
