@@ -5,7 +5,7 @@ A column may be named anything a CSV or Parquet file can hold (``class``,
 beside ``age``). The data (tf.Example keys), the serving contract, the card and
 the reports keep those names; only where a stage makes a TF/Keras object or a
 file *named after* a column (signature arguments, ``tf.TensorSpec`` and Keras
-``Input`` names, TFT vocabulary files) does it use ``safe_name(column)``.
+``Input`` names) does it use ``safe_name(column)``.
 
 ``safe_name`` depends on the column's name alone (so every stage, given any
 subset of the columns, gets the same identifier) and is:
