@@ -123,7 +123,7 @@ def bars(groups: Dict[str, Dict[str, float]], path: Path, title: str, ylabel: st
             X = gx + ni * bw
             a, b = sorted((ypx(values[n]), ypx(0.0)))
             d.rectangle([X, a, X + bw - 2, b], fill=COLORS[ni % len(COLORS)])
-        d.text((gx, H - BOTTOM + 6), g[:16], fill="black", font=font)
+        d.text((gx, H - BOTTOM + 6 + 14 * (gi % 2)), g[:16], fill="black", font=font)  # staggered: no overlap
     for ni, n in enumerate(names):
         ly = TOP + 8 + 18 * ni
         d.rectangle([W - RIGHT + 10, ly + 2, W - RIGHT + 30, ly + 12], fill=COLORS[ni % len(COLORS)])
