@@ -23,7 +23,7 @@ def table(family: Mapping[str, Any]) -> tuple:
     """(header, rows): each family tune tried, its best eval metric, trials and time."""
     header = list(HEADER)
     header[1] = f"eval {family.get('metric') or 'metric'}"
-    rows = [[name, f.get("eval_metric"), f.get("trials"), f.get("seconds"),
+    rows = [[name, f.get("eval_metric"), f.get("trials"), None if f.get("seconds") is None else f"{f['seconds']:.1f}",
              "yes" if name == family.get("chosen") else ""] for name, f in (family.get("families") or {}).items()]
     return header, rows
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any, Dict, List, Mapping
 
 from kfx_components.common import families, plots
@@ -210,7 +211,12 @@ def _families(card: Mapping[str, Any]) -> str:
     chart = families.chart(family)
     edge = edge_line(card)
     return (f"<p>{_e(family.get('reason', ''))}</p>" + (f"<div class='charts'>{chart}</div>" if chart else "")
-            + _table(*families.table(family)) + (f"<p>{_e(edge)}</p>" if edge else ""))
+            + _table(*families.table(family)) + (f"<p>{_code_spans(edge)}</p>" if edge else ""))
+
+
+def _code_spans(text: str) -> str:
+    """Escaped text with its `backticked` parts as <code> (the markdown card keeps the backticks)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", _e(text))
 
 
 def _quantized(card: Mapping[str, Any]) -> str:

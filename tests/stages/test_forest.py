@@ -216,7 +216,10 @@ def test_the_card_and_the_report_show_each_family_the_pushed_model_and_the_edge_
         assert "0.9445" in text and "28.7" in text
         assert "0.9514 against the forest's 0.9571 (-0.0057)" in text     # the student's loss, on eval
         assert "test 0.9365 against the forest's 0.9501 on the same rows (-0.0136)" in text   # int8's, on test
-    assert "| gradient_boosted_trees | 0.9571 | 2 | 28.7" in md and "| yes |" in md
+    assert "| gradient_boosted_trees | 0.9571 | 2 | 28.7 |" in md and "| yes |" in md
+    raw = card_html.render(card)
+    assert "28.7000" not in raw and "<code>int8</code>" in raw and "`int8`" not in raw   # seconds, code spans
+    assert "`int8`" in md
     section = report.families_section(families.summary(tuned))
     assert "Model family (chosen on eval)" in section and "<svg" in section and "0.9445" in section
     assert report.families_section({}) == ""   # a run from before the families: no section
