@@ -325,6 +325,19 @@ def adapted_thresholds(schema, field: str, reference, current, rate: float = FAL
     return out, made
 
 
+def validate_at_adapted_thresholds(validate, schema, field: str, reference, current,
+                                   names: Tuple[str, str] = ("reference", "current")):
+    """TFDV's anomalies, ``validate(schema)``, with ``field``'s comparators at ``adapted_thresholds`` and
+    each comparator finding annotated. A first pass at the practical thresholds measures every feature:
+    those within them need no simulated chance part."""
+    practical = validate(schema)
+    adapted, thresholds = adapted_thresholds(schema, field, reference, current,
+                                             measured=measured_distances(practical))
+    found = validate(adapted)
+    annotate(found, thresholds, names)
+    return found
+
+
 def measured_distances(anomalies) -> Dict[str, float]:
     """{feature: the distance TFDV measured} from an anomalies proto's drift_skew_info."""
     out: Dict[str, float] = {}

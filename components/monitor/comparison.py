@@ -108,12 +108,9 @@ def check(kind: str, schema, reference, current, environment: Optional[str] = No
     compared, defaulted = _comparator_schema(schema, field)
     # TFDV reads skew as (training, serving=...) and drift as (current, previous=...).
     first, other = (reference, current) if kind == SKEW else (current, reference)
-    # A first pass at the practical thresholds: features within them need no simulated chance part.
-    practical = tfdv.validate_statistics(first, compared, environment=environment, **{argument: other})
-    compared, thresholds = distributions.adapted_thresholds(compared, field, reference, current,
-                                                            measured=distributions.measured_distances(practical))
-    found = tfdv.validate_statistics(first, compared, environment=environment, **{argument: other})
-    distributions.annotate(found, thresholds, names)
+    found = distributions.validate_at_adapted_thresholds(
+        lambda s: tfdv.validate_statistics(first, s, environment=environment, **{argument: other}),
+        compared, field, reference, current, names)
     return found, defaulted
 
 

@@ -103,8 +103,6 @@ class _Vocabularies(tft_beam_experimental.PTransformAnalyzer):
                 | "WriteFile" >> beam.Map(_write, self.base_temp_dir, self._filename, self._top_k))
 
 
-
-
 def compute_and_apply(texts: Sequence[tf.Tensor], vocab_filename: str, top_k: int) -> List[tf.Tensor]:
     """`tft.compute_and_apply_vocabulary(text, top_k, num_oov_buckets=1)` for each of `texts`
     (dense [batch] strings), the analysis of all of them fused into one, one table for the lookups."""

@@ -339,12 +339,9 @@ def _validated(stats, schema, environment: Optional[str], reference=None, names=
         return tfdv.validate_statistics(stats, schema, environment=environment), stats, None
     edges = distributions.reference_edges(reference)
     current, reference = distributions.binned(stats, edges), distributions.binned(reference, edges)
-    # A first pass at the practical thresholds: features within them need no simulated chance part.
-    practical = tfdv.validate_statistics(current, schema, environment=environment, previous_statistics=reference)
-    adapted, thresholds = distributions.adapted_thresholds(schema, "drift_comparator", reference, current,
-                                                           measured=distributions.measured_distances(practical))
-    found = tfdv.validate_statistics(current, adapted, environment=environment, previous_statistics=reference)
-    distributions.annotate(found, thresholds, names)
+    found = distributions.validate_at_adapted_thresholds(
+        lambda s: tfdv.validate_statistics(current, s, environment=environment, previous_statistics=reference),
+        schema, "drift_comparator", reference, current, names)
     return found, current, reference
 
 
